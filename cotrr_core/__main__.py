@@ -1,0 +1,3 @@
+from cotrr_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Named benchmarks with their fixed splits: the built-in demo, MQ2008, the MSLR sample, or any file."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cotrr_core.data.dataset import RankingData
+from cotrr_core.data.errors import DataError
+from cotrr_core.data.loaders import load_dataset
+from cotrr_core.data.spec import FeatureSpec, builtin_spec
+from cotrr_core.data.splits import split_queries
+
+__all__ = ["Benchmark", "load_benchmark", "BENCHMARKS", "shared_datasets_dir", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ("demo", "demo-small", "mq2008", "mslr-tiny")
+
+
+@dataclass
+class Benchmark:
+    """A dataset cut into query-level splits: train / val (early stop) / cal (calibrator) / test."""
+
+    name: str
+    splits: dict[str, RankingData]
+    note: str
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.splits["train"].spec
+
+
+def shared_datasets_dir() -> Path:
+    """Real benchmark files: $COTRR_DATASETS, else ../shared/datasets beside the repository."""
+    return Path(os.environ.get("COTRR_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+
+
+def _hash_split(data: RankingData, seed: int) -> dict[str, RankingData]:
+    return {k: data.subset(v) for k, v in split_queries(data.query_ids, seed=seed).items()}
+
+
+def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) -> Benchmark:
+    """Load a named benchmark (see BENCHMARKS) or a file path, split by whole queries."""
+    if name in ("demo", "demo-small"):
+        from cotrr_core.data.demo import demo_cache_path
+
+        size = "small" if name == "demo-small" else "default"
+        data = load_dataset(demo_cache_path(size), "parquet", builtin_spec("step5"), display_name=f"demo ({size})")
+        return Benchmark(name, _hash_split(data, seed), "built-in cocktail benchmark; hash split 60/15/10/15")
+    if name == "mq2008":
+        root = shared_datasets_dir() / "mq2008"
+        mq = spec or builtin_spec("mq2008")
+        val_all = load_dataset(root / "S4.txt", spec=mq)
+        halves = split_queries(val_all.query_ids, {"val": 0.5, "cal": 0.5}, seed=seed)
+        return Benchmark(name, {"train": load_dataset(root / "S1.txt", spec=mq),
+                                "val": val_all.subset(halves["val"]), "cal": val_all.subset(halves["cal"]),
+                                "test": load_dataset(root / "S5.txt", spec=mq)},
+                         "MQ2008 partitions: train S1, val+cal S4 (hash halves), test S5 (= official Fold1 test)")
+    if name == "mslr-tiny":
+        root = shared_datasets_dir() / "mslr_web_tiny_sample"
+        ms = spec or builtin_spec("mslr136")
+        train = load_dataset(root / "search_tiny_train.txt", spec=ms)
+        test = load_dataset(root / "search_tiny_test.txt", spec=ms)
+        # 7 training queries: val/cal reuse test-free slices of train (smoke test only, say so)
+        return Benchmark(name, {"train": train, "val": train, "cal": train, "test": test},
+                         "MSLR tiny sample (7 train / 4 test queries): smoke test only, val=cal=train")
+    path = Path(name)
+    if not path.exists():
+        raise DataError(name, None, None, f"not a built-in benchmark {BENCHMARKS} and no such file")
+    data = load_dataset(path, spec=spec)
+    return Benchmark(path.name, _hash_split(data, seed), f"{path.name}; hash split 60/15/10/15")

@@ -1,0 +1,120 @@
+"""Feature specs: which input fields (or LETOR feature indices) form which token.
+
+A spec is JSON. Step5 specs name fields (a vector field, or several scalar
+fields grouped into one token); LETOR specs name 1-based feature indices.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cotrr_core.config import ConfigError
+
+__all__ = ["TokenSpec", "FeatureSpec", "builtin_spec", "default_letor_spec", "BUILTIN_SPECS"]
+
+BUILTIN_SPECS = ("step5", "mq2008", "mslr136")
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One token: either `fields` (Step5) or `indices` (LETOR, 1-based)."""
+
+    name: str
+    fields: tuple[str, ...] = ()
+    indices: tuple[int, ...] = ()
+    dim: int | None = None  # for a single vector field: required length (None: same on every line)
+    list_constant: bool = False  # identical for every candidate of a list (projected once)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Maps input columns to named tokens, and says how to read the label."""
+
+    name: str
+    format: str  # "step5" or "letor"
+    tokens: tuple[TokenSpec, ...]
+    label_field: str = "compliance_score"
+    label_min: float = 0.0
+    label_max: float = 1.0
+    relevance_threshold: float = 0.8
+    log_transform: bool = False  # signed log1p before standardising (raw LETOR counts)
+    num_features: int | None = None  # LETOR: expected feature count
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def token_names(self) -> list[str]:
+        return [t.name for t in self.tokens]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("tokens", "extra")}
+        d["tokens"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in t.__dict__.items()
+                        if v not in ((), None, False)} for t in self.tokens]
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "feature spec") -> "FeatureSpec":
+        known = {"name", "format", "tokens", "label_field", "label_min", "label_max",
+                 "relevance_threshold", "log_transform", "num_features", "notes"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        if raw.get("format") not in ("step5", "letor"):
+            raise ConfigError(f"{where}: 'format' must be 'step5' or 'letor', got {raw.get('format')!r}")
+        tokens = []
+        token_keys = {"name", "fields", "indices", "dim", "list_constant"}
+        for i, t in enumerate(raw.get("tokens") or []):
+            bad = sorted(set(t) - token_keys)
+            if bad or "name" not in t:
+                raise ConfigError(f"{where}: tokens[{i}]: needs 'name'; unknown key(s) {bad}")
+            tok = TokenSpec(name=t["name"], fields=tuple(t.get("fields", ())), indices=tuple(t.get("indices", ())),
+                            dim=t.get("dim"), list_constant=bool(t.get("list_constant", False)))
+            if bool(tok.fields) == bool(tok.indices):
+                raise ConfigError(f"{where}: tokens[{i}] ({tok.name}): give exactly one of 'fields' or 'indices'")
+            tokens.append(tok)
+        if not tokens:
+            raise ConfigError(f"{where}: 'tokens' must list at least one token")
+        names = [t.name for t in tokens]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: token names must be unique, got {names}")
+        spec = cls(tokens=tuple(tokens), **{k: v for k, v in raw.items() if k != "tokens"})
+        if spec.format == "letor":
+            if any(t.fields for t in tokens):
+                raise ConfigError(f"{where}: LETOR specs use 'indices', not 'fields'")
+            idx = [i for t in tokens for i in t.indices]
+            if min(idx) < 1 or (spec.num_features and max(idx) > spec.num_features):
+                raise ConfigError(f"{where}: feature indices must be in 1..{spec.num_features}")
+        elif any(t.indices for t in tokens):
+            raise ConfigError(f"{where}: Step5 specs use 'fields', not 'indices'")
+        if not spec.label_min <= spec.relevance_threshold <= spec.label_max:
+            raise ConfigError(f"{where}: relevance_threshold must lie in [label_min, label_max]")
+        return spec
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureSpec":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from exc
+        return cls.from_dict(raw, where=str(path))
+
+
+def builtin_spec(name: str) -> FeatureSpec:
+    """A shipped spec: 'step5' (demo / Step5 default), 'mq2008' (46 LETOR features), 'mslr136'."""
+    if name not in BUILTIN_SPECS:
+        raise ConfigError(f"unknown built-in spec {name!r}; choose from {list(BUILTIN_SPECS)}")
+    text = resources.files("cotrr_core.data").joinpath("specs", f"{name}.json").read_text()
+    return FeatureSpec.from_dict(json.loads(text), where=f"built-in spec {name}")
+
+
+def default_letor_spec(num_features: int, chunk: int = 16, max_label: float = 4.0) -> FeatureSpec:
+    """Contiguous chunks of at most `chunk` features, one token each, for any LETOR file."""
+    tokens = tuple(TokenSpec(name=f"f{a}_{min(a + chunk - 1, num_features)}",
+                             indices=tuple(range(a, min(a + chunk, num_features + 1))))
+                   for a in range(1, num_features + 1, chunk))
+    return FeatureSpec(name=f"letor{num_features}", format="letor", tokens=tokens, label_field="label",
+                       label_min=0.0, label_max=max_label, relevance_threshold=1.0, log_transform=True,
+                       num_features=num_features, notes="default: contiguous feature chunks")

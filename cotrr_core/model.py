@@ -1,0 +1,188 @@
+"""CoTRR reranker: per-candidate cross-attention over feature tokens, pooled and scored.
+
+Pure nn.Modules, no I/O. A batch is B lists padded to L candidates:
+``tokens`` maps each feature group to [B, L, d_t], ``mask`` [B, L] is True for real candidates.
+Each candidate is a sequence of T tokens (one per feature group) that attend to each other;
+optionally the pooled candidates of a list then attend to each other (list context).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cotrr_core.config import ModelConfig
+
+__all__ = ["Attention", "Block", "TokenEncoder", "CoTRRModel", "mc_dropout_scores", "count_parameters"]
+
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: x [N, S, H], key_mask [N, S] (True = may be attended) -> [N, S, H]."""
+
+    def __init__(self, hidden: int, heads: int, attn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * attn_dim)
+        self.out = nn.Linear(attn_dim, hidden)
+        # A module (not a float) so that mc_dropout_scores can switch attention dropout on alone.
+        self.attn_drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Returns (y [N, S, H], attention weights [N, heads, S, S] or None on the fused path)."""
+        n, s, _ = x.shape
+        q, k, v = self.qkv(x).view(n, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, S, d]
+        allowed = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, S]
+        att = None
+        if return_attention:
+            logits = (q @ k.transpose(-2, -1)) * q.size(-1) ** -0.5
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed, float("-inf"))
+            att = logits.softmax(dim=-1)
+            y = self.attn_drop(att) @ v
+        else:
+            p = self.attn_drop.p if self.attn_drop.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        return self.out(y.transpose(1, 2).reshape(n, s, -1)), att
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + ff(ln(x)). [N, S, H] -> [N, S, H]."""
+
+    def __init__(self, hidden: int, heads: int, attn_dim: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(hidden)
+        self.attn = Attention(hidden, heads, attn_dim, dropout)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(
+            nn.Linear(hidden, hidden * ff_mult), nn.GELU(), nn.Linear(hidden * ff_mult, hidden)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        a, att = self.attn(self.ln1(x), key_mask, return_attention)
+        x = x + self.drop(a)
+        x = x + self.drop(self.ff(self.ln2(x)))
+        return x, att
+
+
+class TokenEncoder(nn.Module):
+    """Feature groups -> token states: dict of [B, L, d_t] (+ mask [B, L]) -> [B, L, T, H].
+
+    One Linear per group, plus a learned token-type embedding, then LayerNorm. List-constant
+    groups are projected once per list (candidate 0's vector) and broadcast over candidates.
+    """
+
+    def __init__(self, token_dims: Mapping[str, int], hidden: int, list_constant: Sequence[str] = ()) -> None:
+        super().__init__()
+        unknown = sorted(set(list_constant) - set(token_dims))
+        if unknown:
+            raise ValueError(f"list_constant names {unknown} are not token groups {list(token_dims)}")
+        self.names = list(token_dims)
+        self.list_constant = frozenset(list_constant)
+        self.proj = nn.ModuleDict({name: nn.Linear(d, hidden) for name, d in token_dims.items()})
+        self.type_emb = nn.Parameter(torch.randn(len(self.names), hidden) * 0.02)
+        self.ln = nn.LayerNorm(hidden)
+
+    def forward(self, tokens: Mapping[str, Tensor], mask: Tensor) -> Tensor:
+        b, l = mask.shape
+        keep = mask[..., None]
+        states = []
+        for name in self.names:
+            # Zero padding first: arbitrary (even NaN) padded inputs must not reach gradients.
+            t = torch.where(keep, tokens[name], 0.0)
+            if name in self.list_constant:
+                states.append(self.proj[name](t[:, 0])[:, None, :].expand(b, l, -1))
+            else:
+                states.append(self.proj[name](t))
+        return self.ln(torch.stack(states, dim=2) + self.type_emb)
+
+
+class CoTRRModel(nn.Module):
+    """Cross-attention reranker: (tokens {name: [B, L, d_t]}, mask [B, L]) -> scores [B, L].
+
+    Padding positions score 0.0. With ``return_attention=True`` the attention weights are
+    computed explicitly and returned as ``(scores, {"token": [B, L, layers, heads, T, T],
+    "list": [B, list_layers, heads, L, L] or None})``; otherwise the fused SDPA kernel is used.
+    """
+
+    def __init__(self, config: ModelConfig, token_dims: Mapping[str, int], list_constant: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.config = config
+        h, heads = config.hidden, config.heads
+        # Half-width attention: a candidate has only T~4-6 tokens, so Q/K/V need little width;
+        # this keeps the default model (dims 1024, 1024, 8, 5) at ~1.3M parameters.
+        attn_dim = max(1, h // heads // 2) * heads
+        block = lambda: Block(h, heads, attn_dim, config.ff_mult, config.dropout)  # noqa: E731
+        self.encoder = TokenEncoder(token_dims, h, list_constant)
+        self.blocks = nn.ModuleList(block() for _ in range(config.layers))
+        self.ln_tokens = nn.LayerNorm(h)
+        self.list_blocks = nn.ModuleList(block() for _ in range(config.list_context_layers if config.list_context else 0))
+        self.ln_list = nn.LayerNorm(h) if config.list_context else nn.Identity()
+        self.head = nn.Sequential(nn.Linear(h, h // 2), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(h // 2, 1))
+
+    def forward(
+        self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor | None]]:
+        b, l = mask.shape
+        x = self.encoder(tokens, mask)  # [B, L, T, H]
+        t = x.size(2)
+        x = x.reshape(b * l, t, -1)
+        token_att = []
+        for blk in self.blocks:
+            x, att = blk(x, return_attention=return_attention)
+            token_att.append(att)
+        c = self.ln_tokens(x).mean(dim=1).view(b, l, -1)  # [B, L, H]
+
+        list_att = []
+        if len(self.list_blocks) > 0:
+            # An all-padding list would have no key to attend to (NaN softmax): let it attend to
+            # everything instead; its scores are masked to 0 below anyway.
+            key_mask = mask | ~mask.any(dim=-1, keepdim=True)
+            for blk in self.list_blocks:
+                c, att = blk(c, key_mask, return_attention)
+                list_att.append(att)
+        scores = self.head(self.ln_list(c)).squeeze(-1).masked_fill(~mask, 0.0)  # [B, L]
+        if not return_attention:
+            return scores
+        maps: dict[str, Tensor | None] = {
+            "token": torch.stack(token_att, dim=1).view(b, l, len(self.blocks), -1, t, t),
+            "list": torch.stack(list_att, dim=1) if list_att else None,
+        }
+        return scores, maps
+
+
+def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int) -> Tensor:
+    """MC-dropout scores [S, B, L]: S stochastic passes drawn in ONE batched forward.
+
+    Only dropout modules are put in train mode (LayerNorm etc. stay in eval); every module's
+    previous mode is restored afterwards. Runs under torch.inference_mode.
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, _DROPOUTS):
+            m.training = True
+    try:
+        with torch.inference_mode():
+            # Repeat the batch S times along dim 0: row s * B + b is sample s of list b.
+            rep = {k: v.repeat(n_samples, *([1] * (v.dim() - 1))) for k, v in tokens.items()}
+            scores = model(rep, mask.repeat(n_samples, 1))
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return scores.view(n_samples, *mask.shape)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Total number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
