@@ -4,7 +4,8 @@ Calibrators follow the scikit-learn estimator contract: ``__init__`` only stores
 arguments, ``fit(scores, y) -> self`` puts learned state in ``*_`` attributes, and
 ``predict(scores) -> probs`` maps a 1-D float array of shape (n,) to probabilities
 of shape (n,). Every map is strictly increasing in the raw score, because
-calibration must never change the reranker's ranking.
+calibration must never change the reranker's ranking (for the sigmoid maps, up to
+float64 rounding p to exactly 1 once a*s + b exceeds ~36).
 
 State round-trips through plain JSON (never pickle); floats are stored as Python
 floats, whose ``repr`` round-trips exactly, so reloaded predictions are bit-for-bit
@@ -33,15 +34,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.isotonic import IsotonicRegression
 
 __all__ = [
-    "Calibrator",
-    "TemperatureCalibrator",
-    "PlattCalibrator",
-    "IsotonicCalibrator",
-    "NotFittedError",
-    "make_calibrator",
-    "calibrator_from_state",
-    "save_calibrator",
-    "load_calibrator",
+    "Calibrator", "TemperatureCalibrator", "PlattCalibrator", "IsotonicCalibrator", "NotFittedError",
+    "make_calibrator", "calibrator_from_state", "save_calibrator", "load_calibrator",
 ]
 
 STATE_FORMAT = "cotrr-calibrator"
@@ -113,7 +107,7 @@ def _data_notes(s: np.ndarray, y: np.ndarray) -> list[str]:
         notes.append(f"tiny input ({s.size} sample{'s' * (s.size > 1)})")
     if n_pos in (0, s.size):
         notes.append(f"all labels {'positive' if n_pos else 'negative'}")
-    elif s[y == 0].max() < s[y == 1].min():
+    elif _separable(s, y):
         notes.append("classes perfectly separated by score")
     if np.ptp(s) == 0.0:
         notes.append("constant scores")

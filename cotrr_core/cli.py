@@ -54,6 +54,78 @@ def cmd_evaluate_order(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from cotrr_core.config import RunConfig
+    from cotrr_core.data.benchmarks import load_benchmark
+    from cotrr_core.runs import new_run_dir
+    from cotrr_core.train import TrainingCancelled, fast_config, fit
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["run"])
+        dataset = json.loads((run_dir / "config.json").read_text())["dataset"]
+    else:
+        config = RunConfig.load(args.config) if args.config else (fast_config() if args.fast else RunConfig())
+        for override in args.set or []:
+            config = _apply_override(config, override)
+        dataset = args.dataset
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.name or Path(dataset).stem)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    bench = load_benchmark(dataset, seed=args.seed)
+    print(f"run: {run_dir}")
+    try:
+        metrics = fit(bench, config, run_dir, resume=bool(args.resume), on_progress=_print_progress)
+    except TrainingCancelled:
+        print("\ncancelled; resume with: python -m cotrr_core train --resume", run_dir)
+        return 130
+    print()
+    if "test" in metrics:
+        for name in ("original", "cotrr"):
+            m = metrics["test"][name]
+            print(f"  test {name:>8}: nDCG@10 {m['ndcg@10']:.4f}  C@1 {m['c@1']:.4f}  MRR {m['mrr']:.4f}")
+    return 0
+
+
+def _apply_override(config, override: str):
+    """--set train.epochs=5 style override, validated like a config file."""
+    from cotrr_core.config import RunConfig
+
+    key, sep, value = override.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {override!r}: expected section.field=value")
+    section, field = key.split(".", 1)
+    raw = config.to_dict()
+    if section not in raw:
+        raise ConfigError(f"--set {override!r}: unknown section {section!r}; known: {sorted(raw)}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    raw[section][field] = parsed
+    return RunConfig.from_dict(raw, where="--set")
+
+
+def _print_progress(progress: float, message: str) -> None:
+    bar = "#" * int(30 * progress)
+    print(f"\r[{bar:<30}] {100 * progress:5.1f}% {message:<60}", end="", flush=True)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from cotrr_core.calibrate_run import calibrate_run
+
+    section = calibrate_run(args.run_dir, method=args.method, mc_samples=args.mc_samples)
+    print(f"calibrators fitted on {section['cal_queries']} calibration queries, measured on "
+          f"{section['test_queries']} held-out test queries; stored: {section['method']}")
+    print(f"  {'calibrator':<13}{'ECE':>8}{'adaECE':>8}{'MCE':>8}{'Brier':>8}{'logloss':>9}")
+    for name, row in section["table"].items():
+        print(f"  {name:<13}{row['ece']:8.4f}{row['adaptive_ece']:8.4f}{row['mce']:8.4f}"
+              f"{row['brier']:8.4f}{row['log_loss']:9.4f}")
+    u = section["uncertainty"]
+    print(f"  MC-dropout ({u['mc_samples']} samples) AURC {u['aurc']:.4f} vs random {u['random_aurc']:.4f} "
+          f"(oracle {u['oracle_aurc']:.4f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cotrr_core", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -78,6 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json")
     s.set_defaults(func=cmd_evaluate_order)
+
+    s = sub.add_parser("train", help="train a reranker into artifacts/runs/<run_id>/")
+    s.add_argument("--dataset", default="demo", help="demo, demo-small, mq2008, mslr-tiny or a file")
+    s.add_argument("--config", help="RunConfig JSON")
+    s.add_argument("--fast", action="store_true", help="the quick first-launch config")
+    s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override, e.g. train.epochs=5")
+    s.add_argument("--name")
+    s.add_argument("--run-dir")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    s.add_argument("--seed", type=int, default=0, help="split seed")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("calibrate", help="fit calibrators on the calibration split, report held-out metrics")
+    s.add_argument("run_dir")
+    s.add_argument("--method", default="isotonic", choices=["temperature", "platt", "isotonic"])
+    s.add_argument("--mc-samples", type=int, default=5)
+    s.set_defaults(func=cmd_calibrate)
     return p
 
 

@@ -120,7 +120,10 @@ class CoTRRModel(nn.Module):
         # Half-width attention: a candidate has only T~4-6 tokens, so Q/K/V need little width;
         # this keeps the default model (dims 1024, 1024, 8, 5) at ~1.3M parameters.
         attn_dim = max(1, h // heads // 2) * heads
-        block = lambda: Block(h, heads, attn_dim, config.ff_mult, config.dropout)  # noqa: E731
+
+        def block() -> Block:
+            return Block(h, heads, attn_dim, config.ff_mult, config.dropout)
+
         self.encoder = TokenEncoder(token_dims, h, list_constant)
         self.blocks = nn.ModuleList(block() for _ in range(config.layers))
         self.ln_tokens = nn.LayerNorm(h)

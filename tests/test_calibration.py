@@ -101,7 +101,10 @@ def test_strictly_increasing_map_property(method, data, probe):
     grid = np.unique(grid)
     p = cal.predict(grid)
     assert np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))
-    assert np.all(np.diff(p) > 0)
+    assert np.all(np.diff(p) >= 0)
+    # Sigmoid maps can only tie where float64 rounds p to 1 (logit > ~36); isotonic never.
+    resolvable = p[1:] < 1 - 1e-12 if method != "isotonic" else np.ones(p.size - 1, bool)
+    assert np.all(np.diff(p)[resolvable] > 0)
     p_train = cal.predict(s)
     np.testing.assert_array_equal(np.argsort(p_train, kind="stable"), np.argsort(s, kind="stable"))
 
@@ -247,7 +250,7 @@ def test_bad_inputs_raise_value_error(method, scores, y, match):
 
 
 def test_predict_rejects_nan_and_accepts_empty():
-    cal = PlattCalibrator().fit([0.0, 1.0, 2.0, 3.0], [0, 0, 1, 1])
+    cal = PlattCalibrator().fit([0.0, 1.0, 2.0, 3.0], [0, 1, 0, 1])
     with pytest.raises(ValueError, match="NaN"):
         cal.predict([np.nan])
     assert cal.predict([]).shape == (0,)
@@ -266,4 +269,5 @@ def test_sklearn_contract_lists_and_bools():
     assert cal.fit(s, [False, False, True, True, True, False]) is cal
     p = cal.predict(s)
     assert p.dtype == np.float64 and p.shape == (6,)
-    np.testing.assert_array_equal(p, PlattCalibrator(smoothing=False).fit(np.array(s), [0, 0, 1, 1, 1, 0]).predict(s))
+    ref = PlattCalibrator(smoothing=False).fit(np.array(s), [0, 0, 1, 1, 1, 0])
+    np.testing.assert_array_equal(p, ref.predict(s))

@@ -41,16 +41,8 @@ NoRelevant = Literal["exclude", "one", "zero"]
 _POLICY_VALUE = {"exclude": np.nan, "one": 1.0, "zero": 0.0}
 
 __all__ = [
-    "NoRelevant",
-    "rank_order",
-    "ndcg_at_k",
-    "compliance_at_k",
-    "precision_at_k",
-    "reciprocal_rank",
-    "average_precision",
-    "evaluate",
-    "summarize",
-    "paired_bootstrap_ci",
+    "NoRelevant", "rank_order", "ndcg_at_k", "compliance_at_k", "precision_at_k",
+    "reciprocal_rank", "average_precision", "evaluate", "summarize", "paired_bootstrap_ci",
 ]
 
 
@@ -61,7 +53,6 @@ class _Ranked:
     labels: np.ndarray  # sorted labels, 0 at padding
     mask: np.ndarray  # sorted mask (a True prefix of length n)
     rel: np.ndarray  # sorted relevance indicator (False at padding)
-    all_labels: np.ndarray  # unsorted labels, 0 at padding
     n: np.ndarray  # [Q] number of real candidates
     n_rel: np.ndarray  # [Q] number of relevant candidates
 
@@ -136,14 +127,7 @@ def _prepare(labels, scores, mask, relevance_threshold: float) -> _Ranked:
     sl = np.take_along_axis(lab, order, axis=1)
     sm = np.take_along_axis(m, order, axis=1)
     srel = sm & (sl >= relevance_threshold)
-    return _Ranked(
-        labels=sl,
-        mask=sm,
-        rel=srel,
-        all_labels=lab,
-        n=m.sum(axis=1),
-        n_rel=srel.sum(axis=1),
-    )
+    return _Ranked(labels=sl, mask=sm, rel=srel, n=m.sum(axis=1), n_rel=srel.sum(axis=1))
 
 
 def _apply_policy(values: np.ndarray, undefined: np.ndarray, fill: float) -> np.ndarray:
@@ -198,12 +182,8 @@ def _ap(r: _Ranked, fill: float) -> np.ndarray:
 
 
 def ndcg_at_k(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    mask: np.ndarray | None,
-    k: int,
-    relevance_threshold: float = 1.0,
-    no_relevant: NoRelevant = "exclude",
+    labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None, k: int,
+    relevance_threshold: float = 1.0, no_relevant: NoRelevant = "exclude",
 ) -> np.ndarray:
     """nDCG@k per query -> [Q] (gain 2**label - 1, IDCG over the whole query)."""
     fill, k = _check_policy(no_relevant), _check_k(k)
@@ -211,12 +191,8 @@ def ndcg_at_k(
 
 
 def compliance_at_k(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    mask: np.ndarray | None,
-    k: int,
-    relevance_threshold: float = 1.0,
-    no_relevant: NoRelevant = "exclude",
+    labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None, k: int,
+    relevance_threshold: float = 1.0, no_relevant: NoRelevant = "exclude",
 ) -> np.ndarray:
     """Share of the top-min(k, n) candidates that are relevant -> [Q]."""
     fill, k = _check_policy(no_relevant), _check_k(k)
@@ -224,12 +200,8 @@ def compliance_at_k(
 
 
 def precision_at_k(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    mask: np.ndarray | None,
-    k: int,
-    relevance_threshold: float = 1.0,
-    no_relevant: NoRelevant = "exclude",
+    labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None, k: int,
+    relevance_threshold: float = 1.0, no_relevant: NoRelevant = "exclude",
 ) -> np.ndarray:
     """Relevant candidates in the top k divided by k (not min(k, n)) -> [Q]."""
     fill, k = _check_policy(no_relevant), _check_k(k)
@@ -237,11 +209,8 @@ def precision_at_k(
 
 
 def reciprocal_rank(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    mask: np.ndarray | None,
-    relevance_threshold: float = 1.0,
-    no_relevant: NoRelevant = "exclude",
+    labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None,
+    relevance_threshold: float = 1.0, no_relevant: NoRelevant = "exclude",
 ) -> np.ndarray:
     """1 / rank of the first relevant candidate (MRR per query) -> [Q]."""
     fill = _check_policy(no_relevant)
@@ -249,11 +218,8 @@ def reciprocal_rank(
 
 
 def average_precision(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    mask: np.ndarray | None,
-    relevance_threshold: float = 1.0,
-    no_relevant: NoRelevant = "exclude",
+    labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None,
+    relevance_threshold: float = 1.0, no_relevant: NoRelevant = "exclude",
 ) -> np.ndarray:
     """Mean precision at each relevant position over #relevant (MAP per query) -> [Q]."""
     fill = _check_policy(no_relevant)
@@ -328,12 +294,8 @@ def paired_bootstrap_ci(
     diff = float(d.mean())
     # Chunk the boots so the [boots, n] index matrix stays ~<= 4M entries.
     chunk = max(1, min(n_boot, 4_000_000 // n))
-    means = np.concatenate(
-        [
-            d[rng.integers(0, n, size=(min(chunk, n_boot - start), n))].mean(axis=1)
-            for start in range(0, n_boot, chunk)
-        ]
-    )
+    sizes = [min(chunk, n_boot - start) for start in range(0, n_boot, chunk)]
+    means = np.concatenate([d[rng.integers(0, n, size=(m, n))].mean(axis=1) for m in sizes])
     lo, hi = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
     # Small tolerance so exact-zero differences (identical a, b) count as extreme.
     extreme = np.abs(means - diff) >= abs(diff) - 1e-12

@@ -1,4 +1,6 @@
-"""A/B statistics: two-proportion and Welch tests, SRM, sample size / MDE, bootstrap.
+"""A/B statistics: two-proportion and Welch tests, SRM, sample size and MDE.
+
+(Paired bootstrap CIs live in cotrr_core.metrics.paired_bootstrap_ci.)
 
 Convention: arm "a" is control, arm "b" is treatment; lifts are b - a.
 `alternative="less"` tests H1: treatment < control (used by ramp guardrails).
@@ -6,13 +8,13 @@ Convention: arm "a" is control, arm "b" is treatment; lifts are b - a.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import optimize, stats
 
 __all__ = ["two_proportion_test", "welch_ttest_mean", "srm_check",
-           "required_sample_size", "minimum_detectable_effect", "bootstrap_ci"]
+           "required_sample_size", "minimum_detectable_effect"]
 
 Alternative = Literal["two-sided", "less", "greater"]
 
@@ -23,6 +25,14 @@ def _p_from_z(z: float, alternative: Alternative) -> float:
     if alternative == "greater":
         return float(stats.norm.sf(z))
     return float(2.0 * stats.norm.sf(abs(z)))
+
+
+def _p_from_t(t: float, df: float, alternative: Alternative) -> float:
+    if alternative == "less":
+        return float(stats.t.cdf(t, df))
+    if alternative == "greater":
+        return float(stats.t.sf(t, df))
+    return float(2.0 * stats.t.sf(abs(t), df))
 
 
 def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int, *, alpha: float = 0.05,
@@ -71,7 +81,7 @@ def welch_ttest_mean(a: np.ndarray, b: np.ndarray, *, alpha: float = 0.05,
     if se > 0:
         df = (v_a + v_b) ** 2 / (v_a**2 / (a.size - 1) + v_b**2 / (b.size - 1))
         half = float(stats.t.ppf(1 - alpha / 2, df)) * se
-        p_value = float(stats.ttest_ind(b, a, equal_var=False, alternative=alternative).pvalue)
+        p_value = _p_from_t(diff / se, df, alternative)
     else:  # both arms constant: the difference is known exactly
         half = 0.0
         p_value = 1.0 if diff == 0 else _p_from_z(math.copysign(math.inf, diff), alternative)
@@ -140,28 +150,11 @@ def minimum_detectable_effect(baseline_rate: float, n_total: int, alpha: float =
     _check_design(baseline_rate, alpha, power, share)
     p1 = baseline_rate
     hi = (1.0 - 1e-9) / p1 - 1.0
-    gap = lambda m: _total_n(p1, p1 * (1 + m), alpha, power, share) - n_total  # noqa: E731
+
+    def gap(mde: float) -> float:
+        return _total_n(p1, p1 * (1 + mde), alpha, power, share) - n_total
+
     if n_total <= 0 or gap(hi) > 0:
         return math.nan
     return float(optimize.brentq(gap, 1e-9, hi, xtol=1e-10))
 
-
-def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, *, n_boot: int = 2000,
-                 alpha: float = 0.05, stat: Callable[[np.ndarray], np.ndarray] | None = None,
-                 chunk: int = 200) -> tuple[float, float]:
-    """Percentile bootstrap CI of stat(values) (default: mean) for values [n].
-
-    `stat` maps resamples [b, n] to [b]; resampling is chunked to bound memory.
-    For a paired comparison pass the per-unit differences.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return (math.nan, math.nan)
-    stat = stat or (lambda x: x.mean(axis=1))
-    out = []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, values.size, size=(min(chunk, n_boot - start), values.size))
-        out.append(stat(values[idx]))
-    draws = np.concatenate(out)
-    lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    return (float(lo), float(hi))

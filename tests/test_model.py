@@ -1,0 +1,185 @@
+"""CoTRRModel: shapes, masking, fused vs explicit attention, list-constant tokens, MC dropout, training."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cotrr_core.config import ModelConfig
+from cotrr_core.losses import listmle_loss
+from cotrr_core.model import CoTRRModel, count_parameters, mc_dropout_scores
+
+DIMS = {"img": 12, "text": 12, "visual": 4, "conflict": 3}
+DEMO_DIMS = {"clip_img": 1024, "clip_text": 1024, "visual": 8, "conflict": 5}
+
+
+def small_config(**kw) -> ModelConfig:
+    return ModelConfig(hidden=32, layers=2, heads=4, **kw)
+
+
+def make_batch(b: int = 3, l: int = 6, seed: int = 0, dims: dict[str, int] = DIMS):
+    g = torch.Generator().manual_seed(seed)
+    tokens = {k: torch.randn(b, l, d, generator=g) for k, d in dims.items()}
+    tokens["text"] = tokens["text"][:, :1].expand(b, l, -1).clone()  # list-constant query token
+    mask = torch.ones(b, l, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, 2:] = False
+    return tokens, mask
+
+
+def make_model(seed: int = 0, **kw) -> CoTRRModel:
+    torch.manual_seed(seed)
+    return CoTRRModel(small_config(**kw), DIMS, list_constant=("text",)).eval()
+
+
+@pytest.mark.parametrize("list_context", [False, True])
+def test_shape_padding_invariance_and_no_nan(list_context: bool) -> None:
+    model = make_model(list_context=list_context)
+    tokens, mask = make_batch()
+    scores = model(tokens, mask)
+    assert scores.shape == mask.shape and (scores[~mask] == 0).all()
+    crazy = {k: v.masked_fill(~mask[..., None], float("nan")) for k, v in tokens.items()}
+    crazy["img"] = torch.where(mask[..., None], tokens["img"], 1e6)
+    again = model(crazy, mask)
+    assert torch.isfinite(again).all()
+    assert torch.allclose(scores[mask], again[mask], atol=1e-6)
+
+
+def test_all_padding_list_is_finite_with_finite_gradients() -> None:
+    model = make_model(list_context=True).train()
+    tokens, mask = make_batch()
+    mask[2] = False
+    scores = model(tokens, mask)
+    assert torch.isfinite(scores).all()
+    scores.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("list_context", [False, True])
+def test_score_depends_on_other_candidates_only_with_list_context(list_context: bool) -> None:
+    model = make_model(list_context=list_context)
+    tokens, mask = make_batch()
+    changed = {k: v.clone() for k, v in tokens.items()}
+    changed["img"][0, 3:] += 5.0
+    before, after = model(tokens, mask)[0, :3], model(changed, mask)[0, :3]
+    assert torch.allclose(before, after, atol=1e-6) != list_context
+
+
+@pytest.mark.parametrize("list_context", [False, True])
+def test_fused_path_equals_attention_path(list_context: bool) -> None:
+    model = make_model(list_context=list_context)
+    tokens, mask = make_batch()
+    fast = model(tokens, mask)
+    slow, att = model(tokens, mask, return_attention=True)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    b, l = mask.shape
+    cfg = model.config
+    assert att["token"].shape == (b, l, cfg.layers, cfg.heads, len(DIMS), len(DIMS))
+    assert torch.allclose(att["token"].sum(-1), torch.ones(()), atol=1e-5)
+    if list_context:
+        lst = att["list"]
+        assert lst.shape == (b, cfg.list_context_layers, cfg.heads, l, l)
+        assert torch.allclose(lst.sum(-1), torch.ones(()), atol=1e-5)
+        assert (lst.masked_select(~mask[:, None, None, None, :].expand_as(lst)) == 0).all()
+    else:
+        assert att["list"] is None
+
+
+def test_list_constant_projection_equals_per_candidate_projection() -> None:
+    model = make_model()
+    per_candidate = CoTRRModel(small_config(), DIMS).eval()
+    per_candidate.load_state_dict(model.state_dict())
+    tokens, mask = make_batch()
+    assert torch.allclose(model(tokens, mask), per_candidate(tokens, mask), atol=1e-6)
+
+
+def test_autocast_bfloat16_runs_finite() -> None:
+    model = make_model(list_context=True)
+    tokens, mask = make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = model(tokens, mask)
+        slow, _ = model(tokens, mask, return_attention=True)
+    assert torch.isfinite(fast).all() and torch.isfinite(slow).all()
+    assert torch.allclose(fast.float(), model(tokens, mask), atol=0.1)
+
+
+@pytest.mark.parametrize("was_training", [False, True])
+def test_mc_dropout_one_batched_forward_and_modes_restored(was_training: bool) -> None:
+    model = make_model(list_context=True).train(was_training)
+    tokens, mask = make_batch()
+    calls = []
+    handle = model.register_forward_hook(lambda m, args, out: calls.append(args[1].shape))
+    samples = mc_dropout_scores(model, tokens, mask, n_samples=64)
+    handle.remove()
+    assert calls == [torch.Size([64 * 3, 6])]  # one forward over S * B lists
+    assert samples.shape == (64, 3, 6) and not samples.requires_grad
+    assert all(m.training == was_training for m in model.modules())
+    assert not torch.allclose(samples[0], samples[1])
+    assert (samples[:, ~mask] == 0).all()
+    deterministic = model.eval()(tokens, mask)
+    assert (samples.mean(0) - deterministic)[mask].abs().max() < 0.5
+
+
+def test_mc_dropout_keeps_non_dropout_modules_in_eval() -> None:
+    model = make_model()
+    seen = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, a, o: seen.setdefault(type(mod).__name__, set()).add(mod.training))
+        for m in model.modules()
+    ]
+    mc_dropout_scores(model, *make_batch(), n_samples=2)
+    for h in hooks:
+        h.remove()
+    assert seen.pop("Dropout") == {True}
+    assert all(modes == {False} for modes in seen.values())
+
+
+def test_mc_dropout_uses_sdpa_dropout_only_when_dropout_is_on() -> None:
+    model = make_model()
+    for m in model.modules():  # leave attention-weight dropout as the only source of noise
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for blk in model.blocks:
+        blk.attn.attn_drop.p = 0.5
+    samples = mc_dropout_scores(model, *make_batch(), n_samples=4)
+    assert not torch.allclose(samples[0], samples[1])
+    assert torch.allclose(model(*make_batch()), model(*make_batch()))  # eval: deterministic
+
+
+def test_default_config_parameter_count() -> None:
+    model = CoTRRModel(ModelConfig(), DEMO_DIMS, list_constant=("clip_text",))
+    n = count_parameters(model)
+    assert n == 1_355_009
+    assert 1_100_000 <= n <= 1_500_000
+
+
+def test_tiny_training_loop_learns_single_feature_ranking() -> None:
+    torch.manual_seed(0)
+    dims = {"signal": 4, "noise": 6}
+    model = CoTRRModel(ModelConfig(hidden=32, layers=1, heads=4, dropout=0.0), dims)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+
+    def batch(b: int = 16, l: int = 8):
+        tokens = {k: torch.randn(b, l, d, generator=g) for k, d in dims.items()}
+        labels = tokens["signal"][..., 0]  # relevance is one feature
+        mask = torch.rand(b, l, generator=g) < 0.85
+        mask[:, :2] = True
+        return tokens, labels, mask
+
+    losses = []
+    for _ in range(100):
+        tokens, labels, mask = batch()
+        loss = listmle_loss(model(tokens, mask), labels, mask, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+
+    model.eval()
+    tokens, labels, mask = batch(64)
+    with torch.no_grad():
+        scores = model(tokens, mask)
+    pairs = (labels[:, :, None] > labels[:, None, :]) & mask[:, :, None] & mask[:, None, :]
+    correct = (scores[:, :, None] > scores[:, None, :]) & pairs
+    assert correct.sum() / pairs.sum() > 0.9
