@@ -59,10 +59,15 @@ def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: s
         "table": table, "fit_notes": notes,
         "uncertainty": {"mc_samples": mc_samples, "error": "|p_calibrated - y|", "aurc": rc["aurc"],
                         "random_aurc": rc["random_aurc"], "oracle_aurc": rc["oracle_aurc"],
-                        "corr_std_error": float(np.corrcoef(std_test, np.abs(p_test - y_test))[0, 1])},
+                        "corr_std_error": _corr(std_test, np.abs(p_test - y_test))},
     }
     metrics_path = run_dir / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
     metrics["calibration"] = section
     write_json(metrics_path, metrics)
     return section
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation, None when either side is constant (e.g. a model without dropout)."""
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else None

@@ -129,10 +129,10 @@ class ModelConfig(_Config):
     list_context_layers: int = 1
 
     def validate(self) -> None:
+        _check(self.heads >= 1, "ModelConfig.heads", "must be >= 1")
         _check(self.hidden > 0 and self.hidden % self.heads == 0, "ModelConfig.hidden",
                f"must be a positive multiple of heads ({self.heads}), got {self.hidden}")
         _check(self.layers >= 1, "ModelConfig.layers", "must be >= 1")
-        _check(self.heads >= 1, "ModelConfig.heads", "must be >= 1")
         _check(self.ff_mult >= 1, "ModelConfig.ff_mult", "must be >= 1")
         _check(0.0 <= self.dropout < 1.0, "ModelConfig.dropout", "must be in [0, 1)")
         _check(self.list_context_layers >= 1, "ModelConfig.list_context_layers", "must be >= 1")
@@ -182,6 +182,9 @@ class TrainConfig(_Config):
         _check(self.epochs >= 1, "TrainConfig.epochs", "must be >= 1")
         _check(self.batch_size >= 1, "TrainConfig.batch_size", "must be >= 1")
         _check(self.lr > 0, "TrainConfig.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "TrainConfig.weight_decay", "must be >= 0")
+        _check(self.warmup_steps >= 0, "TrainConfig.warmup_steps", "must be >= 0")
+        _check(self.max_list_len >= 0, "TrainConfig.max_list_len", "must be >= 0 (0: no truncation)")
         _check(self.grad_accum >= 1, "TrainConfig.grad_accum", "must be >= 1")
         _check(self.grad_clip >= 0, "TrainConfig.grad_clip", "must be >= 0")
         _check(self.patience >= 1, "TrainConfig.patience", "must be >= 1")

@@ -143,6 +143,7 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)  # ListMLE tie-breaks
     start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1, 0
     history: list[dict] = []
     ckpt_path = run_dir / "checkpoint.pt"
@@ -155,6 +156,7 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
         if plateau is not None and "plateau" in ck:
             plateau.load_state_dict(ck["plateau"])
         torch.set_rng_state(ck["torch_rng"])
+        gen.set_state(ck["listmle_rng"])
         start_epoch, best, best_epoch, bad_epochs = ck["epoch"] + 1, ck["best"], ck["best_epoch"], ck["bad_epochs"]
         history = read_history(run_dir)[:start_epoch]
     elif main:
@@ -167,7 +169,6 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
         write_json(run_dir / "scaler.json", scaler.to_state())
         append_log(run_dir, f"start: {bench.name}, {train.num_queries} train lists, device {device}, world {world}")
 
-    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     t_start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -189,6 +190,8 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             if (step + 1) % cfg.grad_accum == 0 or step == len(batches) - 1:
+                if world > 1:
+                    _average_grads(loss_fn.parameters(), world)  # DDP only syncs the model's own grads
                 if cfg.grad_clip > 0:
                     grad_scaler.unscale_(opt)
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -201,9 +204,12 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
                 status("running", 0.95 * done, f"epoch {epoch + 1}/{cfg.epochs}, step {step + 1}/{len(batches)}")
         val_metrics = _validate(model, p_val, val, device)
         ndcg = val_metrics["ndcg@10"]
+        if not np.isfinite(ndcg):
+            raise ValueError(f"validation split ({val.num_queries} queries) has no query with a relevant "
+                             "candidate, so nDCG@10 cannot pick a model")
         if plateau is not None:
             plateau.step(ndcg)
-        improved = ndcg > best + 1e-5
+        improved = best_epoch < 0 or ndcg > best + 1e-5
         if improved:
             best, best_epoch, bad_epochs = ndcg, epoch, 0
         else:
@@ -217,7 +223,8 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
                 _save_weights(run_dir / "model.pt", model, loss_fn)
             write_jsonl(run_dir / "history.jsonl", history)
             ck = {"model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": opt.state_dict(),
-                  "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                  "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                  "listmle_rng": gen.get_state(), "epoch": epoch,
                   "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
             if plateau is not None:
                 ck["plateau"] = plateau.state_dict()
@@ -251,6 +258,13 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
                         f"(original {metrics['test']['original']['ndcg@10']:.4f})")
     append_log(run_dir, "done")
     return metrics
+
+
+def _average_grads(params, world: int) -> None:
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
 
 
 def _save_weights(path: Path, model: torch.nn.Module, loss_fn: CombinedLoss) -> None:

@@ -112,7 +112,8 @@ class RankingData:
         """Content hash of ids, labels and features (what a run was trained on)."""
         h = hashlib.sha256()
         for arr in (self.query_ids.astype(str), self.candidate_ids.astype(str)):
-            h.update("\x1f".join(arr.tolist()).encode())
+            h.update("\x1f".join(arr.tolist()).encode() + b"\x1e")
+        h.update(np.ascontiguousarray(self.offsets, dtype=np.int64).tobytes())  # which rows form which list
         h.update(np.ascontiguousarray(self.labels).tobytes())
         for k in sorted(self.features):
             h.update(k.encode())

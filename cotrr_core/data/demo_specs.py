@@ -11,7 +11,9 @@ from .demo_catalogue import (
 )
 from .demo_features import ciede2000, rgb_to_lab
 
-IDENTITY_WEIGHT = 0.35  # the rest (0.65) is shared by the fine constraints
+IDENTITY_WEIGHT = 0.25  # the rest (0.75) is shared by the fine constraints
+N_EXACT_MAX, N_VARIANT_MAX = 5, 4
+MULTI_WRONG_P = 0.35  # share of wrong-attribute candidates with two wrong attributes
 WRONG_COCKTAIL_CREDIT = 0.5  # "with an orange peel" on the wrong drink only half-satisfies
 MENTIONABLE = ("temperature", "glass", "garnish", "clarity")
 _MENTION_P = np.array([0.35, 0.2, 0.35, 0.1])
@@ -116,14 +118,17 @@ def variant_spec(query: Query, rng: np.random.Generator) -> dict:
 
 
 def wrong_spec(query: Query, rng: np.random.Generator) -> tuple[dict, str]:
-    """Right cocktail, one constrained attribute (colour or a mentioned one) wrong."""
+    """Right cocktail with one (sometimes two) constrained attributes wrong: colour or a mentioned one."""
     spec = exact_spec(query, rng)
-    attr = str(rng.choice(["colour", *query.constraints]))
-    if attr == "colour":
-        spec["liquid_rgb"] = _tinted(query.colour, rng)
-    else:
-        spec[attr] = _other_value(attr, spec[attr], rng)
-    return spec, f"wrong_{attr}"
+    constrained = ["colour", *query.constraints]
+    n_wrong = 2 if rng.random() < MULTI_WRONG_P else 1
+    attrs = [str(a) for a in rng.choice(constrained, size=min(n_wrong, len(constrained)), replace=False)]
+    for attr in attrs:
+        if attr == "colour":
+            spec["liquid_rgb"] = _tinted(query.colour, rng)
+        else:
+            spec[attr] = _other_value(attr, spec[attr], rng)
+    return spec, f"wrong_{attrs[0]}" if len(attrs) == 1 else "wrong_multi"
 
 
 def similar_spec(query: Query, rng: np.random.Generator) -> dict:
@@ -146,8 +151,8 @@ def distractor_spec(query: Query, rng: np.random.Generator) -> dict:
 
 def candidate_specs(query: Query, n: int, rng: np.random.Generator) -> list[tuple[dict, str]]:
     """n (spec, kind) pairs: exact, variant, wrong_*, similar and distractor candidates."""
-    n_exact = 0 if rng.random() < 0.05 else int(rng.integers(1, 4))  # first stage can miss them all
-    n_variant = int(rng.integers(0, 3))
+    n_exact = 0 if rng.random() < 0.05 else int(rng.integers(1, N_EXACT_MAX + 1))  # first stage may miss all
+    n_variant = int(rng.integers(0, N_VARIANT_MAX + 1))
     n_wrong = int(round(0.3 * n))
     n_similar = int(round(0.3 * n))
     n_distractor = max(0, n - n_exact - n_variant - n_wrong - n_similar)

@@ -62,34 +62,54 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
 
 def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
     rows, lines = [], []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line, parse_constant=_reject_constant)
-            except json.JSONDecodeError as exc:
-                raise DataError(name, n, None, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
-            except ValueError as exc:
-                raise DataError(name, n, _field_of(line, str(exc)), str(exc)) from None
-            if not isinstance(obj, dict):
-                raise DataError(name, n, None, f"expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
-            lines.append(n)
+    for n, line in _text_lines(path, name):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, parse_constant=_Constant)
+        except json.JSONDecodeError as exc:
+            raise DataError(name, n, None, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(name, n, None, f"expected a JSON object, got {type(obj).__name__}")
+        if "NaN" in line or "Infinity" in line:  # JSON has no NaN/Infinity; Python's json accepts them
+            for key, value in obj.items():
+                bad = _find_constant(value)
+                if bad is not None:
+                    raise DataError(name, n, key, f"value {bad.token} is not a finite number")
+        rows.append(obj)
+        lines.append(n)
     frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
     frame["_line"] = np.asarray(lines, dtype=np.int64)
     return frame
 
 
+def _text_lines(path: Path, name: str):
+    """(line number, text) pairs; bytes that are not UTF-8 raise DataError naming the line."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(name, n, None, f"not UTF-8 text (byte {exc.start + 1} of the line)") from None
+
+
+class _Constant:
+    """Placeholder for a NaN / Infinity literal, so the error can name its field."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+
+def _find_constant(value) -> "_Constant | None":
+    if isinstance(value, _Constant):
+        return value
+    items = value if isinstance(value, list) else value.values() if isinstance(value, dict) else ()
+    return next((c for c in map(_find_constant, items) if c is not None), None)
+
+
 def _reject_constant(token: str) -> float:
     # JSON has no NaN/Infinity; Python's json accepts them unless told otherwise.
     raise ValueError(f"value {token} is not a finite number")
-
-
-def _field_of(line: str, msg: str) -> str | None:
-    token = msg.split()[1] if msg.startswith("value ") else None
-    m = re.search(r'"([^"]+)"\s*:\s*[^,{]*' + re.escape(token or "\x00"), line) if token else None
-    return m.group(1) if m else None
 
 
 def _read_csv(path: Path, name: str, spec: FeatureSpec) -> pd.DataFrame:
@@ -100,12 +120,24 @@ def _read_csv(path: Path, name: str, spec: FeatureSpec) -> pd.DataFrame:
         raise DataError(name, int(m.group(1)) if m else None, None, f"malformed CSV: {exc}") from None
     except pd.errors.EmptyDataError:
         raise DataError(name, None, None, "empty file") from None
-    frame["_line"] = np.arange(2, len(frame) + 2)  # line 1 is the header
+    except UnicodeDecodeError as exc:
+        raise DataError(name, None, None, f"not UTF-8 text: {exc}") from None
+    frame["_line"] = _csv_line_numbers(path, len(frame))
     for tok in spec.tokens:
         cols = token_columns(tok)
-        if len(cols) == 1 and cols[0] in frame and frame[cols[0]].dtype == object:
+        # pandas >= 3 reads text columns as the `str` dtype, older versions as object
+        if len(cols) == 1 and cols[0] in frame and not pd.api.types.is_numeric_dtype(frame[cols[0]]):
             frame[cols[0]] = _parse_vector_cells(frame, cols[0], name)
     return frame
+
+
+def _csv_line_numbers(path: Path, rows: int) -> np.ndarray:
+    """File line of each data row: pandas skips blank lines, so count the non-blank ones (line 1 is the header)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        numbers = [n for n, line in enumerate(fh, start=1) if line.strip()]
+    if len(numbers) == rows + 1:
+        return np.asarray(numbers[1:], dtype=np.int64)
+    return np.arange(2, rows + 2)  # e.g. quoted cells spanning lines: best effort
 
 
 def _parse_vector_cells(frame: pd.DataFrame, col: str, name: str) -> list:
@@ -126,9 +158,6 @@ def _read_parquet(path: Path, name: str) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
-    for col in frame.columns:
-        if len(frame) and isinstance(frame[col].iloc[0], np.ndarray):
-            frame[col] = [np.asarray(v, dtype=np.float32) for v in frame[col]]
     frame["_line"] = np.arange(1, len(frame) + 1)
     return frame
 
@@ -137,36 +166,35 @@ def _read_letor(path: Path, name: str, spec: FeatureSpec | None) -> tuple[pd.Dat
     """Parse `label qid:N i:v ... #comment` lines (dense or sparse; the comment is stripped)."""
     labels, qids, cids, lines, feats = [], [], [], [], []
     max_index = 0
-    with open(path, encoding="utf-8") as fh:
-        for n, raw in enumerate(fh, start=1):
-            body, _, comment = raw.partition("#")
-            parts = body.split()
-            if not parts:
-                continue
-            labels.append(_letor_number(parts[0], name, n, "label"))
-            if len(parts) < 2 or not parts[1].startswith("qid:") or not parts[1][4:]:
-                raise DataError(name, n, "qid", "expected 'qid:<id>' after the label")
-            qids.append(parts[1][4:])
-            row: dict[int, float] = {}
-            for item in parts[2:]:
-                idx, sep, val = item.partition(":")
-                if not sep or not idx.isdigit() or int(idx) < 1:
-                    raise DataError(name, n, item, "expected '<index>:<value>' with index >= 1")
-                i = int(idx)
-                if i in row:
-                    raise DataError(name, n, f"feature {i}", "feature index given twice")
-                row[i] = _letor_number(val, name, n, f"feature {i}")
-            max_index = max(max_index, max(row, default=0))
-            feats.append(row)
-            m = re.search(r"docid\s*=\s*(\S+)", comment)
-            cids.append(m.group(1) if m else f"line{n}")
-            lines.append(n)
+    for n, raw in _text_lines(path, name):
+        body, _, comment = raw.partition("#")
+        parts = body.split()
+        if not parts:
+            continue
+        labels.append(_letor_number(parts[0], name, n, "label"))
+        if len(parts) < 2 or not parts[1].startswith("qid:") or not parts[1][4:]:
+            raise DataError(name, n, "qid", "expected 'qid:<id>' after the label")
+        qids.append(parts[1][4:])
+        row: dict[int, float] = {}
+        for item in parts[2:]:
+            idx, sep, val = item.partition(":")
+            if not sep or not idx.isdigit() or int(idx) < 1:
+                raise DataError(name, n, item, "expected '<index>:<value>' with index >= 1")
+            i = int(idx)
+            if i in row:
+                raise DataError(name, n, f"feature {i}", "feature index given twice")
+            row[i] = _letor_number(val, name, n, f"feature {i}")
+        max_index = max(max_index, max(row, default=0))
+        feats.append(row)
+        m = re.search(r"docid\s*=\s*(\S+)", comment)
+        cids.append(m.group(1) if m else f"line{n}")
+        lines.append(n)
     if not feats:
         raise DataError(name, None, None, "no candidates found (empty input)")
     num_features = spec.num_features if spec and spec.num_features else max_index
     if max_index > num_features:
-        n = next(ln for ln, r in zip(lines, feats) if max(r, default=0) > num_features)
-        raise DataError(name, n, f"feature {max_index}", f"index exceeds the spec's {num_features} features")
+        n, top = next((ln, max(r)) for ln, r in zip(lines, feats) if max(r, default=0) > num_features)
+        raise DataError(name, n, f"feature {top}", f"index exceeds the spec's {num_features} features")
     dense = np.zeros((len(feats), num_features), dtype=np.float64)
     for r, row in enumerate(feats):
         for i, v in row.items():

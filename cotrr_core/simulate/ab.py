@@ -29,6 +29,7 @@ __all__ = ["ABResult", "RampResult", "simulate_ab", "simulate_ramp", "served_ndc
 
 GuardrailMetric = Literal["ctr", "success", "ndcg@10"]
 _RATE_COLUMN = {"ctr": "clicked", "success": "success"}
+_ARMS = ["control", "treatment"]
 
 
 @dataclass
@@ -66,7 +67,10 @@ def served_ndcg(labels: np.ndarray, mask: np.ndarray, relevance_threshold: float
 
 
 def _check_inputs(control: np.ndarray, treatment: np.ndarray, mask: np.ndarray, share: float,
-                  lat_c: np.ndarray, lat_t: np.ndarray) -> None:
+                  lat_c: np.ndarray, lat_t: np.ndarray, n_units: int, days: int, qpu: float) -> None:
+    if n_units < 1 or days < 1 or not qpu > 0:
+        raise ValueError(f"n_units, days, queries_per_unit_per_day: must be >= 1, >= 1, > 0, got "
+                         f"{n_units}, {days}, {qpu}")
     if control.ndim != 2 or control.shape != treatment.shape or control.shape != mask.shape:
         raise ValueError(f"control_labels, treatment_labels, mask: need equal [Q, L] shapes, got "
                          f"{control.shape}, {treatment.shape}, {mask.shape}")
@@ -95,7 +99,7 @@ def _simulate_day(day: int, treated: np.ndarray, rows: dict[str, np.ndarray], ma
     lat[arm_t] = rng.choice(latency["treatment"], size=int(arm_t.sum()))
     lat[~arm_t] = rng.choice(latency["control"], size=int((~arm_t).sum()))
     return pd.DataFrame({
-        "day": day, "unit": unit, "arm": np.where(arm_t, "treatment", "control"),
+        "day": day, "unit": unit, "arm": pd.Categorical.from_codes(arm_t.astype(np.int8), _ARMS),
         "query": query, "clicks": clicks.sum(axis=1), "clicked": clicks.any(axis=1),
         "success": (clicks[:, :k] & good).any(axis=1), "ndcg@10": ndcg, "latency_ms": lat,
     })
@@ -103,12 +107,14 @@ def _simulate_day(day: int, treated: np.ndarray, rows: dict[str, np.ndarray], ma
 
 def _aggregate(log: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per-group units, queries, clicks, ctr, success_rate, ndcg@10, latency mean/p50/p95."""
-    g = log.groupby(by, sort=True)
-    return g.agg(units=("unit", "nunique"), queries=("clicked", "size"), clicks=("clicks", "sum"),
-                 ctr=("clicked", "mean"), success_rate=("success", "mean"), **{"ndcg@10": ("ndcg@10", "mean")},
-                 latency_mean_ms=("latency_ms", "mean"),
-                 latency_p50_ms=("latency_ms", lambda x: x.quantile(0.5)),
-                 latency_p95_ms=("latency_ms", lambda x: x.quantile(0.95))).reset_index()
+    g = log.groupby(by, sort=True, observed=True)
+    means = g[["clicked", "success", "ndcg@10", "latency_ms"]].mean()
+    lat = g["latency_ms"]
+    out = pd.DataFrame({"units": g["unit"].nunique(), "queries": g.size(), "clicks": g["clicks"].sum(),
+                        "ctr": means["clicked"], "success_rate": means["success"],
+                        "ndcg@10": means["ndcg@10"], "latency_mean_ms": means["latency_ms"],
+                        "latency_p50_ms": lat.quantile(0.5), "latency_p95_ms": lat.quantile(0.95)})
+    return out.reset_index()
 
 
 def _compare(metric: str, control: pd.DataFrame, treatment: pd.DataFrame, alpha: float,
@@ -119,7 +125,10 @@ def _compare(metric: str, control: pd.DataFrame, treatment: pd.DataFrame, alpha:
         return two_proportion_test(int(control[col].sum()), len(control), int(treatment[col].sum()),
                                    len(treatment), alpha=alpha, alternative=alternative)
     a, b = control[metric].to_numpy(), treatment[metric].to_numpy()
-    return welch_ttest_mean(a[np.isfinite(a)], b[np.isfinite(b)], alpha=alpha, alternative=alternative)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if min(a.size, b.size) < 2:  # e.g. no query with a relevant candidate: nDCG undefined
+        return dict.fromkeys(("mean_a", "mean_b", "diff", "diff_rel", "ci_low", "ci_high", "p_value"), np.nan)
+    return welch_ttest_mean(a, b, alpha=alpha, alternative=alternative)
 
 
 def simulate_ab(control_labels: np.ndarray, treatment_labels: np.ndarray, mask: np.ndarray, *,
@@ -139,7 +148,8 @@ def simulate_ab(control_labels: np.ndarray, treatment_labels: np.ndarray, mask: 
     mask = np.asarray(mask, dtype=bool)
     latency = {"control": np.asarray(latency_control_ms, dtype=np.float64).ravel(),
                "treatment": np.asarray(latency_treatment_ms, dtype=np.float64).ravel()}
-    _check_inputs(control, treatment, mask, share, latency["control"], latency["treatment"])
+    _check_inputs(control, treatment, mask, share, latency["control"], latency["treatment"],
+                  n_units, days, queries_per_unit_per_day)
     rng = np.random.default_rng(seed)
     treated = buckets([f"u{i}" for i in range(n_units)], salt) < share
     rows = {"control": control, "treatment": treatment,
@@ -148,7 +158,7 @@ def simulate_ab(control_labels: np.ndarray, treatment_labels: np.ndarray, mask: 
     log = pd.concat([_simulate_day(d, treated, rows, mask, queries_per_unit_per_day, click_model,
                                    relevance_threshold, k, latency, rng) for d in range(days)],
                     ignore_index=True)
-    arms = {arm: log[log["arm"] == arm] for arm in ("control", "treatment")}
+    arms = {arm: log[log["arm"] == arm] for arm in _ARMS}
     lifts: dict[str, dict[str, float]] = {}
     mde: dict[str, float] = {}
     notes: list[str] = []
@@ -161,7 +171,7 @@ def simulate_ab(control_labels: np.ndarray, treatment_labels: np.ndarray, mask: 
                            if 0 < base < 1 and 0 < share < 1 else float("nan"))
     else:
         notes.append(f"share={share}: one arm has < 2 queries, no lift tests")
-    active = log.groupby("arm")["unit"].nunique()
+    active = log.groupby("arm", observed=True)["unit"].nunique()
     srm = srm_check(int(active.get("control", 0)), int(active.get("treatment", 0)), share)
     return ABResult(share=share, daily=_aggregate(log, ["day", "arm"]),
                     totals=_aggregate(log, ["arm"]).set_index("arm"), lifts=lifts, srm=srm,

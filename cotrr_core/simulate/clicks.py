@@ -5,6 +5,11 @@ Attractiveness of a result with grade g (the same gain as nDCG):
 so grade 0 still gets an occasional click (eps) and the best grade is never a
 sure click (1 - eps). Compliance scores in [0, 1] use the same formula with
 gmax = 1, i.e. a(s) = eps + (1 - 2 eps) * (2**s - 1).
+
+Note: with patience 1 (the plain cascade) P(at least one click) = 1 - prod(1 - a)
+does not depend on the order, so a reranking of the same candidates cannot move
+CTR; it moves which result gets clicked (success). patience < 1 (the user may
+give up after each skipped result) or the PBM make CTR order-sensitive too.
 """
 from __future__ import annotations
 
@@ -23,12 +28,19 @@ def attractiveness(labels: np.ndarray, gmax: float = 1.0, eps: float = 0.05) -> 
     return eps + (1.0 - 2.0 * eps) * gain
 
 
-def cascade_clicks(rel_probs: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Cascade model: scan top-down, click with prob rel_probs, stop after the first click.
+def cascade_clicks(rel_probs: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                   patience: float = 1.0) -> np.ndarray:
+    """Cascade model: scan top-down, click with prob rel_probs, stop after the first click;
+    after a skipped result go on to the next with prob `patience` (1: scan to the end).
 
     rel_probs, mask: [n, L]. Returns clicks [n, L] bool with at most one click per row.
     """
     would_click = (rng.random(rel_probs.shape) < rel_probs) & mask
+    if patience < 1.0:
+        goes_on = rng.random(rel_probs.shape) < patience
+        examined = np.logical_and.accumulate(np.concatenate([np.ones_like(goes_on[:, :1]), goes_on[:, :-1]],
+                                                            axis=1), axis=1)
+        would_click &= examined
     first = np.argmax(would_click, axis=1)
     clicks = np.zeros_like(would_click)
     rows = np.flatnonzero(would_click.any(axis=1))
@@ -55,6 +67,7 @@ class ClickModel:
     gmax: float = 1.0  # top grade of the labels (1 for compliance scores in [0, 1])
     eps: float = 0.05  # attractiveness floor / ceiling margin
     eta: float = 1.0  # PBM examination decay 1 / rank**eta
+    patience: float = 1.0  # cascade: P(look at the next result after skipping one)
 
     def __post_init__(self) -> None:
         if self.name not in ("cascade", "pbm"):
@@ -65,6 +78,8 @@ class ClickModel:
             raise ValueError(f"ClickModel.eps: must be in [0, 0.5), got {self.eps}")
         if not self.eta >= 0:
             raise ValueError(f"ClickModel.eta: must be >= 0, got {self.eta}")
+        if not 0.0 < self.patience <= 1.0:
+            raise ValueError(f"ClickModel.patience: must be in (0, 1], got {self.patience}")
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,12 +91,16 @@ class ClickModel:
         """Simulated clicks [n, L] bool for served lists of graded labels [n, L]."""
         probs = self.attractiveness(labels)
         if self.name == "cascade":
-            return cascade_clicks(probs, mask, rng)
+            return cascade_clicks(probs, mask, rng, self.patience)
         return pbm_clicks(probs, mask, rng, self.eta)
 
     def ctr(self, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Exact P(at least one click) per row [n]; lets tests know the true CTR."""
         probs = np.where(mask, self.attractiveness(labels), 0.0)
+        ranks = np.arange(probs.shape[1], dtype=np.float64)
         if self.name == "pbm":
-            probs = probs * np.arange(1, probs.shape[1] + 1, dtype=np.float64) ** -float(self.eta)
-        return 1.0 - np.prod(1.0 - probs, axis=1)
+            return 1.0 - np.prod(1.0 - probs * (ranks + 1) ** -float(self.eta), axis=1)
+        # P(reach rank r without a click) = prod_{j<r} (1 - p_j) * patience**r
+        reach = np.cumprod(np.concatenate([np.ones_like(probs[:, :1]), (1.0 - probs[:, :-1]) * self.patience],
+                                          axis=1), axis=1)
+        return (reach * probs).sum(axis=1)

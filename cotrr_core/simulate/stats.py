@@ -107,13 +107,16 @@ def srm_check(n_control: int, n_treatment: int, expected_share_treatment: float,
     return {"chi2": float(res.statistic), "p_value": p, "srm": p < threshold}
 
 
-def _total_n(p1: float, p2: float, alpha: float, power: float, share: float) -> float:
+def _z(alpha: float, power: float) -> tuple[float, float]:
+    return float(stats.norm.ppf(1 - alpha / 2)), float(stats.norm.ppf(power))
+
+
+def _total_n(p1: float, p2: float, z_a: float, z_b: float, share: float) -> float:
     """Total N for a two-sided two-proportion z-test, treatment fraction `share`:
     N = (z_{1-a/2} sqrt(pbar qbar (1/s_c + 1/s_t)) + z_{power} sqrt(p1 q1/s_c + p2 q2/s_t))**2 / (p2 - p1)**2
     with pbar = s_c p1 + s_t p2 (for s = 0.5 this is the textbook per-arm formula times 2)."""
     s_t, s_c = share, 1.0 - share
     pbar = s_c * p1 + s_t * p2
-    z_a, z_b = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
     num = z_a * math.sqrt(pbar * (1 - pbar) * (1 / s_c + 1 / s_t)) \
         + z_b * math.sqrt(p1 * (1 - p1) / s_c + p2 * (1 - p2) / s_t)
     return num**2 / (p2 - p1) ** 2
@@ -138,7 +141,7 @@ def required_sample_size(baseline_rate: float, mde_rel: float, alpha: float = 0.
     p2 = baseline_rate * (1 + mde_rel)
     if mde_rel == 0 or not 0.0 < p2 < 1.0:
         raise ValueError(f"mde_rel: must be non-zero with baseline*(1+mde) in (0, 1), got {mde_rel}")
-    n = _total_n(baseline_rate, p2, alpha, power, share)
+    n = _total_n(baseline_rate, p2, *_z(alpha, power), share)
     n_c, n_t = math.ceil(n * (1 - share) - 1e-9), math.ceil(n * share - 1e-9)
     return {"n_control": n_c, "n_treatment": n_t, "n_total": n_c + n_t}
 
@@ -148,11 +151,11 @@ def minimum_detectable_effect(baseline_rate: float, n_total: int, alpha: float =
     """Smallest positive relative lift detectable with n_total units: the inverse of
     `required_sample_size` (solved numerically). nan if even p2 -> 1 is not detectable."""
     _check_design(baseline_rate, alpha, power, share)
-    p1 = baseline_rate
+    p1, (z_a, z_b) = baseline_rate, _z(alpha, power)
     hi = (1.0 - 1e-9) / p1 - 1.0
 
     def gap(mde: float) -> float:
-        return _total_n(p1, p1 * (1 + mde), alpha, power, share) - n_total
+        return _total_n(p1, p1 * (1 + mde), z_a, z_b, share) - n_total
 
     if n_total <= 0 or gap(hi) > 0:
         return math.nan
