@@ -167,7 +167,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default="isotonic", choices=["temperature", "platt", "isotonic"])
     s.add_argument("--mc-samples", type=int, default=5)
     s.set_defaults(func=cmd_calibrate)
+    _add_serving_commands(sub)
     return p
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from cotrr_core.serve_cli import rerank_file
+
+    summary = rerank_file(args.run_dir, args.file, args.out, top_m=args.top_m, mc_samples=args.mc_samples,
+                          fmt=args.format)
+    print(f"reranked {summary['lists']} lists / {summary['candidates']} candidates -> {summary['out']}; "
+          f"reranked {summary['reranked']}, fallbacks {summary['fallbacks'] or 'none'} "
+          f"({summary['seconds']:.2f} s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cotrr_core.export import export_onnx
+
+    info = export_onnx(args.run_dir, args.onnx, opset=args.opset)
+    print(f"wrote {info['path']} (exporter {info['exporter']}, opset {info['opset']}, inputs {info['inputs']})")
+    return 0
+
+
+def _add_serving_commands(sub) -> None:
+    s = sub.add_parser("rerank", help="rerank every list of a file with a trained run")
+    s.add_argument("run_dir")
+    s.add_argument("file")
+    s.add_argument("--out", help="output .jsonl or .csv (default: <file stem>.reranked.jsonl)")
+    s.add_argument("--top-m", type=int)
+    s.add_argument("--mc-samples", type=int)
+    s.add_argument("--format", choices=["jsonl", "csv", "parquet", "letor"])
+    s.set_defaults(func=cmd_rerank)
+
+    s = sub.add_parser("export", help="export a run's model to ONNX")
+    s.add_argument("run_dir")
+    s.add_argument("--onnx", required=True, help="output .onnx path")
+    s.add_argument("--opset", type=int, default=18)
+    s.set_defaults(func=cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

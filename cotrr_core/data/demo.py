@@ -20,11 +20,13 @@ import pyarrow.parquet as pq
 
 from .demo_catalogue import CATALOGUE, CLARITIES, COLOUR_NAMES, FAMILIES, GARNISHES, GLASSES, TEMPERATURES
 from .demo_catalogue import nearest_colour_name
-from .demo_features import CONFLICT_COLUMNS, VISUAL_COLUMNS, conflict_features, visual_features
+from .demo_features import CONFLICT_COLUMNS, VISUAL_COLUMNS, conflict_features, subject_mask, visual_features
 from .demo_render import render_candidate_image
-from .demo_specs import Query, candidate_specs, compliance, expected_for_detectors, make_query
+from .demo_specs import (
+    Query, candidate_specs, colour_delta_e, compliance, expected_for_detectors, make_query,
+)
 
-__all__ = ["SIZES", "VECTOR_COLUMNS", "generate_demo_frame", "render_candidate_image", "demo_cache_path",
+__all__ = ["SIZES", "COLUMNS", "VECTOR_COLUMNS", "generate_demo_frame", "render_candidate_image", "demo_cache_path",
            "read_demo_frame", "write_demo_jsonl"]
 
 SIZES: dict[str, dict] = {
@@ -32,6 +34,8 @@ SIZES: dict[str, dict] = {
     "small": dict(n_queries=60, min_candidates=20, max_candidates=30),
 }
 VECTOR_COLUMNS = ("clip_img_features", "clip_text_features")
+COLUMNS = ("query_id", "candidate_id", "query", "compliance_score", "first_stage_score", "first_stage_rank",
+           *VECTOR_COLUMNS, *VISUAL_COLUMNS, *CONFLICT_COLUMNS, "render_spec", "image")
 VERSION = "v1"
 
 # Joint text-image space: coarse concepts dominate, fine attributes are weak (as in CLIP).
@@ -57,7 +61,7 @@ def concept_tables(dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     tables = {"cocktail": _unit(np.sqrt(FAMILY_SHARE) * family[fam_idx] + np.sqrt(1 - FAMILY_SHARE) * own)}
     for kind in ("glass", "colour", "garnish", "temperature", "clarity"):
         tables[kind] = _unit(rng.normal(size=(len(_VOCAB[kind]), dim)))
-    return tables
+    return {k: v.astype(np.float32) for k, v in tables.items()}
 
 
 def embed(concepts: list[dict], weights: dict[str, float], noise: float, tables: dict,
@@ -66,7 +70,7 @@ def embed(concepts: list[dict], weights: dict[str, float], noise: float, tables:
     n, dim = len(concepts), tables["cocktail"].shape[1]
     # Per-row noise level: photo conditions (light, angle, clutter) blur some images more.
     scale = noise * rng.uniform(1 - NOISE_SPREAD, 1 + NOISE_SPREAD, (n, 1)) / np.sqrt(dim)
-    out = rng.normal(0, 1, (n, dim)) * scale
+    out = rng.standard_normal((n, dim), dtype=np.float32) * scale.astype(np.float32)
     for kind, w in weights.items():
         idx = np.array([_VOCAB[kind].index(c[kind]) if c.get(kind) else -1 for c in concepts])
         has = idx >= 0
@@ -88,7 +92,8 @@ def measure(spec: dict, expected: dict) -> dict[str, float]:
     """Render the spec and measure the 8 visual + 5 conflict features from its pixels."""
     img = np.asarray(render_candidate_image(spec))
     noise = np.random.default_rng([spec["seed"], 1])  # detector noise, tied to the candidate
-    return {**visual_features(img), **conflict_features(img, expected, noise)}
+    subj = subject_mask(img)
+    return {**visual_features(img, subj), **conflict_features(img, expected, noise, subj)}
 
 
 def _measure_all(jobs: list[tuple[dict, dict]]) -> list[dict]:
@@ -115,15 +120,19 @@ def generate_demo_frame(n_queries: int = 600, min_candidates: int = 30, max_cand
     rng = np.random.default_rng(seed)
     tables = concept_tables(embed_dim, rng)
     queries = [make_query(rng) for _ in range(n_queries)]
-    rows, jobs = [], []
+    rows = []
     for qi, query in enumerate(queries):
         n = int(rng.integers(min_candidates, max_candidates + 1))
         qid = f"q{qi + 1:04d}"
         for j, (spec, kind) in zip(rng.permutation(n), candidate_specs(query, n, rng)):
             rows.append({"query_id": qid, "candidate_id": f"{qid}_c{j + 1:02d}", "query": query.text,
-                         "compliance_score": compliance(spec, query), "cocktail": spec["cocktail"],
-                         "candidate_kind": kind, "_q": qi, "_spec": spec})
-            jobs.append((spec, expected_for_detectors(query)))
+                         "cocktail": spec["cocktail"], "candidate_kind": kind, "_q": qi, "_spec": spec})
+    specs = [r["_spec"] for r in rows]
+    row_queries = [queries[r["_q"]] for r in rows]
+    colour_de = colour_delta_e(specs, row_queries)
+    for r, q, de in zip(rows, row_queries, colour_de):
+        r["compliance_score"] = compliance(r["_spec"], q, float(de))
+    jobs = [(s, expected_for_detectors(q)) for s, q in zip(specs, row_queries)]
     img = embed([image_concepts(r["_spec"]) for r in rows], IMAGE_WEIGHTS, IMAGE_NOISE, tables, rng)
     txt = embed([text_concepts(q) for q in queries], TEXT_WEIGHTS, TEXT_NOISE, tables, rng)
     q_idx = np.array([r["_q"] for r in rows])
@@ -146,9 +155,12 @@ def _rank(df: pd.DataFrame) -> pd.DataFrame:
     df = df.sort_values(["query_id", "first_stage_score"], ascending=[True, False], kind="stable")
     df = df.reset_index(drop=True)
     df["first_stage_rank"] = df.groupby("query_id").cumcount() + 1
-    head = ["query_id", "candidate_id", "query", "compliance_score", "first_stage_score", "first_stage_rank",
-            "clip_img_features", "clip_text_features", *VISUAL_COLUMNS, *CONFLICT_COLUMNS, "render_spec", "image"]
-    return df[head + [c for c in df.columns if c not in head]]
+    return _ordered(df)
+
+
+def _ordered(df: pd.DataFrame) -> pd.DataFrame:
+    """Contract columns first, extra descriptive columns after."""
+    return df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
 
 
 # --- storage ------------------------------------------------------------------------------
@@ -174,6 +186,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared with the app
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -198,13 +211,7 @@ def read_demo_frame(path: Path | str) -> pd.DataFrame:
         arr = table.column(col).combine_chunks()
         mat = arr.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(df), -1)
         df[col] = list(mat)
-    return _rank_order(df)
-
-
-def _rank_order(df: pd.DataFrame) -> pd.DataFrame:
-    head = ["query_id", "candidate_id", "query", "compliance_score", "first_stage_score", "first_stage_rank",
-            *VECTOR_COLUMNS]
-    return df[head + [c for c in df.columns if c not in head]]
+    return _ordered(df)
 
 
 def _jsonable(value):

@@ -74,9 +74,9 @@ def luminance(img: np.ndarray) -> np.ndarray:
 
 
 def hsv_saturation(img: np.ndarray) -> np.ndarray:
-    f = img.astype(np.float32)
-    mx = f.max(-1)
-    return np.where(mx > 0, (mx - f.min(-1)) / np.maximum(mx, 1e-6), 0.0)
+    """(..., 3) uint8 -> (...) HSV saturation in [0, 1]."""
+    mx = img.max(-1).astype(np.float32)
+    return (mx - img.min(-1)) / np.maximum(mx, 1.0)
 
 
 def hue_radians(img: np.ndarray) -> np.ndarray:
@@ -93,10 +93,10 @@ def subject_mask(img: np.ndarray, threshold: float = 35.0) -> np.ndarray:
     return np.linalg.norm(f - np.median(border, 0), axis=-1) > threshold
 
 
-def visual_features(img: np.ndarray) -> dict[str, float]:
+def visual_features(img: np.ndarray, subj: np.ndarray | None = None) -> dict[str, float]:
     """The 8 visual features of an (H, W, 3) uint8 image (definitions in docs/demo_benchmark.md)."""
     h, w, _ = img.shape
-    subj = subject_mask(img)
+    subj = subject_mask(img) if subj is None else subj
     lum = luminance(img)
     sat = hsv_saturation(img)
     if subj.any():
@@ -137,9 +137,9 @@ _GARNISH_NAMES = tuple(GARNISH_RGB)
 _GARNISH_LAB = rgb_to_lab(np.array([GARNISH_RGB[g] for g in _GARNISH_NAMES], np.float64))
 
 
-def detect(img: np.ndarray) -> dict:
+def detect(img: np.ndarray, subj: np.ndarray | None = None) -> dict:
     """Raw detections: liquid colour, ice/steam/frost/highlight shares, texture, garnish pixels."""
-    subj = subject_mask(img)
+    subj = subject_mask(img) if subj is None else subj
     if not subj.any():
         subj = np.ones_like(subj)
     ys, xs = np.nonzero(subj)
@@ -158,8 +158,7 @@ def detect(img: np.ndarray) -> dict:
     height = np.ptp(ys[liquid]) + 1 if liquid.any() else 1
     top = np.bincount(xs[white]).max() if white.any() else 0  # tallest white column = highlight
     lum = px @ np.array([0.299, 0.587, 0.114], np.float32)
-    mx = px.max(1)
-    sat = (mx - px.min(1)) / np.maximum(mx, 1e-6)
+    sat = hsv_saturation(px)
     garnish = rest & (dist2 > 60.0 ** 2) & (sat > 0.3)
     liq_lum = lum[liquid]
     return {
@@ -203,13 +202,14 @@ def garnish_mismatch(d: dict, expected: str) -> float:
     return _sigmoid((de[k] - other) / 4.0)
 
 
-def conflict_features(img: np.ndarray, expected: dict, rng: np.random.Generator) -> dict[str, float]:
+def conflict_features(img: np.ndarray, expected: dict, rng: np.random.Generator,
+                      subj: np.ndarray | None = None) -> dict[str, float]:
     """Compare detections in `img` with the query's requirements.
 
     expected: {"colour": rgb, "clarity"/"temperature"/"garnish": value or None (unconstrained)}.
-    Detector noise is drawn from `rng`.
+    Detector noise is drawn from `rng`; `subj` is an optional precomputed subject_mask.
     """
-    d = detect(img)
+    d = detect(img, subj)
     de = float(ciede2000(rgb_to_lab(d["liquid_rgb"]), rgb_to_lab(np.asarray(expected["colour"], float))))
     de = max(0.0, de * (1 + rng.normal(0, 0.08)) + rng.normal(0, 1.0))
     temp = 1 - temperature_probs(d)[expected["temperature"]] if expected.get("temperature") else 0.0

@@ -170,7 +170,7 @@ def _draw_garnish(draw: ImageDraw.ImageDraw, garnish: str, bowl_px: list[Point],
         for ox, oy in ((-3, -4), (1, -6), (2, -2)):
             draw.ellipse([x + (ox - 2) * u, y + (oy - 2) * u, x + (ox + 2) * u, y + (oy + 2) * u], fill=c)
     elif garnish == "coffee_beans":
-        ys, lx = np.nonzero(liquid)
+        ys, _ = np.nonzero(liquid)
         cy = ys.min() + 1 if len(ys) else top + 4 * u
         cx = (min(xs) + max(xs)) / 2
         for ox in (-4, 0, 4):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -92,14 +93,12 @@ def _other_value(attr: str, value: str, rng: np.random.Generator) -> str:
 
 
 def _tinted(rgb, rng: np.random.Generator) -> list[int]:
-    """A clearly wrong tint of `rgb` (CIEDE2000 > 25)."""
-    lab = rgb_to_lab(np.asarray(rgb, float))
-    for _ in range(50):
-        step = rng.normal(0, 1, 3)
-        cand = np.clip(np.asarray(rgb) + step / np.linalg.norm(step) * rng.uniform(60, 110), 0, 255)
-        if ciede2000(lab, rgb_to_lab(cand)) > 25:
-            return [int(v) for v in cand.round()]
-    return [int(255 - v) for v in rgb]
+    """A clearly wrong tint of `rgb` (CIEDE2000 > 25): first of 16 random RGB shifts that qualifies."""
+    step = rng.normal(0, 1, (16, 3))
+    cand = np.clip(np.asarray(rgb) + step / np.linalg.norm(step, axis=1, keepdims=True)
+                   * rng.uniform(60, 110, (16, 1)), 0, 255).round()
+    ok = np.nonzero(ciede2000(rgb_to_lab(np.asarray(rgb, float)), rgb_to_lab(cand)) > 25)[0]
+    return [int(v) for v in cand[ok[0]]] if ok.size else [int(255 - v) for v in rgb]
 
 
 def exact_spec(query: Query, rng: np.random.Generator) -> dict:
@@ -131,11 +130,15 @@ def wrong_spec(query: Query, rng: np.random.Generator) -> tuple[dict, str]:
     return spec, f"wrong_{attrs[0]}" if len(attrs) == 1 else "wrong_multi"
 
 
+@lru_cache(maxsize=None)
+def look_alikes(cocktail: Cocktail) -> tuple[Cocktail, ...]:
+    """Other cocktails, most easily confused with `cocktail` first."""
+    return tuple(sorted((c for c in CATALOGUE if c is not cocktail), key=lambda c: -look_alike_score(cocktail, c)))
+
+
 def similar_spec(query: Query, rng: np.random.Generator) -> dict:
-    """A look-alike cocktail, served as the query asks half of the time."""
-    others = sorted((c for c in CATALOGUE if c is not query.cocktail),
-                    key=lambda c: -look_alike_score(query.cocktail, c))
-    spec = base_spec(others[int(rng.integers(6))], rng)
+    """One of the 6 closest look-alike cocktails, served as the query asks half of the time."""
+    spec = base_spec(look_alikes(query.cocktail)[int(rng.integers(6))], rng)
     if rng.random() < 0.5:
         spec.update(query.constraints)
     return spec
@@ -164,10 +167,20 @@ def candidate_specs(query: Query, n: int, rng: np.random.Generator) -> list[tupl
     return out[:n]
 
 
-def compliance(spec: dict, query: Query) -> float:
-    """Weighted share of the query's constraints the rendered candidate satisfies, in [0, 1]."""
+def colour_delta_e(specs: list[dict], queries: list[Query]) -> np.ndarray:
+    """CIEDE2000 between each spec's liquid colour and its query's colour: (n,)."""
+    have = rgb_to_lab(np.array([s["liquid_rgb"] for s in specs], float))
+    want = rgb_to_lab(np.array([q.colour for q in queries], float))
+    return ciede2000(have, want)
+
+
+def compliance(spec: dict, query: Query, colour_de: float | None = None) -> float:
+    """Weighted share of the query's constraints the rendered candidate satisfies, in [0, 1].
+
+    colour_de: precomputed colour_delta_e of (spec, query), to batch the colour maths.
+    """
     same = spec["cocktail"] == query.cocktail.name
-    de = float(ciede2000(rgb_to_lab(np.asarray(spec["liquid_rgb"], float)), rgb_to_lab(np.asarray(query.colour, float))))
+    de = float(colour_delta_e([spec], [query])[0]) if colour_de is None else colour_de
     scores = [float(np.clip((25.0 - de) / 15.0, 0.0, 1.0))]  # colour: full credit under dE 10, none over 25
     scores += [float(spec[a] == v) for a, v in query.constraints.items()]
     fine = float(np.mean(scores)) * (1.0 if same else WRONG_COCKTAIL_CREDIT)

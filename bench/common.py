@@ -1,0 +1,157 @@
+"""Shared plumbing for the evidence benchmarks: datasets, per-dataset configs, training, tables.
+
+Every bench trains into artifacts/runs/bench-<dataset>-<variant>-<time> (or a directory the
+caller gives) and evaluates with cotrr_core.evaluation only, so all models share one metric code.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/quality.py` from the repository root
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from cotrr_core.config import RunConfig  # noqa: E402
+from cotrr_core.data.benchmarks import Benchmark, load_benchmark  # noqa: E402
+from cotrr_core.data.dataset import RankingData  # noqa: E402
+
+__all__ = ["REPO", "RESULTS", "CONFIGS", "machine", "files_benchmark", "get_benchmark", "dataset_config",
+           "train_run", "score_run", "write_json", "md_table", "fmt", "Timer", "is_letor"]
+
+RESULTS = REPO / "bench" / "results"
+CONFIGS = REPO / "bench" / "configs"
+
+
+def machine() -> str:
+    """One line: OS, Python, CPU count, torch / lightgbm versions."""
+    import torch
+
+    try:
+        import lightgbm
+
+        lgb = lightgbm.__version__
+    except ImportError:  # pragma: no cover
+        lgb = "absent"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return (f"{platform.system()} {platform.machine()}, {cpus} CPU cores, {dev}, Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), lightgbm {lgb}")
+
+
+def files_benchmark(train: str, val: str, test: str, seed: int = 0) -> Benchmark:
+    """A Benchmark from three LETOR/Step5 files; `val` is cut into val/cal halves by whole queries."""
+    from cotrr_core.data import split_queries
+    from cotrr_core.data.loaders import load_dataset
+
+    tr = load_dataset(train)
+    va = load_dataset(val, spec=tr.spec)
+    te = load_dataset(test, spec=tr.spec)
+    halves = split_queries(va.query_ids, {"val": 0.5, "cal": 0.5}, seed=seed)
+    name = Path(train).stem
+    return Benchmark(name, {"train": tr, "val": va.subset(halves["val"]), "cal": va.subset(halves["cal"]),
+                            "test": te},
+                     f"files: train {train}, val/cal halves of {val}, test {test}")
+
+
+def get_benchmark(name: str, seed: int = 0) -> Benchmark:
+    return load_benchmark(name, seed=seed)
+
+
+def is_letor(data: RankingData) -> bool:
+    return data.spec.format == "letor"
+
+
+def dataset_config(name: str, quick: bool = False, override: str | None = None) -> RunConfig:
+    """bench/configs/<name>.json when present (else bench/configs/default.json, else fast_config()).
+
+    quick: the same model for at most 4 epochs (smoke runs; numbers are not evidence).
+    """
+    from cotrr_core.train import fast_config
+
+    if override:
+        cfg = RunConfig.load(override)
+    else:
+        for cand in (CONFIGS / f"{name}.json", CONFIGS / "default.json"):
+            if cand.exists():
+                cfg = RunConfig.load(cand)
+                break
+        else:
+            cfg = fast_config()
+    if quick:
+        cfg.train.epochs = min(cfg.train.epochs, 4)
+        cfg.train.patience = min(cfg.train.patience, 4)
+        cfg.train.warmup_steps = min(cfg.train.warmup_steps, 4)
+    return cfg
+
+
+def new_bench_dir(root: Path | None, dataset: str, variant: str) -> Path:
+    from cotrr_core.runs import RUNS_ROOT
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
+    d = (root or RUNS_ROOT) / f"bench-{safe}-{variant}-{stamp}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def train_run(bench: Benchmark, cfg: RunConfig, variant: str, root: Path | None = None,
+              calibrate: bool = False) -> tuple[Path, dict]:
+    """fit() into a fresh bench- directory; returns (run_dir, metrics)."""
+    from cotrr_core.train import fit
+
+    run_dir = new_bench_dir(root, bench.name, variant)
+    metrics = fit(bench, cfg, run_dir, calibrate=calibrate)
+    return run_dir, metrics
+
+
+def score_run(run_dir: Path, data: RankingData) -> np.ndarray:
+    from cotrr_core.scoring import load_run, score_data
+
+    scores, _ = score_data(load_run(run_dir, device="cpu"), data)
+    return scores
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    if isinstance(x, float):
+        return "nan" if not np.isfinite(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def md_table(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    header = list(header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return round(time.perf_counter() - self.t0, 1)

@@ -1,0 +1,62 @@
+"""Thread-safe serving counters: totals, fallbacks by reason, a bounded latency window, list sizes."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+
+__all__ = ["ServeStats"]
+
+
+class ServeStats:
+    """Counters for a Reranker. Every method takes the lock, so threads may share one instance.
+
+    Latencies and list sizes keep only the last `window` calls (a ring), so memory stays bounded
+    and the percentiles describe recent traffic.
+    """
+
+    def __init__(self, window: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._latency_ms: deque[float] = deque(maxlen=window)
+        self._sizes: deque[int] = deque(maxlen=window)
+        self.total = self.reranked = self.shadowed = self.scored = 0
+        self.fallback: Counter[str] = Counter()
+        self.last_error: dict | None = None
+
+    def record(self, *, n_candidates: int, latency_ms: float, reranked: bool, shadowed: bool, scored: bool,
+               fallback_reason: str | None, error: BaseException | None = None) -> None:
+        """Count one served list."""
+        with self._lock:
+            self.total += 1
+            self.reranked += reranked
+            self.shadowed += shadowed
+            self.scored += scored
+            if fallback_reason:
+                self.fallback[fallback_reason] += 1
+            if error is not None:
+                self.last_error = {"type": type(error).__name__, "message": str(error)[:500],
+                                   "reason": fallback_reason, "time": time.time()}
+            self._latency_ms.append(latency_ms)
+            self._sizes.append(n_candidates)
+
+    def snapshot(self) -> dict:
+        """Counters plus latency percentiles (ms) and list-size summary over the recent window."""
+        with self._lock:
+            lat = np.fromiter(self._latency_ms, float, len(self._latency_ms))
+            sizes = np.fromiter(self._sizes, float, len(self._sizes))
+            out = {"total": self.total, "reranked": self.reranked, "shadowed": self.shadowed,
+                   "scored": self.scored, "fallback": dict(self.fallback),
+                   "fallback_total": sum(self.fallback.values()), "last_error": self.last_error}
+        out["latency_ms"] = _summary(lat, ("p50", 50), ("p95", 95), ("p99", 99))
+        out["candidates_per_query"] = _summary(sizes, ("p50", 50))
+        return out
+
+
+def _summary(values: np.ndarray, *percentiles: tuple[str, float]) -> dict:
+    if len(values) == 0:
+        return {"n": 0}
+    out = {"n": int(len(values)), "mean": float(values.mean()), "max": float(values.max())}
+    out.update({name: float(np.percentile(values, q)) for name, q in percentiles})
+    return out

@@ -1,0 +1,264 @@
+"""Display glue shared by the pages: sidebar pickers, cached loads, errors, charts with CSV downloads.
+
+No computation lives here: every number comes from cotrr_core.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from cotrr_core import launch
+from cotrr_core.config import ConfigError
+from cotrr_core.data import DataError, load_dataset
+from cotrr_core.data.benchmarks import BENCHMARKS, REPO_ROOT, Benchmark, load_benchmark, shared_datasets_dir
+from cotrr_core.io import read_json
+from cotrr_core.runs import RunInfo, list_runs, read_status
+
+# what a page shows as st.error instead of a traceback
+ERRORS = (DataError, ConfigError, RuntimeError, ValueError, KeyError, OSError)
+UPLOAD_TYPES = ["jsonl", "json", "csv", "parquet", "txt", "letor", "svm"]
+
+
+def uploads_dir() -> Path:
+    return Path(os.environ.get("COTRR_UPLOADS", REPO_ROOT / "artifacts" / "uploads"))
+
+
+@contextlib.contextmanager
+def shown_errors(what: str = "", stop: bool = True):
+    """Show a library error as an in-page st.error (the message is already precise); stop the page."""
+    try:
+        yield
+    except ERRORS as exc:
+        st.error(f"{what}: {exc}" if what else str(exc))
+        if stop:
+            st.stop()
+
+
+# ---------- cached loads ----------------------------------------------------------------------
+
+@st.cache_resource(show_spinner="Loading the benchmark (first time builds the demo data)...", max_entries=4)
+def get_benchmark(name: str) -> Benchmark:
+    return load_benchmark(name)
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def _load_run(run_dir: str, stamp: float):
+    from cotrr_core.scoring import load_run
+
+    return load_run(run_dir, device="auto")
+
+
+def run_stamp(run_dir: Path) -> float:
+    """Cache key part: changes when the weights or calibrator are rewritten."""
+    stamps = [p.stat().st_mtime for p in (run_dir / "model.pt", run_dir / "calibrator.json") if p.exists()]
+    return max(stamps, default=0.0)
+
+
+def get_run(run_dir: Path):
+    return _load_run(str(run_dir), run_stamp(Path(run_dir)))
+
+
+@st.cache_data(show_spinner="Scoring the test split (MC dropout)...", max_entries=16)
+def split_scores(run_dir: str, stamp: float, dataset: str, split: str = "test", mc_samples: int = 10):
+    from cotrr_core.inspect import score_split
+
+    return score_split(_load_run(run_dir, stamp), get_benchmark(dataset).splits[split], mc_samples)
+
+
+# ---------- datasets and runs --------------------------------------------------------------------
+
+def dataset_key(name: str) -> str:
+    """The name a run's config.json records for a dataset (file datasets: the file name)."""
+    return name if name in BENCHMARKS else Path(name).name
+
+
+def dataset_label(name: str) -> str:
+    return name if name in BENCHMARKS else f"upload: {Path(name).name}"
+
+
+def dataset_options() -> list[str]:
+    opts = ["demo", "demo-small"]
+    shared = shared_datasets_dir()
+    if (shared / "mq2008" / "S1.txt").exists():
+        opts.append("mq2008")
+    if (shared / "mslr_web_tiny_sample").exists():
+        opts.append("mslr-tiny")
+    up = uploads_dir()
+    if up.exists():
+        opts += [str(p) for p in sorted(up.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    return opts
+
+
+def done_runs(dataset: str) -> list[RunInfo]:
+    key = dataset_key(dataset)
+    return [r for r in list_runs(launch.runs_root())
+            if r.state == "done" and r.config.get("dataset") == key and (r.path / "model.pt").exists()]
+
+
+def run_label(r: RunInfo) -> str:
+    nd = r.metrics.get("test", {}).get("cotrr", {}).get("ndcg@10")
+    return r.run_id + (f"  ·  test nDCG@10 {nd:.3f}" if nd is not None else "")
+
+
+def _save_upload(upload) -> None:
+    """Save into artifacts/uploads/, validate with load_dataset; keep only files that load."""
+    target = uploads_dir() / Path(upload.name).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(upload.getvalue())
+    try:
+        data = load_dataset(target)
+    except (DataError, ConfigError, ValueError) as exc:
+        target.unlink(missing_ok=True)
+        st.session_state["upload_error"] = str(exc)
+        st.session_state.pop("upload_ok", None)
+        return
+    st.session_state.pop("upload_error", None)
+    st.session_state["upload_ok"] = str(data.report)
+    st.session_state["dataset"] = str(target)
+
+
+def sidebar() -> None:
+    """Dataset and run pickers (session_state 'dataset', 'run_id'), and the upload box."""
+    sb = st.sidebar
+    opts = dataset_options()
+    if st.session_state.get("dataset") not in opts:
+        st.session_state["dataset"] = launch.default_dataset() if launch.default_dataset() in opts else opts[0]
+    sb.selectbox("Dataset", opts, key="dataset", format_func=dataset_label)
+    with sb.expander("Upload data (Step5 JSONL / CSV / Parquet, LETOR)"):
+        up = st.file_uploader("Candidate file", type=UPLOAD_TYPES, key="upload")
+        if up is not None and st.session_state.get("upload_seen") != (up.name, up.size):
+            st.session_state["upload_seen"] = (up.name, up.size)
+            _save_upload(up)
+            st.rerun()
+        if st.session_state.get("upload_ok"):
+            st.success(st.session_state["upload_ok"])
+    if st.session_state.get("upload_error"):
+        sb.error(f"Upload rejected: {st.session_state['upload_error']}")
+    runs = done_runs(st.session_state["dataset"])
+    ids = [r.run_id for r in runs]
+    if ids and st.session_state.get("run_id") not in ids:
+        st.session_state["run_id"] = ids[0]
+    if ids:
+        labels = {r.run_id: run_label(r) for r in runs}
+        sb.selectbox("Run", ids, key="run_id", format_func=labels.get)
+    else:
+        sb.caption("No finished run on this dataset yet.")
+
+
+@dataclass
+class Context:
+    dataset: str
+    bench: Benchmark
+    run_dir: Path
+    stamp: float
+
+    @property
+    def run(self):
+        return get_run(self.run_dir)
+
+    @property
+    def test(self):
+        return self.bench.splits["test"]
+
+    @property
+    def metrics(self) -> dict:
+        path = self.run_dir / "metrics.json"
+        return read_json(path) if path.exists() else {}
+
+    def scores(self, mc_samples: int = 10):
+        return split_scores(str(self.run_dir), self.stamp, self.dataset, "test", mc_samples)
+
+
+def context() -> Context:
+    """Selected dataset + run, or a waiting/empty state that stops the page."""
+    dataset = st.session_state.get("dataset") or launch.default_dataset()
+    if st.session_state.get("upload_error"):
+        st.error(f"Upload rejected: {st.session_state['upload_error']}")
+    with shown_errors("Could not load the dataset"):
+        bench = get_benchmark(dataset)
+    runs = done_runs(dataset)
+    run_id = st.session_state.get("run_id")
+    run = next((r for r in runs if r.run_id == run_id), runs[0] if runs else None)
+    if run is None:
+        if dataset == launch.default_dataset():
+            wait_for_default_run()
+        else:
+            st.info("No finished run on this dataset yet: train one on the Train page.")
+            st.page_link("pages/train.py", label="Go to Train")
+        st.stop()
+    with shown_errors("Could not load the run"):
+        get_run(run.path)
+    return Context(dataset, bench, run.path, run_stamp(run.path))
+
+
+def wait_for_default_run() -> None:
+    """First launch: start the fast default run (once) and show its progress until it is done."""
+    with shown_errors("Could not start the default run"):
+        run_dir = launch.start_default_run()
+    st.info("First launch: training the fast default model on the built-in demo benchmark. "
+            "Every page works as soon as it is done (it keeps running if you reload).")
+    if run_dir is not None:
+        run_progress(run_dir, rerun_app_when_done=True)
+
+
+@st.fragment(run_every=1.5)
+def run_progress(run_dir: Path, rerun_app_when_done: bool = False) -> None:
+    """Live progress of a training run from its status.json (polled)."""
+    s = read_status(Path(run_dir))
+    state, progress = s.get("state", "unknown"), float(s.get("progress", 0.0))
+    st.progress(min(max(progress, 0.0), 1.0), text=f"{Path(run_dir).name}: {state} · {s.get('message', '')}")
+    if state == "done":
+        if rerun_app_when_done:
+            st.rerun(scope="app")
+    elif state in ("failed", "cancelled") or (state in ("queued", "running") and not launch.is_alive(run_dir)):
+        log = Path(run_dir) / "process.log"
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        st.error(f"Run {Path(run_dir).name} is {state if state != 'running' else 'no longer running'}: "
+                 f"{s.get('message', '')}" + (f"\n\n```\n{tail}\n```" if tail and state != "cancelled" else ""))
+
+
+# ---------- charts and tables -----------------------------------------------------------------
+
+def csv_button(df: pd.DataFrame, name: str, key: str, label: str = "Download data (CSV)") -> None:
+    st.download_button(label, df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
+                       key=f"csv-{key}")
+
+
+def chart(fig, df: pd.DataFrame, name: str, key: str) -> None:
+    """A plotly chart with its data downloadable as CSV."""
+    st.plotly_chart(fig, key=f"chart-{key}", width="stretch")
+    csv_button(df, name, key)
+
+
+def fmt_ci(row) -> str:
+    return f"{row['change']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+
+
+def history_charts(run_dirs: list[Path], key: str) -> None:
+    """Loss and validation-metric curves (plotly) of one or more runs, from history.jsonl."""
+    import plotly.express as px
+
+    from cotrr_core.inspect_runs import history_frame
+
+    hist = history_frame(list(run_dirs))
+    if hist.empty:
+        st.caption("No finished epoch yet.")
+        return
+    loss_cols = [c for c in hist.columns if c.startswith("train_")]
+    val_cols = [c for c in ("val_ndcg@10", "val_c@1", "val_mrr") if c in hist.columns]
+    left, right = st.columns(2)
+    with left:
+        long = hist.melt(id_vars=["run_id", "epoch"], value_vars=loss_cols, var_name="loss", value_name="value")
+        fig = px.line(long, x="epoch", y="value", color="loss", line_dash="run_id", markers=True,
+                      title="Training losses")
+        chart(fig.update_layout(height=320), long, "train_losses", f"{key}-loss")
+    with right:
+        long = hist.melt(id_vars=["run_id", "epoch"], value_vars=val_cols, var_name="metric", value_name="value")
+        fig = px.line(long, x="epoch", y="value", color="metric", line_dash="run_id", markers=True,
+                      title="Validation metrics")
+        chart(fig.update_layout(height=320), long, "val_metrics", f"{key}-val")

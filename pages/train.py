@@ -1,0 +1,87 @@
+"""Train: launch a run in a separate process, follow it live, compare runs."""
+from pathlib import Path
+
+import streamlit as st
+
+from cotrr_core import launch
+from cotrr_core.inspect_runs import config_diff, metrics_side_by_side, runs_table
+from cotrr_core.runs import list_runs, read_status, request_cancel
+from pages._shared import csv_button, dataset_key, dataset_label, history_charts, run_progress, shown_errors
+
+st.title("Train a reranker")
+dataset = st.session_state.get("dataset") or launch.default_dataset()
+st.caption(f"Runs train in their own process (they survive reloads) on the sidebar dataset: "
+           f"**{dataset_label(dataset)}**.")
+
+with st.form("train-form"):
+    c1, c2, c3, c4 = st.columns(4)
+    hidden = c1.selectbox("Hidden size", [16, 32, 64, 128, 256], index=4)
+    layers = c2.number_input("Token layers", 1, 6, 2)
+    heads = c3.selectbox("Heads", [1, 2, 4, 8], index=3)
+    list_context = c4.toggle("List context", value=False, help="Candidates of a list attend to each other")
+    c1, c2, c3, c4 = st.columns(4)
+    epochs = c1.number_input("Epochs", 1, 200, 12)
+    lr = c2.number_input("Learning rate", 1e-5, 1e-1, 1e-3, format="%.5f")
+    w_listmle = c3.number_input("ListMLE weight", 0.0, 10.0, 0.7, step=0.1)
+    w_focal = c4.number_input("Focal weight", 0.0, 10.0, 0.3, step=0.1)
+    c1, c2 = st.columns(2)
+    device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"])
+    name = c2.text_input("Run name", value="app")
+    submitted = st.form_submit_button("Start training", type="primary")
+
+if submitted:
+    overrides = {"model.hidden": int(hidden), "model.layers": int(layers), "model.heads": int(heads),
+                 "model.list_context": bool(list_context), "train.epochs": int(epochs), "train.lr": float(lr),
+                 "train.patience": max(6, int(epochs)) if epochs <= 6 else 6,
+                 "loss.listmle_weight": float(w_listmle), "loss.focal_weight": float(w_focal),
+                 "train.device": device}
+    with shown_errors("Cannot start this run", stop=False):
+        launch.validate_overrides(overrides)
+        st.session_state["train_run"] = str(launch.launch_training(dataset, overrides, name or "app"))
+        st.toast("Training started")
+
+active = st.session_state.get("train_run")
+if active and Path(active).exists():
+    st.subheader(f"Run {Path(active).name}")
+    run_progress(Path(active))
+
+    @st.fragment(run_every=2.0)
+    def live(run_dir: Path) -> None:
+        state = read_status(run_dir).get("state")
+        if state in ("queued", "running") and launch.is_alive(run_dir):
+            if st.button("Cancel this run", key="cancel"):
+                request_cancel(run_dir)
+                st.toast("Cancellation requested: the run stops at its next step")
+        history_charts([run_dir], "live")
+
+    live(Path(active))
+
+st.subheader("All runs")
+runs = list_runs(launch.runs_root())
+table = runs_table(runs)
+if table.empty:
+    st.info("No runs yet.")
+    st.stop()
+st.dataframe(table, hide_index=True)
+csv_button(table, "runs", "runs")
+
+st.subheader("Compare two runs")
+done = [r for r in runs if r.state == "done"]
+if len(done) < 2:
+    st.caption("Needs two finished runs.")
+    st.stop()
+ids = [r.run_id for r in done]
+c1, c2 = st.columns(2)
+a_id = c1.selectbox("Run A", ids, index=0, key="cmp-a")
+b_id = c2.selectbox("Run B", ids, index=1, key="cmp-b")
+a, b = (next(r for r in done if r.run_id == i) for i in (a_id, b_id))
+if dataset_key(a.config.get("dataset", "")) != dataset_key(b.config.get("dataset", "")):
+    st.warning("These runs were trained on different datasets: their test metrics are not comparable.")
+diff = config_diff(a, b)
+st.markdown("**Config differences**")
+st.dataframe(diff if len(diff) else diff.assign(note="identical configs"), hide_index=True)
+side = metrics_side_by_side([a, b])
+st.markdown("**Test metrics**")
+st.dataframe(side, hide_index=True)
+csv_button(side, "run_comparison_metrics", "cmp-metrics")
+history_charts([a.path, b.path], "cmp")
