@@ -9,9 +9,9 @@ from cotrr_core.calibration import make_calibrator, save_calibrator
 from cotrr_core.data.benchmarks import Benchmark, load_benchmark
 from cotrr_core.io import read_json, write_json
 from cotrr_core.metrics import adaptive_ece, brier, ece, log_loss, mce, risk_coverage
-from cotrr_core.scoring import LoadedRun, load_run, score_data
+from cotrr_core.scoring import LoadedRun, load_run, mc_samples_data, score_data
 
-__all__ = ["calibrate_run", "calibration_table", "uncalibrated_probs", "METHODS"]
+__all__ = ["calibrate_run", "calibration_table", "uncalibrated_probs", "probability_std", "METHODS"]
 
 METHODS = ("temperature", "platt", "isotonic")
 
@@ -26,6 +26,16 @@ def calibration_table(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> dic
             "mce": mce(probs, y, n_bins), "brier": brier(probs, y), "log_loss": log_loss(probs, y)}
 
 
+def probability_std(calibrator, samples: np.ndarray) -> np.ndarray:
+    """Per-candidate std [N] of calibrated probabilities over MC-dropout score samples [S, N].
+
+    Measured in probability space because that is where the error is: a score far from the
+    decision boundary can wobble a lot without moving P(relevant).
+    """
+    probs = np.stack([calibrator.predict(s) for s in samples])
+    return probs.std(axis=0)
+
+
 def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: str = "isotonic",
                   mc_samples: int = 5, run: LoadedRun | None = None) -> dict:
     """Fit every calibrator on the 'cal' split, evaluate on 'test', store `method` as calibrator.json.
@@ -38,7 +48,7 @@ def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: s
     bench = bench or load_benchmark(run.meta["dataset"])
     cal, test = bench.splits["cal"], bench.splits["test"]
     s_cal, _ = score_data(run, cal)
-    s_test, std_test = score_data(run, test, mc_samples=mc_samples)
+    s_test, _ = score_data(run, test)
     y_cal, y_test = cal.relevant().astype(int), test.relevant().astype(int)
 
     table = {"uncalibrated": calibration_table(uncalibrated_probs(s_test, run.temperature), y_test)}
@@ -52,12 +62,14 @@ def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: s
     save_calibrator(chosen, run_dir / "calibrator.json")
 
     p_test = chosen.predict(s_test)
+    std_test = probability_std(chosen, mc_samples_data(run, test, mc_samples))
     rc = risk_coverage(np.abs(p_test - y_test), std_test)
     section = {
         "method": method, "fit_split": "cal", "eval_split": "test", "n_cal": int(len(y_cal)),
         "n_test": int(len(y_test)), "cal_queries": cal.num_queries, "test_queries": test.num_queries,
         "table": table, "fit_notes": notes,
-        "uncertainty": {"mc_samples": mc_samples, "error": "|p_calibrated - y|", "aurc": rc["aurc"],
+        "uncertainty": {"mc_samples": mc_samples, "error": "|p_calibrated - y|",
+                        "uncertainty": "std over MC-dropout samples of the calibrated probability", "aurc": rc["aurc"],
                         "random_aurc": rc["random_aurc"], "oracle_aurc": rc["oracle_aurc"],
                         "corr_std_error": _corr(std_test, np.abs(p_test - y_test))},
     }

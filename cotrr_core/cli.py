@@ -168,7 +168,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mc-samples", type=int, default=5)
     s.set_defaults(func=cmd_calibrate)
     _add_serving_commands(sub)
+
+    s = sub.add_parser("simulate", help="A/B rollout, shadow mode or top-M trade-off on a run's real outputs")
+    s.add_argument("kind", choices=["ab", "shadow", "topm"])
+    s.add_argument("run_dir")
+    s.add_argument("--dataset", help="default: the run's own dataset (test split)")
+    s.add_argument("--units", type=int, default=2000)
+    s.add_argument("--days", type=int, default=7)
+    s.add_argument("--share", type=float, default=0.5, help="treatment share of units")
+    s.add_argument("--click-model", choices=["cascade", "pbm"], default="pbm")
+    s.add_argument("--latency-budget-ms", type=float, default=5.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json")
+    s.set_defaults(func=cmd_simulate)
     return p
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cotrr_core.io import write_json
+    from cotrr_core.simulate.report import simulate_run, to_jsonable
+
+    result = simulate_run(args.kind, args.run_dir, args.dataset, seed=args.seed, n_units=args.units,
+                          days=args.days, share=args.share, click_model=args.click_model,
+                          latency_budget_ms=args.latency_budget_ms)
+    print(f"simulate {args.kind}: run {result['run']} on {result['dataset']} "
+          f"({result['test_queries']} test queries)")
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 4):
+        print(result["table"].to_string(index=False))
+    print(json.dumps(result["summary"], indent=1, default=float))
+    if args.json:
+        write_json(args.json, to_jsonable(result))
+    return 0
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:

@@ -18,7 +18,8 @@ from cotrr_core.evaluation import evaluate_scores, original_scores
 from cotrr_core.scoring import LoadedRun, score_data
 
 __all__ = ["RolloutInputs", "rollout_inputs", "measure_list_latency", "topm_scores", "topm_inputs",
-           "default_m_values", "serving_threads"]
+           "default_m_values", "serving_threads",
+           "serving_records", "serving_latency"]
 
 ProgressFn = Callable[[float, str], None]
 
@@ -80,6 +81,42 @@ def measure_list_latency(run: LoadedRun, data: RankingData, top_m: int | None = 
     return np.asarray(out)
 
 
+def serving_records(data: RankingData, q: int) -> list[dict]:
+    """List q as the candidate dicts a serving request carries (fields named by the spec), original order."""
+    from cotrr_core.data.dataset import token_columns
+
+    r = data.rows(q)
+    records = [{"candidate_id": str(c), "first_stage_rank": i + 1}
+               for i, c in enumerate(data.candidate_ids[r])]
+    for tok in data.spec.tokens:
+        cols = token_columns(tok)
+        block = data.features[tok.name][r]
+        if len(cols) == 1 and block.shape[1] > 1:
+            for rec, row in zip(records, block):
+                rec[cols[0]] = row.tolist()
+        else:
+            for j, col in enumerate(cols):
+                for rec, v in zip(records, block[:, j]):
+                    rec[col] = float(v)
+    return records
+
+
+def serving_latency(reranker, data: RankingData, top_m: int | None = None, repeats: int = 3,
+                    max_queries: int | None = None) -> np.ndarray:
+    """Per-query ms [Q'] of Reranker.rerank (cotrr_core.serve: featurise, standardise, forward, calibrate,
+    annotate) on each test list, one request at a time on one thread; best of `repeats`."""
+    qs = range(min(data.num_queries, max_queries or data.num_queries))
+    out = []
+    with serving_threads(1):
+        for q in qs:
+            records = serving_records(data, q)
+            m = len(records) if top_m is None else top_m
+            best = min(reranker.rerank(str(data.queries[q]), records, top_m=m, mc_samples=0).latency_ms
+                       for _ in range(max(1, repeats)))
+            out.append(best)
+    return np.asarray(out)
+
+
 def _time_lists(run, data, qs, top_m, repeats, out) -> None:
     for q in qs:
         r = data.rows(q)
@@ -112,8 +149,10 @@ def _original_latency(data: RankingData, repeats: int = 3) -> np.ndarray:
     return np.asarray(out)
 
 
-def rollout_inputs(run: LoadedRun, data: RankingData, scores: np.ndarray | None = None) -> RolloutInputs:
-    """A/B and shadow inputs from the run's scores on `data` (scored here when not given)."""
+def rollout_inputs(run: LoadedRun, data: RankingData, scores: np.ndarray | None = None,
+                   reranker=None) -> RolloutInputs:
+    """A/B and shadow inputs from the run's scores on `data` (scored here when not given). Treatment
+    latency: Reranker.rerank per list when a reranker is given, else the model path timed here."""
     if scores is None:
         scores, _ = score_data(run, data)
     wouldbe, mask = _orders(data, scores)
@@ -124,7 +163,8 @@ def rollout_inputs(run: LoadedRun, data: RankingData, scores: np.ndarray | None 
     return RolloutInputs(control_labels=np.where(mask, labels, 0.0), treatment_labels=treatment, mask=mask,
                          original_order=identity, wouldbe_order=wouldbe,
                          latency_control_ms=_original_latency(data),
-                         latency_treatment_ms=measure_list_latency(run, data),
+                         latency_treatment_ms=(serving_latency(reranker, data) if reranker is not None
+                                               else measure_list_latency(run, data)),
                          relevance_threshold=float(data.spec.relevance_threshold))
 
 
@@ -148,8 +188,8 @@ def default_m_values(data: RankingData) -> list[int]:
 
 
 def topm_inputs(run: LoadedRun, data: RankingData, m_values: Sequence[int] | None = None,
-                scores: np.ndarray | None = None, repeats: int = 1, max_queries: int | None = None,
-                on_progress: ProgressFn | None = None) -> tuple[dict[int, dict[str, float]], dict[int, np.ndarray]]:
+                scores: np.ndarray | None = None, repeats: int = 3, max_queries: int | None = None,
+                on_progress: ProgressFn | None = None, reranker=None) -> tuple[dict[int, dict[str, float]], dict[int, np.ndarray]]:
     """quality_by_m (test nDCG@10, C@1 of reranking the top M) and latency_by_m (measured ms per query)."""
     if scores is None:
         scores, _ = score_data(run, data)
@@ -158,7 +198,8 @@ def topm_inputs(run: LoadedRun, data: RankingData, m_values: Sequence[int] | Non
     for i, m in enumerate(ms):
         ev = evaluate_scores(data, topm_scores(data, scores, m))
         quality[m] = {"ndcg@10": ev["ndcg@10"], "c@1": ev["c@1"], "mrr": ev["mrr"]}
-        latency[m] = measure_list_latency(run, data, top_m=m, repeats=repeats, max_queries=max_queries)
+        latency[m] = (serving_latency(reranker, data, m, repeats, max_queries) if reranker is not None
+                      else measure_list_latency(run, data, top_m=m, repeats=repeats, max_queries=max_queries))
         if on_progress:
             on_progress((i + 1) / len(ms), f"M = {m}: {len(latency[m])} lists timed")
     return quality, latency

@@ -14,7 +14,7 @@ from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.io import read_json
 from cotrr_core.model import CoTRRModel, mc_dropout_scores
 
-__all__ = ["pick_device", "LoadedRun", "load_run", "build_model", "score_padded", "score_data", "flatten"]
+__all__ = ["pick_device", "LoadedRun", "load_run", "build_model", "score_padded", "score_data", "mc_samples_data", "flatten"]
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -98,6 +98,21 @@ def score_padded(model: CoTRRModel, padded: PaddedLists, device: torch.device, b
 def flatten(padded_values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """[B, L] -> [N] real candidates in the data's row order."""
     return padded_values[mask]
+
+
+@torch.inference_mode()
+def mc_samples_data(run: LoadedRun, data: RankingData, n_samples: int, batch_lists: int = 64) -> np.ndarray:
+    """MC-dropout raw scores [S, N] for every candidate of `data` (one batched forward per chunk)."""
+    padded = data.padded()
+    tokens_np = run.scaler.transform(padded.tokens)
+    out = np.zeros((n_samples,) + padded.mask.shape, dtype=np.float64)
+    for a in range(0, padded.mask.shape[0], batch_lists):
+        sl = slice(a, a + batch_lists)
+        L = int(padded.mask[sl].sum(1).max())
+        tokens = {k: torch.from_numpy(v[sl, :L]).to(run.device) for k, v in tokens_np.items()}
+        mask = torch.from_numpy(padded.mask[sl, :L]).to(run.device)
+        out[:, sl, :L] = mc_dropout_scores(run.model, tokens, mask, n_samples).float().cpu().numpy()
+    return out[:, padded.mask]
 
 
 def score_data(run: LoadedRun, data: RankingData, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:

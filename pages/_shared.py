@@ -262,3 +262,82 @@ def history_charts(run_dirs: list[Path], key: str) -> None:
         fig = px.line(long, x="epoch", y="value", color="metric", line_dash="run_id", markers=True,
                       title="Validation metrics")
         chart(fig.update_layout(height=320), long, "val_metrics", f"{key}-val")
+
+
+def heatmap(matrix, x, y, title: str, zmax: float | None = None):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(z=matrix, x=x, y=y, colorscale="Viridis", zmin=0, zmax=zmax,
+                               text=[[f"{v:.3f}" for v in row] for row in matrix], texttemplate="%{text}"
+                               if len(x) <= 8 else None, hovertemplate="%{y} → %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title, height=360, xaxis_title="attends to (key)", yaxis_title="from (query)",
+                      yaxis_autorange="reversed")
+    return fig
+
+
+def matrix_frame(matrix, x, y) -> pd.DataFrame:
+    return pd.DataFrame([{"from": y[i], "to": x[j], "weight": float(matrix[i][j])}
+                         for i in range(len(y)) for j in range(len(x))])
+
+
+def query_picker(data, key: str, label: str = "Query") -> int:
+    """Selectbox over the split's queries (text + id); returns the query index."""
+    opts = list(range(data.num_queries))
+    if st.session_state.get(key) not in opts:
+        st.session_state[key] = 0
+    return st.selectbox(label, opts, key=key,
+                        format_func=lambda q: f"{data.query_ids[q]} · {data.queries[q]} ({data.list_lengths[q]})")
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail(render_spec: str):
+    """The demo candidate's image, rendered from its spec (None when the data has no render spec)."""
+    import json
+
+    from cotrr_core.data.demo import render_candidate_image
+
+    if not isinstance(render_spec, str) or not render_spec:
+        return None
+    return render_candidate_image(json.loads(render_spec))
+
+
+def candidate_cards(df: pd.DataFrame, top: int, side: str) -> None:
+    """One row per candidate: thumbnail (when available), rank, movement, compliance, P ± uncertainty."""
+    has_img = "render_spec" in df.columns
+    for _, row in df.head(top).iterrows():
+        c_img, c_txt = st.columns([1, 4]) if has_img else (None, st.container())
+        if has_img and c_img is not None:
+            img = thumbnail(row["render_spec"])
+            if img is not None:
+                c_img.image(img, width=56)
+        rank = row["original_rank"] if side == "original" else row["reranked_rank"]
+        move = "" if side == "original" else f" **{row['arrow']}**"
+        mark = "✅" if row["relevant"] else "▫️"
+        unc = f" ± {row['p_uncertainty']:.3f}" if pd.notna(row.get("p_uncertainty")) else ""
+        what = f" · {row['cocktail']} ({row['candidate_kind']})" if "cocktail" in row and "candidate_kind" in row else ""
+        c_txt.markdown(f"**#{rank}**{move} {mark} `{row['candidate_id']}`{what}  \n"
+                       f"compliance {row['compliance']:.2f} · P(relevant) {row['p_relevant']:.3f}{unc}")
+
+
+@st.cache_resource(show_spinner="Loading the serving path (Reranker)...", max_entries=4)
+def _reranker(run_dir: str, stamp: float):
+    from cotrr_core.serve import Reranker
+
+    return Reranker.load(run_dir)
+
+
+def get_reranker(ctx: "Context"):
+    """cotrr_core.serve.Reranker for the run, or None when serving cannot load (the caller says so)."""
+    try:
+        return _reranker(str(ctx.run_dir), ctx.stamp)
+    except (ImportError, AttributeError):
+        return None
+
+
+@st.cache_data(show_spinner="Timing the serving path on every test list...", max_entries=8)
+def rollout_inputs_cached(run_dir: str, stamp: float, dataset: str):
+    from cotrr_core.inspect import rollout_inputs
+
+    ctx = Context(dataset, get_benchmark(dataset), Path(run_dir), stamp)
+    scores = split_scores(run_dir, stamp, dataset, "test", 10).scores
+    return rollout_inputs(ctx.run, ctx.test, scores, reranker=get_reranker(ctx))

@@ -1,10 +1,11 @@
 """Overview: what the system does, and the selected run's headline numbers."""
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cotrr_core.inspect import headline, timed_scoring
-from pages._shared import chart, context, csv_button, fmt_ci, shown_errors
+from cotrr_core.inspect import headline, serving_latency, timed_scoring
+from pages._shared import chart, context, csv_button, fmt_ci, get_reranker, shown_errors
 
 st.title("CoTRR-Stable")
 st.markdown(
@@ -49,11 +50,17 @@ with left:
 with right:
     st.subheader("Latency at a glance")
     with shown_errors("Could not time the model", stop=False):
-        lat = timed_scoring(ctx.run, test)
-        st.metric("Score time per query", f"{lat['ms_per_query']:.2f} ms",
-                  help="Timed score_data call on the whole test split (best of 3, one thread), "
-                       "divided by the number of queries. Not a serving latency: see Rollout for per-list timings.")
-        st.caption(f"score_data on the test split: {lat['seconds'] * 1000:.1f} ms for {lat['queries']} lists "
-                   f"/ {lat['candidates']} candidates ({lat['us_per_candidate']:.1f} µs per candidate) on "
-                   f"{lat['device']}, 1 thread.")
-        csv_button(pd.DataFrame([lat]), "score_timing", "timing", "Download timing (CSV)")
+        reranker = get_reranker(ctx)
+        if reranker is not None:
+            ms = serving_latency(reranker, test)
+            lat = pd.DataFrame({"query_id": test.query_ids[:len(ms)], "latency_ms": ms})
+            st.metric("Serving latency p50 / p95", f"{np.median(ms):.2f} / {np.quantile(ms, 0.95):.2f} ms")
+            st.caption(f"Reranker.rerank (cotrr_core.serve) on each of the {len(ms)} test lists, one request at a "
+                       f"time on 1 thread ({reranker.health()['device']}, best of 3 per list).")
+        else:
+            t = timed_scoring(ctx.run, test)
+            lat = pd.DataFrame([t])
+            st.metric("Score time per query", f"{t['ms_per_query']:.2f} ms")
+            st.caption(f"Not a serving latency: a timed score_data call on the test split ({t['queries']} lists, "
+                       f"{t['candidates']} candidates, best of 3, 1 thread) divided by the number of queries.")
+        csv_button(lat, "latency", "timing", "Download timings (CSV)")

@@ -32,7 +32,6 @@ with st.form("train-form"):
 if submitted:
     overrides = {"model.hidden": int(hidden), "model.layers": int(layers), "model.heads": int(heads),
                  "model.list_context": bool(list_context), "train.epochs": int(epochs), "train.lr": float(lr),
-                 "train.patience": max(6, int(epochs)) if epochs <= 6 else 6,
                  "loss.listmle_weight": float(w_listmle), "loss.focal_weight": float(w_focal),
                  "train.device": device}
     with shown_errors("Cannot start this run", stop=False):

@@ -1,6 +1,7 @@
 """Tests of the built-in demo benchmark generator (cotrr_core.data.demo)."""
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -97,7 +98,7 @@ def test_text_embedding_shared_within_query(small):
 
 
 def test_default_embedding_dimension():
-    assert demo.generate_demo_frame.__defaults__[3] == 1024
+    assert inspect.signature(generate_demo_frame).parameters["embed_dim"].default == 1024
 
 
 def test_render_is_deterministic_image():

@@ -27,7 +27,7 @@ from .demo_specs import (
 )
 
 __all__ = ["SIZES", "COLUMNS", "VECTOR_COLUMNS", "generate_demo_frame", "render_candidate_image", "demo_cache_path",
-           "read_demo_frame", "write_demo_jsonl"]
+           "read_demo_frame", "write_demo_parquet", "write_demo_jsonl"]
 
 SIZES: dict[str, dict] = {
     "default": dict(n_queries=600, min_candidates=30, max_candidates=50),

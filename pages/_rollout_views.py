@@ -1,0 +1,108 @@
+"""Rollout page sections (display glue only; simulations are cotrr_core.simulate on measured inputs)."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from cotrr_core.simulate import (ClickModel, recommend_m, required_sample_size, shadow_analysis, simulate_ab,
+                                 simulate_ramp, topm_tradeoff)
+from pages._shared import chart, csv_button, shown_errors
+
+
+def click_model_picker() -> ClickModel:
+    c1, c2 = st.columns(2)
+    name = c1.selectbox("Click model", ["cascade", "pbm"], key="ab-click")
+    if name == "cascade":
+        patience = c2.slider("Cascade patience", 0.3, 1.0, 0.8, key="ab-patience",
+                             help="P(looking at the next result after skipping one); 1 makes CTR order-blind")
+        return ClickModel("cascade", patience=patience)
+    return ClickModel("pbm", eta=c2.slider("PBM examination decay η", 0.0, 2.0, 1.0, key="ab-eta"))
+
+
+def lifts_table(lifts: dict) -> pd.DataFrame:
+    rows = []
+    for metric, t in lifts.items():
+        a, b = t.get("rate_a", t.get("mean_a")), t.get("rate_b", t.get("mean_b"))
+        rows.append({"metric": metric, "control": a, "treatment": b, "lift": t.get("lift_abs", t.get("diff")),
+                     "lift_rel": t.get("lift_rel", t.get("diff_rel")), "ci_low": t["ci_low"],
+                     "ci_high": t["ci_high"], "p_value": t["p_value"]})
+    return pd.DataFrame(rows)
+
+
+def ab_section(inp, common: dict, share: float, days: int, seed: int) -> None:
+    with shown_errors("A/B simulation failed", stop=False):
+        res = simulate_ab(inp.control_labels, inp.treatment_labels, inp.mask, share=share, days=days, seed=seed,
+                          **common)
+        table = lifts_table(res.lifts)
+        st.dataframe(table, hide_index=True)
+        csv_button(table, "ab_lifts", "ab-lifts")
+        srm = res.srm
+        c = st.columns(3)
+        c[0].metric("SRM check", "MISMATCH" if srm["srm"] else "ok", f"χ² p = {srm['p_value']:.3g}",
+                    delta_color="off")
+        c[1].metric("MDE on success (power 0.8)", f"{res.mde.get('success', float('nan')):.2%}")
+        c[2].metric("queries simulated", f"{len(res.log):,}")
+        long = res.daily.melt(id_vars=["day", "arm"], value_vars=["ctr", "success_rate", "ndcg@10"])
+        fig = px.line(long, x="day", y="value", color="arm", facet_col="variable", markers=True)
+        chart(fig.update_yaxes(matches=None).update_layout(height=300), res.daily, "ab_daily", "ab-daily")
+        for note in res.notes:
+            st.caption(note)
+        base = float(res.totals.loc["control", "success_rate"]) if "control" in res.totals.index else None
+        if base and 0 < base < 1 and 0 < share < 1:
+            mde = st.slider("Lift to detect (relative)", 0.01, 0.30, 0.05, key="ab-mde")
+            need = required_sample_size(base, mde, power=0.8, share=share)
+            st.caption(f"Power: detecting a {mde:.0%} relative lift on success rate {base:.3f} at α=0.05 with "
+                       f"power 0.8 needs {need['n_total']:,} queries at this share ({len(res.log):,} simulated).")
+
+
+def ramp_section(inp, common: dict, seed: int) -> None:
+    c1, c2, c3 = st.columns(3)
+    steps = c1.multiselect("Ramp plan (shares)", [0.01, 0.05, 0.1, 0.25, 0.5, 1.0],
+                           default=[0.01, 0.05, 0.25, 0.5, 1.0], key="ramp-steps")
+    metric = c2.selectbox("Guardrail metric", ["success", "ctr", "ndcg@10"], key="ramp-metric")
+    lat = c3.number_input("p95 latency guardrail (ms)", 0.0, 10000.0, 50.0, key="ramp-lat")
+    if not steps:
+        st.caption("Pick at least one step.")
+        return
+    with shown_errors("Ramp simulation failed", stop=False):
+        res = simulate_ramp(inp.control_labels, inp.treatment_labels, inp.mask, steps=tuple(sorted(steps)),
+                            guardrail_metric=metric, latency_guardrail_ms=lat or None, seed=seed, **common)
+        (st.error if res.rolled_back else st.success)(f"{res.reason} · final share {res.final_share:.0%}")
+        st.dataframe(res.table, hide_index=True)
+        csv_button(res.table, "ramp", "ramp")
+
+
+def shadow_section(inp) -> None:
+    with shown_errors("Shadow analysis failed", stop=False):
+        res = shadow_analysis(inp.original_order, inp.wouldbe_order, inp.control_labels, inp.mask,
+                              relevance_threshold=inp.relevance_threshold,
+                              latency_original_ms=inp.latency_control_ms, latency_shadow_ms=inp.latency_treatment_ms)
+        s = res.summary
+        c = st.columns(4)
+        c[0].metric("top-1 agreement", f"{s['top1_agreement']:.1%}")
+        c[1].metric(f"overlap@{int(s['k'])}", f"{s['overlap@k']:.1%}")
+        c[2].metric("Kendall τ (median)", f"{s['kendall_tau_median']:.3f}")
+        if res.latency:
+            c[3].metric("extra p95 if inline", f"{res.latency['extra_p95_ms']:.2f} ms")
+        deltas = pd.DataFrame([{"metric": k, **v} for k, v in res.deltas.items()])
+        st.dataframe(deltas, hide_index=True)
+        fig = px.histogram(res.per_query, x="kendall_tau", nbins=30, title="Kendall τ between orders per query")
+        chart(fig.update_layout(height=280), res.per_query, "shadow_per_query", "shadow")
+        st.markdown("**Queries where the orders disagree most**")
+        st.dataframe(res.most_disagreeing(10), hide_index=True)
+
+
+def topm_section(quality: dict, latency: dict, source: str) -> None:
+    price = st.number_input("Price per CPU-second ($)", 0.0, 1.0, 0.0000133, format="%.7f", key="topm-price")
+    with shown_errors("Top-M trade-off failed", stop=False):
+        df = topm_tradeoff(quality, latency, price_per_cpu_second=price)
+        budget = st.slider("Latency budget (p95 ms)", 0.05, max(1.0, float(df["p95_ms"].max()) * 1.5),
+                           float(df["p95_ms"].median()), key="topm-budget")
+        best = recommend_m(df, budget)
+        (st.success(f"Recommended M = {best}: best nDCG@10 with p95 ≤ {budget:.2f} ms") if best is not None
+         else st.warning(f"No M fits p95 ≤ {budget:.2f} ms: serve the original order"))
+        fig = px.line(df, x="p95_ms", y="ndcg@10", text="M", markers=True, title=f"Top-M frontier ({source})")
+        fig.add_vline(x=budget, line_dash="dot", annotation_text="budget")
+        chart(fig.update_traces(textposition="top center").update_layout(height=360), df, "topm_frontier", "topm")
+        st.dataframe(df, hide_index=True)

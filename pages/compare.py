@@ -1,0 +1,72 @@
+"""Compare: original vs reranked list of a query, per-query metrics, wins/ties/losses over queries."""
+import plotly.express as px
+import streamlit as st
+
+from cotrr_core.inspect import find_queries, query_lists, query_metrics, wins_ties_losses
+from pages._shared import candidate_cards, chart, context, csv_button, shown_errors
+
+st.title("Compare original vs reranked")
+ctx = context()
+test = ctx.test
+with shown_errors("Could not score the test split"):
+    scored = ctx.scores()
+    counts, per_query = wins_ties_losses(test, scored.scores)
+
+
+def pick(q: int) -> None:
+    st.session_state["cmp-query"] = int(q)
+    st.session_state["cmp-search"] = ""
+
+
+c1, c2 = st.columns([2, 1])
+text = c1.text_input("Search queries (text or id)", key="cmp-search")
+order = c2.selectbox("Sort by", ["dataset order", "largest gain", "largest loss"], key="cmp-sort")
+found = set(find_queries(test, text).tolist())
+ranked = per_query[per_query["query_index"].isin(found)]
+if order == "largest gain":
+    ranked = ranked.sort_values("change", ascending=False, kind="stable")
+elif order == "largest loss":
+    ranked = ranked.sort_values("change", ascending=True, kind="stable")
+else:
+    ranked = ranked.sort_values("query_index")
+options = ranked["query_index"].astype(int).tolist()
+if not options:
+    st.warning(f"No query matches {text!r}.")
+    st.stop()
+if st.session_state.get("cmp-query") not in options:
+    st.session_state["cmp-query"] = options[0]
+delta = dict(zip(per_query["query_index"], per_query["change"]))
+q = st.selectbox("Query", options, key="cmp-query",
+                 format_func=lambda i: f"{test.query_ids[i]} · {test.queries[i]} (ΔnDCG@10 {delta[i]:+.3f})")
+
+original, reranked = query_lists(test, q, scored)
+st.markdown(f"### “{test.queries[q]}”")
+top = st.slider("Show top", 3, int(test.list_lengths[q]), min(10, int(test.list_lengths[q])), key="cmp-top")
+left, right = st.columns(2)
+with left:
+    st.markdown("**Original order (first stage)**")
+    candidate_cards(original, top, "original")
+with right:
+    st.markdown("**Reranked by CoTRR** (arrows: rank movement)")
+    candidate_cards(reranked, top, "reranked")
+csv_button(reranked.drop(columns=["render_spec"], errors="ignore"), f"query_{test.query_ids[q]}", "lists",
+           "Download both orders (CSV)")
+
+st.subheader("This query's metrics")
+qm = query_metrics(test, q, scored.scores)
+fig = px.bar(qm.melt(id_vars="metric", value_vars=["original", "reranked"], var_name="order"), x="metric",
+             y="value", color="order", barmode="group")
+chart(fig.update_layout(height=300), qm, f"query_metrics_{test.query_ids[q]}", "qm")
+
+st.subheader("Over all test queries (nDCG@10)")
+c = st.columns(4)
+c[0].metric("wins", counts["win"])
+c[1].metric("ties", counts["tie"], help=f"{counts['no_relevant']} queries have no relevant candidate (0 in both)")
+c[2].metric("losses", counts["loss"])
+c[3].metric("queries", counts["queries"])
+fig = px.histogram(per_query, x="change", color="outcome", nbins=30, title="ΔnDCG@10 per query (reranked − original)")
+chart(fig.update_layout(height=300), per_query, "per_query_ndcg", "wtl")
+st.markdown("**Worst regressions** (click to open)")
+for _, row in per_query[per_query["outcome"] == "loss"].head(5).iterrows():
+    st.button(f"{row['query_id']} · {row['query']} · ΔnDCG@10 {row['change']:+.3f}",
+              key=f"reg-{row['query_index']}", on_click=pick, args=(row["query_index"],))
