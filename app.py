@@ -18,5 +18,5 @@ PAGES = [
 
 nav = st.navigation(PAGES)
 st.sidebar.title("CoTRR-Stable")
-sidebar()
+print("SIDEBAR RUN"); sidebar()
 nav.run()

@@ -38,9 +38,14 @@ class TrainingCancelled(Exception):
 
 
 def fast_config() -> RunConfig:
-    """The app's first-launch config: the default model, few epochs (about a minute on 2 CPU cores)."""
+    """The app's first-launch config: half-width model, 10 epochs (under 2 minutes on 2 CPU cores).
+
+    Hidden 128 is about 3x faster per step than the default 256 on CPU; on the demo it
+    lands within a point of nDCG@10 of the full-size model (bench/results/quality.json).
+    """
     cfg = RunConfig()
-    cfg.train.epochs = 12
+    cfg.model.hidden = 128
+    cfg.train.epochs = 10
     cfg.train.patience = 4
     return cfg
 

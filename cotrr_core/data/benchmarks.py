@@ -68,4 +68,5 @@ def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) ->
     if not path.exists():
         raise DataError(name, None, None, f"not a built-in benchmark {BENCHMARKS} and no such file")
     data = load_dataset(path, spec=spec)
-    return Benchmark(path.name, _hash_split(data, seed), f"{path.name}; hash split 60/15/10/15")
+    # the resolved path is the name, so a run can reload its own data later
+    return Benchmark(str(path.resolve()), _hash_split(data, seed), f"{path.name}; hash split 60/15/10/15")

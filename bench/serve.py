@@ -1,0 +1,288 @@
+"""Serving benchmark: Reranker latency / throughput vs a naive PyTorch loop and LightGBM, on this CPU.
+
+    python bench/serve.py [--run RUN_DIR] --json OUT [--calls 500]
+
+Without --run: the newest finished run trained on "demo", else a fast demo run is trained.
+Writes OUT and bench/results/serve.json, and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cotrr_core.data.benchmarks import load_benchmark  # noqa: E402
+from cotrr_core.evaluation import evaluate_scores  # noqa: E402
+from cotrr_core.io import read_json, write_json  # noqa: E402
+from cotrr_core.model import count_parameters  # noqa: E402
+from cotrr_core.runs import list_runs, new_run_dir  # noqa: E402
+from cotrr_core.serve import Reranker  # noqa: E402
+from cotrr_core.serve_cli import records_of  # noqa: E402
+
+BIG = 1e9  # no time budget while measuring
+
+
+# ---------------------------------------------------------------------------- setup
+def pick_run(run: str | None) -> Path:
+    if run:
+        return Path(run)
+    for info in list_runs():
+        if info.state == "done" and info.config.get("dataset") == "demo":
+            return info.path
+    from cotrr_core.train import fast_config, fit
+
+    cfg = fast_config()
+    cfg.train.epochs = 3
+    out = new_run_dir("bench-demo")
+    fit(load_benchmark("demo"), cfg, out)
+    return out
+
+
+def machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def timed(fn: Callable[[], object], calls: int, warm: int = 20) -> dict:
+    """p50 / p99 / mean in ms over `calls` calls after `warm` warm-up calls."""
+    for _ in range(warm):
+        fn()
+    t = np.empty(calls)
+    for i in range(calls):
+        a = time.perf_counter()
+        fn()
+        t[i] = time.perf_counter() - a
+    t *= 1e3
+    return {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99)), "mean": float(t.mean())}
+
+
+def throughput(fn: Callable[[], object], n_candidates: int, repeats: int = 3) -> float:
+    fn()
+    best = min(_once(fn) for _ in range(repeats))
+    return n_candidates / best
+
+
+def _once(fn: Callable[[], object]) -> float:
+    a = time.perf_counter()
+    fn()
+    return time.perf_counter() - a
+
+
+# ---------------------------------------------------------------------------- baselines
+class NaiveReranker:
+    """The straightforward way: per-candidate dict -> tensor, one forward per list, MC in a Python loop,
+    autograd left on, list-constant tokens converted for every candidate."""
+
+    def __init__(self, reranker: Reranker) -> None:
+        self.run = reranker.run
+        self.model = reranker.run.model
+        self.layout = reranker.featurizer.layout
+
+    def rerank(self, candidates: list[dict], mc_samples: int = 0) -> list[dict]:
+        rows = []
+        for c in candidates:
+            row = {}
+            for t in self.layout:
+                vec = [float(x) for f in t.fields for x in np.atleast_1d(c[f])]
+                x = (np.asarray(vec) - self.run.scaler.mean_[t.name]) / self.run.scaler.std_[t.name]
+                row[t.name] = torch.tensor(x, dtype=torch.float32)
+            rows.append(row)
+        tokens = {t.name: torch.stack([r[t.name] for r in rows])[None] for t in self.layout}
+        mask = torch.ones(1, len(rows), dtype=torch.bool)
+        self.model.eval()
+        scores = self.model(tokens, mask)[0]  # autograd left on, as the naive way does
+        stds = None
+        if mc_samples:
+            self.model.train()
+            samples = [self.model(tokens, mask)[0] for _ in range(mc_samples)]
+            self.model.eval()
+            stds = torch.stack(samples).std(0)
+        probs = self.run.calibrator.predict(scores.detach().double().numpy())
+        order = np.argsort(-probs)
+        return [dict(candidates[i], probability=float(probs[i]),
+                     uncertainty=None if stds is None else float(stds[i].detach())) for i in order]
+
+
+def lightgbm_model(train, layout):
+    import lightgbm as lgb
+
+    X = flat_features(train)
+    y = np.clip(np.round(train.labels * 4), 0, 4).astype(int)  # graded relevance 0..4
+    ds = lgb.Dataset(X, y, group=train.list_lengths, params={"max_bin": 63})
+    params = {"objective": "lambdarank", "num_leaves": 31, "learning_rate": 0.1, "feature_fraction": 0.3,
+              "verbose": -1, "num_threads": torch.get_num_threads()}
+    return lgb.train(params, ds, num_boost_round=100)
+
+
+def int8_model(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def flat_features(data) -> np.ndarray:
+    return np.concatenate([data.features[k] for k in sorted(data.features)], axis=1)
+
+
+# ---------------------------------------------------------------------------- measurements
+def flops_per_candidate(reranker: Reranker, lists: list[tuple]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    feats = reranker.featurizer(lists[0][1])
+    tokens, mask = reranker._tensors([feats])
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        reranker.model(tokens, mask)
+    return counter.get_total_flops() / mask.sum().item()
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 8) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_once(lambda: torch.mm(a, b)) for _ in range(reps))
+    return 2 * n**3 / best / 1e9
+
+
+def ndcg(reranker: Reranker, test) -> float:
+    lists = [(None, records_of(test, q, reranker.featurizer)) for q in range(test.num_queries)]
+    res = reranker.rerank_batch(lists, top_m=10_000)
+    scores = np.concatenate([[c["raw_score"] for c in sorted(r.served, key=lambda c: c["original_rank"])]
+                             for r in res])
+    return evaluate_scores(test, scores)["ndcg@10"]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--run")
+    p.add_argument("--json", required=True)
+    p.add_argument("--calls", type=int, default=500)
+    args = p.parse_args()
+    t_start = time.perf_counter()
+    run_dir = pick_run(args.run)
+    load_before = os.getloadavg()
+    torch.set_num_threads(1)
+    rr = Reranker.load(run_dir, device="cpu")
+    bench = load_benchmark(rr.run.meta["dataset"])
+    test = bench.splits["test"]
+    lists = [(str(test.queries[q]), records_of(test, q, rr.featurizer)) for q in range(test.num_queries)]
+    top20 = [(q, c[:20]) for q, c in lists]
+    out: dict = {"run": str(run_dir), "machine": machine(), "loadavg_before": load_before,
+                 "params": count_parameters(rr.run.model), "list_len": 20, "calls": args.calls}
+    cycle = iter(range(10**9))
+
+    def single(r: Reranker, mc: int) -> Callable[[], object]:
+        return lambda: r.rerank(*top20[next(cycle) % len(top20)], mc_samples=mc, time_budget_ms=BIG)
+
+    # threads: 1 vs 2 for single-list latency
+    steps = {}
+    for th in (1, 2):
+        torch.set_num_threads(th)
+        steps[f"threads{th}"] = {"mc0": timed(single(rr, 0), args.calls // 2), "mc5": timed(single(rr, 5), args.calls // 4)}
+    best_threads = min((1, 2), key=lambda th: steps[f"threads{th}"]["mc0"]["p50"])
+    torch.set_num_threads(best_threads)
+    out["threads"] = best_threads
+    lat0, lat5 = timed(single(rr, 0), args.calls), timed(single(rr, 5), args.calls)
+    out.update(p50_ms=lat0["p50"], p99_ms=lat0["p99"], p50_ms_mc5=lat5["p50"], p99_ms_mc5=lat5["p99"])
+
+    # inference_mode on/off: the model call alone for one top-20 list
+    tokens, mask = rr._tensors([rr.featurizer(top20[0][1])])
+    with torch.inference_mode():
+        on = timed(lambda: rr.model(tokens, mask), args.calls // 2)
+    t2, m2 = {k: v.clone() for k, v in tokens.items()}, mask.clone()
+    off = timed(lambda: rr.model(t2, m2), args.calls // 2)
+    steps["inference_mode"] = {"on_p50": on["p50"], "off_p50": off["p50"]}
+    steps["conversion_overhead_p50_ms"] = lat0["p50"] - on["p50"]
+
+    # batch path: 64 lists of 20-50, one padded forward, vs a loop of single calls
+    batch = lists[:64]
+    n_batch = sum(len(c) for _, c in batch)
+    out["throughput_cps"] = throughput(lambda: rr.rerank_batch(batch, top_m=64), n_batch)
+    loop_cps = throughput(lambda: [rr.rerank(q, c, top_m=64, time_budget_ms=BIG) for q, c in batch], n_batch, 2)
+    steps["batch_vs_loop"] = {"batch_cps": out["throughput_cps"], "loop_cps": loop_cps}
+
+    # precision: latency and nDCG@10 on the test split vs fp32
+    fp32_ndcg = ndcg(rr, test)
+    steps["precision"] = {"fp32": {"ndcg@10": fp32_ndcg, "p50_ms": lat0["p50"], "p50_ms_mc5": lat5["p50"]}}
+    for prec in ("bf16", "int8"):
+        r = Reranker(rr.run, rr.policy, precision="bf16" if prec == "bf16" else "fp32")
+        if prec == "int8":  # measured here only: it failed the nDCG gate, so serve.py does not offer it
+            r.model = int8_model(rr.run.model)
+        r.warm_up()
+        nd = ndcg(r, test)
+        steps["precision"][prec] = {"ndcg@10": nd, "delta_ndcg": nd - fp32_ndcg, "keep": abs(nd - fp32_ndcg) <= 0.002,
+                                    "p50_ms": timed(single(r, 0), args.calls // 2)["p50"],
+                                    "p50_ms_mc5": timed(single(r, 5), args.calls // 5)["p50"],
+                                    "throughput_cps": throughput(lambda: r.rerank_batch(batch, top_m=64), n_batch)}
+
+    # baselines on the same 64 lists
+    naive = NaiveReranker(rr)
+    out["naive_throughput_cps"] = throughput(lambda: [naive.rerank(c) for _, c in batch], n_batch, 2)
+    out["naive_p50_ms"] = timed(lambda: naive.rerank(top20[next(cycle) % len(top20)][1]), args.calls // 5)["p50"]
+    out["naive_p50_ms_mc5"] = timed(lambda: naive.rerank(top20[next(cycle) % len(top20)][1], 5), args.calls // 10)["p50"]
+    booster = lightgbm_model(bench.splits["train"], rr.featurizer.layout)
+    sub = test.subset(range(min(64, test.num_queries)))
+    X = flat_features(sub)
+    out["lightgbm_throughput_cps"] = throughput(lambda: booster.predict(X, num_threads=best_threads), len(X))
+    out["lightgbm_ndcg@10"] = evaluate_scores(test, booster.predict(flat_features(test)))["ndcg@10"]
+
+    # arithmetic: FLOPs per candidate and share of the measured matmul peak
+    out["flops_per_candidate"] = flops_per_candidate(rr, top20)
+    out["matmul_peak_gflops"] = matmul_peak_gflops()
+    out["batch_gflops"] = out["flops_per_candidate"] * out["throughput_cps"] / 1e9
+    out["batch_share_of_peak"] = out["batch_gflops"] / out["matmul_peak_gflops"]
+    out["speedup_vs_naive"] = out["throughput_cps"] / out["naive_throughput_cps"]
+    out["ratio_vs_lightgbm"] = out["throughput_cps"] / out["lightgbm_throughput_cps"]
+    out["steps"] = steps
+    out["loadavg_after"] = os.getloadavg()
+    out["seconds"] = time.perf_counter() - t_start
+    for path in (Path(args.json), ROOT / "bench" / "results" / "serve.json"):
+        write_json(path, out)
+    print_table(out)
+    return 0
+
+
+def print_table(o: dict) -> None:
+    s = o["steps"]
+    print(f"\nmachine: {o['machine']}  (load avg before {o['loadavg_before'][0]:.1f}, after {o['loadavg_after'][0]:.1f})")
+    print(f"run: {o['run']}  params {o['params']:,}  threads {o['threads']}")
+    print(f"{'single top-20 list (ms)':<40}{'p50':>9}{'p99':>9}")
+    print(f"{'  Reranker, calibrated':<40}{o['p50_ms']:9.2f}{o['p99_ms']:9.2f}")
+    print(f"{'  Reranker, calibrated + 5 MC':<40}{o['p50_ms_mc5']:9.2f}{o['p99_ms_mc5']:9.2f}")
+    print(f"{'  naive / naive + 5 MC (p50)':<40}{o['naive_p50_ms']:9.2f}{o['naive_p50_ms_mc5']:9.2f}")
+    for th in (1, 2):
+        t = s[f"threads{th}"]
+        print(f"{f'  {th} thread(s): mc0 / mc5 (p50)':<40}{t['mc0']['p50']:9.2f}{t['mc5']['p50']:9.2f}")
+    im = s["inference_mode"]
+    print(f"{'  model call: inference_mode on / off':<40}{im['on_p50']:9.2f}{im['off_p50']:9.2f}")
+    print(f"{'throughput (candidates/s)':<40}{'cand/s':>9}{'ratio':>9}")
+    print(f"{'  rerank_batch (64 lists x 20-50)':<40}{o['throughput_cps']:9.0f}{1.0:9.2f}")
+    print(f"{'  loop of rerank() calls':<40}{s['batch_vs_loop']['loop_cps']:9.0f}"
+          f"{s['batch_vs_loop']['loop_cps'] / o['throughput_cps']:9.2f}")
+    print(f"{'  naive PyTorch':<40}{o['naive_throughput_cps']:9.0f}{o['naive_throughput_cps'] / o['throughput_cps']:9.2f}")
+    print(f"{'  LightGBM predict (100 trees)':<40}{o['lightgbm_throughput_cps']:9.0f}"
+          f"{o['lightgbm_throughput_cps'] / o['throughput_cps']:9.2f}")
+    print(f"{'precision':<12}{'nDCG@10':>9}{'delta':>9}{'p50':>8}{'p50 mc5':>9}{'cand/s':>9}")
+    for name, v in s["precision"].items():
+        print(f"{name:<12}{v['ndcg@10']:9.4f}{v.get('delta_ndcg', 0.0):9.4f}{v['p50_ms']:8.2f}{v['p50_ms_mc5']:9.2f}"
+              f"{v.get('throughput_cps', o['throughput_cps']):9.0f}")
+    print(f"FLOPs/candidate {o['flops_per_candidate'] / 1e6:.2f} M; batch path {o['batch_gflops']:.1f} GFLOP/s = "
+          f"{100 * o['batch_share_of_peak']:.0f}% of measured matmul peak {o['matmul_peak_gflops']:.1f} GFLOP/s")
+    print(f"LightGBM nDCG@10 {o['lightgbm_ndcg@10']:.4f}; bench took {o['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
