@@ -1,9 +1,11 @@
-"""CoTRR-Stable app: `streamlit run app.py`. Pages live in pages/; computations in cotrr_core."""
+"""CoTRR-Stable app: `streamlit run app.py`. Pages live in pages/; computations in cotrr_core.
+
+Each page draws the shared sidebar itself (pages._shared.sidebar), so a page also works when
+it is run as the script (AppTest, which opens pages/*.py directly).
+"""
 from __future__ import annotations
 
 import streamlit as st
-
-from pages._shared import sidebar
 
 st.set_page_config(page_title="CoTRR-Stable", page_icon="🍸", layout="wide")
 
@@ -17,6 +19,4 @@ PAGES = [
 ]
 
 nav = st.navigation(PAGES)
-st.sidebar.title("CoTRR-Stable")
-print("SIDEBAR RUN"); sidebar()
 nav.run()

@@ -40,7 +40,7 @@ def rerank_file(run_dir: str | Path, file: str | Path, out: str | Path | None = 
     t0 = time.perf_counter()
     reranker = Reranker.load(run_dir, device="auto", policy=Policy(mode="full"))
     # min_candidates=1: one-candidate lists are kept (served as is) so every input row gets an output row
-    data = load_dataset(file, fmt, reranker.run.spec, min_candidates=1)
+    data = load_dataset(file, fmt, reranker.run.spec, min_candidates=1, require_labels=False)
     out = Path(out) if out else Path(file).with_suffix(".reranked.jsonl")
     rows, fallbacks, reranked = [], Counter(), 0
     for a in range(0, data.num_queries, chunk):

@@ -122,13 +122,29 @@ def _save_upload(upload) -> None:
     st.session_state["dataset"] = str(target)
 
 
+def _persist(widget_key: str, state_key: str) -> None:
+    st.session_state[state_key] = st.session_state[widget_key]
+
+
+def _picker(container, label: str, options: list, state_key: str, **kwargs):
+    """A selectbox whose value survives page switches (widget state is per page; 'state_key' is not)."""
+    if st.session_state.get(state_key) not in options:
+        st.session_state[state_key] = options[0]
+    widget_key = f"_{state_key}"
+    st.session_state[widget_key] = st.session_state[state_key]
+    return container.selectbox(label, options, key=widget_key, on_change=_persist, args=(widget_key, state_key),
+                               **kwargs)
+
+
 def sidebar() -> None:
     """Dataset and run pickers (session_state 'dataset', 'run_id'), and the upload box."""
     sb = st.sidebar
+    sb.title("CoTRR-Stable")
     opts = dataset_options()
-    if st.session_state.get("dataset") not in opts:
-        st.session_state["dataset"] = launch.default_dataset() if launch.default_dataset() in opts else opts[0]
-    sb.selectbox("Dataset", opts, key="dataset", format_func=dataset_label)
+    default = launch.default_dataset()
+    if st.session_state.get("dataset") not in opts and default in opts:
+        st.session_state["dataset"] = default
+    _picker(sb, "Dataset", opts, "dataset", format_func=dataset_label)
     with sb.expander("Upload data (Step5 JSONL / CSV / Parquet, LETOR)"):
         up = st.file_uploader("Candidate file", type=UPLOAD_TYPES, key="upload")
         if up is not None and st.session_state.get("upload_seen") != (up.name, up.size):
@@ -140,12 +156,9 @@ def sidebar() -> None:
     if st.session_state.get("upload_error"):
         sb.error(f"Upload rejected: {st.session_state['upload_error']}")
     runs = done_runs(st.session_state["dataset"])
-    ids = [r.run_id for r in runs]
-    if ids and st.session_state.get("run_id") not in ids:
-        st.session_state["run_id"] = ids[0]
-    if ids:
+    if runs:
         labels = {r.run_id: run_label(r) for r in runs}
-        sb.selectbox("Run", ids, key="run_id", format_func=labels.get)
+        _picker(sb, "Run", list(labels), "run_id", format_func=labels.get)
     else:
         sb.caption("No finished run on this dataset yet.")
 

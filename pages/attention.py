@@ -3,8 +3,9 @@ import plotly.express as px
 import streamlit as st
 
 from cotrr_core.inspect import attention_by_relevance, attention_maps, token_ablation
-from pages._shared import chart, context, csv_button, heatmap, matrix_frame, query_picker, shown_errors
+from pages._shared import chart, context, csv_button, heatmap, matrix_frame, query_picker, shown_errors, sidebar
 
+sidebar()
 st.title("Attention")
 st.warning("Attention is not an explanation: weights show where information was routed, not why the model "
            "scored a candidate. Use the ablation below to see what changing an input actually does.")

@@ -5,8 +5,9 @@ import streamlit as st
 
 from cotrr_core.inspect import calibration_view
 from cotrr_core.inspect_calibration import METHODS
-from pages._shared import chart, context, shown_errors
+from pages._shared import chart, context, shown_errors, sidebar
 
+sidebar()
 st.title("Calibration")
 ctx = context()
 c1, c2, c3 = st.columns(3)

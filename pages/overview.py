@@ -5,8 +5,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cotrr_core.inspect import headline, serving_latency, timed_scoring
-from pages._shared import chart, context, csv_button, fmt_ci, get_reranker, shown_errors
+from pages._shared import chart, context, csv_button, fmt_ci, get_reranker, shown_errors, sidebar
 
+sidebar()
 st.title("CoTRR-Stable")
 st.markdown(
     "CoTRR-Stable reranks the candidate images a first-stage retriever (CLIP nearest neighbours) returns "

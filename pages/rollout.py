@@ -3,8 +3,9 @@ import streamlit as st
 
 from cotrr_core.inspect import topm_inputs
 from pages._rollout_views import ab_section, click_model_picker, ramp_section, shadow_section, topm_section
-from pages._shared import context, get_reranker, rollout_inputs_cached, shown_errors
+from pages._shared import context, get_reranker, rollout_inputs_cached, shown_errors, sidebar
 
+sidebar()
 st.title("Safe rollout")
 ctx = context()
 with shown_errors("Could not measure the rollout inputs"):

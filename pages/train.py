@@ -6,8 +6,9 @@ import streamlit as st
 from cotrr_core import launch
 from cotrr_core.inspect_runs import config_diff, metrics_side_by_side, runs_table
 from cotrr_core.runs import list_runs, read_status, request_cancel
-from pages._shared import csv_button, dataset_key, dataset_label, history_charts, run_progress, shown_errors
+from pages._shared import csv_button, dataset_key, dataset_label, history_charts, run_progress, shown_errors, sidebar
 
+sidebar()
 st.title("Train a reranker")
 dataset = st.session_state.get("dataset") or launch.default_dataset()
 st.caption(f"Runs train in their own process (they survive reloads) on the sidebar dataset: "

@@ -121,7 +121,8 @@ class RankingData:
         return h.hexdigest()[:16]
 
 
-def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, line_label: str = "line",
+def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, require_labels: bool = True,
+                       line_label: str = "line",
                        min_candidates: int = 2, on_small_list: SmallListPolicy = "skip") -> RankingData:
     """Validate a frame of candidates (one row per candidate, `_line` = its line in `source`).
 
@@ -139,6 +140,9 @@ def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, l
 
     if len(frame) == 0:
         raise fail(None, None, "no candidates found (empty input)")
+    if not require_labels and spec.label_field not in frame.columns:
+        # scoring-only input (e.g. `rerank`): no ground truth, labels read as the minimum grade
+        frame = frame.assign(**{spec.label_field: spec.label_min})
     for col in ("query_id", "candidate_id", spec.label_field):
         _require(frame, col, fail)
     qid = _ids(frame, "query_id", fail)

@@ -33,7 +33,7 @@ def infer_format(path: str | Path) -> str:
 
 
 def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | None = None, *,
-                 min_candidates: int = 2, on_small_list: SmallListPolicy = "skip",
+                 min_candidates: int = 2, on_small_list: SmallListPolicy = "skip", require_labels: bool = True,
                  display_name: str | None = None) -> RankingData:
     """Load and validate a ranking file. Raises DataError (file, line, field, problem) on bad input.
 
@@ -47,7 +47,7 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
         raise DataError(name, None, None, f"unknown format {fmt!r}; choose from {FORMATS}")
     if not path.exists():
         raise DataError(name, None, None, "file not found")
-    kwargs = dict(min_candidates=min_candidates, on_small_list=on_small_list)
+    kwargs = dict(min_candidates=min_candidates, on_small_list=on_small_list, require_labels=require_labels)
     if fmt == "letor":
         frame, num_features, max_label = _read_letor(path, name, spec)
         spec = spec or default_letor_spec(num_features, max_label=max(max_label, 1.0))

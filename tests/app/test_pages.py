@@ -29,8 +29,8 @@ def metrics(at: AppTest) -> dict[str, str]:
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders(app_env, page):
     at = open_page(page)
-    assert at.title and at.sidebar.selectbox(key="dataset").value == "demo-small"
-    assert at.sidebar.selectbox(key="run_id").value == app_env["run_dir"].name
+    assert at.title and at.sidebar.selectbox(key="_dataset").value == "demo-small"
+    assert at.sidebar.selectbox(key="_run_id").value == app_env["run_dir"].name
     assert not at.error or page == "pages/rollout.py"  # the ramp may roll back a 1-epoch model
 
 
@@ -47,7 +47,7 @@ def test_attention_widgets_change_output(app_env):
     for key in ("att-query", "att-cand", "att-layer", "att-head", "att-lhead", "abl-token"):
         assert at.selectbox(key=key) is not None
     before = metrics(at)
-    at.selectbox(key="abl-token").set_value("clip_img").run()
+    at.selectbox(key="abl-token").set_value("conflict").run()
     assert not at.exception
     assert metrics(at)["mean |score change|"] != before["mean |score change|"]
     at.toggle(key="att-dataset").set_value(True).run()
