@@ -694,3 +694,14 @@ def test_text_mentioning_nan_is_not_a_nan_literal(tmp_path):
     rows = [step5_row("q1", "a", query="NaN Infinity sour"), step5_row("q1", "b", query="NaN Infinity sour")]
     data = load_dataset(write_jsonl(tmp_path / "s.jsonl", rows))
     assert data.queries.tolist() == ["NaN Infinity sour"]
+
+
+def test_scoring_only_input_may_omit_labels_when_asked(tmp_path):
+    rows = [step5_row("q1", c) for c in ("a", "b", "c")]
+    for r in rows:
+        del r["compliance_score"]
+    path = write_jsonl(tmp_path / "unlabelled.jsonl", rows)
+    with pytest.raises(DataError, match="compliance_score"):
+        load_dataset(path)
+    data = load_dataset(path, require_labels=False)
+    assert data.num_candidates == 3 and (data.labels == data.spec.label_min).all()
