@@ -56,6 +56,11 @@ def _orders(data: RankingData, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.where(mask, order, np.arange(L)[None, :]), mask
 
 
+def _n_timed(data: RankingData, max_queries: int | None) -> int:
+    """Lists to time: all for None, else at most max_queries (0: none, quality only)."""
+    return data.num_queries if max_queries is None else max(0, min(int(max_queries), data.num_queries))
+
+
 @contextmanager
 def serving_threads(n: int = 1):
     """Time like a serving worker: one request at a time on `n` intra-op threads (restored after).
@@ -74,7 +79,7 @@ def measure_list_latency(run: LoadedRun, data: RankingData, top_m: int | None = 
     """Per-query ms [Q'] to rerank the first `top_m` candidates (all when None) of each list, one list
     per call on one intra-op thread: standardise, forward, argsort. The best of `repeats` timings."""
     run.model.eval()
-    qs = range(min(data.num_queries, max_queries or data.num_queries))
+    qs = range(_n_timed(data, max_queries))
     out = []
     with serving_threads(1):
         _time_lists(run, data, qs, top_m, repeats, out)
@@ -103,15 +108,17 @@ def serving_records(data: RankingData, q: int) -> list[dict]:
 
 def serving_latency(reranker, data: RankingData, top_m: int | None = None, repeats: int = 3,
                     max_queries: int | None = None) -> np.ndarray:
-    """Per-query ms [Q'] of Reranker.rerank (cotrr_core.serve: featurise, standardise, forward, calibrate,
-    annotate) on each test list, one request at a time on one thread; best of `repeats`."""
-    qs = range(min(data.num_queries, max_queries or data.num_queries))
+    """Per-query ms [Q'] of the serving path (cotrr_core.serve Reranker.rerank_batch of one list, no time
+    budget: featurise, standardise, forward, calibrate, annotate) on each list, one request at a time on
+    one thread; best of `repeats`."""
+    qs = range(_n_timed(data, max_queries))
     out = []
     with serving_threads(1):
         for q in qs:
             records = serving_records(data, q)
             m = len(records) if top_m is None else top_m
-            best = min(reranker.rerank(str(data.queries[q]), records, top_m=m, mc_samples=0).latency_ms
+            # rerank_batch without a time budget: measure the full reranking cost, never a fallback
+            best = min(reranker.rerank_batch([(str(data.queries[q]), records)], top_m=m, mc_samples=0)[0].latency_ms
                        for _ in range(max(1, repeats)))
             out.append(best)
     return np.asarray(out)
@@ -189,7 +196,8 @@ def default_m_values(data: RankingData) -> list[int]:
 
 def topm_inputs(run: LoadedRun, data: RankingData, m_values: Sequence[int] | None = None,
                 scores: np.ndarray | None = None, repeats: int = 3, max_queries: int | None = None,
-                on_progress: ProgressFn | None = None, reranker=None) -> tuple[dict[int, dict[str, float]], dict[int, np.ndarray]]:
+                on_progress: ProgressFn | None = None,
+                reranker=None) -> tuple[dict[int, dict[str, float]], dict[int, np.ndarray]]:
     """quality_by_m (test nDCG@10, C@1 of reranking the top M) and latency_by_m (measured ms per query)."""
     if scores is None:
         scores, _ = score_data(run, data)

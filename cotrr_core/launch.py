@@ -124,39 +124,43 @@ def ensure_default_run(dataset: str | None = None, root: Path | None = None) -> 
     return None
 
 
-def _running_on(dataset: str, root: Path) -> Path | None:
-    _reap()
-    for run in list_runs(root):
-        if run.state in ("queued", "running") and is_alive(run.path):
-            cfg_dataset = run.config.get("dataset")
-            if cfg_dataset in (dataset, None) and run.run_id.endswith(DEFAULT_NAME):
-                return run.path
-    return None
+def _default_runs(dataset: str, root: Path) -> list:
+    return [r for r in list_runs(root) if r.run_id.endswith(DEFAULT_NAME)
+            and r.config.get("dataset") in (dataset, None)]
 
 
 def default_run_state(dataset: str | None = None, root: Path | None = None) -> tuple[str, Path | None]:
-    """('done', run) | ('running', run) | ('missing', None) for the default dataset."""
+    """('done' | 'running' | 'failed' | 'missing', run dir or None) for the default dataset.
+
+    'failed': the newest default run failed, was cancelled or died; it is not relaunched by itself.
+    """
     dataset = dataset or default_dataset()
     root = Path(root or runs_root())
     done = ensure_default_run(dataset, root)
     if done is not None:
         return "done", done
-    running = _running_on(dataset, root)
-    return ("running", running) if running is not None else ("missing", None)
+    _reap()
+    for run in _default_runs(dataset, root):  # newest first
+        if run.state in ("queued", "running") and is_alive(run.path):
+            return "running", run.path
+    newest = _default_runs(dataset, root)
+    if newest and (run := newest[0]).state in ("failed", "cancelled", "queued", "running"):
+        return "failed", run.path
+    return "missing", None
 
 
 def start_default_run(dataset: str | None = None, root: Path | None = None,
-                      overrides: dict[str, Any] | None = None) -> Path | None:
+                      overrides: dict[str, Any] | None = None, retry: bool = False) -> Path | None:
     """First launch: start the fast default run unless one is done or running. Returns its directory.
 
-    A lock file created atomically (O_CREAT | O_EXCL) makes concurrent sessions start one run only;
-    a lock older than 10 minutes whose run is not alive is treated as stale.
+    A lock file created atomically (O_CREAT | O_EXCL) makes concurrent sessions start one run only.
+    A failed default run is returned as is (no relaunch loop) unless `retry`.
     """
     dataset = dataset or default_dataset()
     root = Path(root or runs_root())
     root.mkdir(parents=True, exist_ok=True)
     state, run = default_run_state(dataset, root)
-    if state != "missing":
+    if state in ("done", "running") or (state == "failed" and not retry):
         return run
     lock = root / _LOCK
     try:
@@ -164,7 +168,7 @@ def start_default_run(dataset: str | None = None, root: Path | None = None,
     except FileExistsError:
         if _stale(lock):
             lock.unlink(missing_ok=True)
-            return start_default_run(dataset, root, overrides)
+            return start_default_run(dataset, root, overrides, retry)
         return _locked_run(lock)
     try:
         run_dir = launch_training(dataset, overrides or {}, DEFAULT_NAME, fast=True, root=root)

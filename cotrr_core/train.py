@@ -69,7 +69,8 @@ def _batch(padded: PaddedLists, idx: np.ndarray, device: torch.device):
 
 
 def _lr_lambda(cfg: RunConfig, total_steps: int) -> Callable[[int], float]:
-    warm = max(cfg.train.warmup_steps, 0)
+    # capped at 10% of the run: 50 steps is 10 of MQ2008's 5-step epochs, which starved short runs
+    warm = max(min(cfg.train.warmup_steps, int(0.1 * total_steps)), 1)
 
     def f(step: int) -> float:
         if step < warm:

@@ -7,7 +7,8 @@ import streamlit as st
 
 from cotrr_core.simulate import (ClickModel, recommend_m, required_sample_size, shadow_analysis, simulate_ab,
                                  simulate_ramp, topm_tradeoff)
-from pages._shared import chart, csv_button, shown_errors
+from pages._charts import chart, csv_button
+from pages._shared import shown_errors
 
 
 def click_model_picker() -> ClickModel:
@@ -35,7 +36,7 @@ def ab_section(inp, common: dict, share: float, days: int, seed: int) -> None:
         res = simulate_ab(inp.control_labels, inp.treatment_labels, inp.mask, share=share, days=days, seed=seed,
                           **common)
         table = lifts_table(res.lifts)
-        st.dataframe(table, hide_index=True)
+        st.dataframe(table, hide_index=True, column_config={"p_value": st.column_config.NumberColumn(format="%.2e")})
         csv_button(table, "ab_lifts", "ab-lifts")
         srm = res.srm
         c = st.columns(3)
@@ -86,7 +87,8 @@ def shadow_section(inp) -> None:
         if res.latency:
             c[3].metric("extra p95 if inline", f"{res.latency['extra_p95_ms']:.2f} ms")
         deltas = pd.DataFrame([{"metric": k, **v} for k, v in res.deltas.items()])
-        st.dataframe(deltas, hide_index=True)
+        st.dataframe(deltas, hide_index=True, column_config={"p_value": st.column_config.NumberColumn(format="%.2e")})
+        csv_button(deltas, "shadow_deltas", "shadow-deltas")
         fig = px.histogram(res.per_query, x="kendall_tau", nbins=30, title="Kendall τ between orders per query")
         chart(fig.update_layout(height=280), res.per_query, "shadow_per_query", "shadow")
         st.markdown("**Queries where the orders disagree most**")
@@ -102,7 +104,12 @@ def topm_section(quality: dict, latency: dict, source: str) -> None:
         best = recommend_m(df, budget)
         (st.success(f"Recommended M = {best}: best nDCG@10 with p95 ≤ {budget:.2f} ms") if best is not None
          else st.warning(f"No M fits p95 ≤ {budget:.2f} ms: serve the original order"))
-        fig = px.line(df, x="p95_ms", y="ndcg@10", text="M", markers=True, title=f"Top-M frontier ({source})")
+        fig = px.scatter(df, x="p95_ms", y="ndcg@10", text="M", color="pareto", title=f"Top-M frontier ({source})",
+                         hover_data=["p50_ms", "c@1", "cost_per_1000_queries"])
+        front = df[df["pareto"]].sort_values("p95_ms")
+        fig.add_scatter(x=front["p95_ms"], y=front["ndcg@10"], mode="lines", name="Pareto frontier",
+                        line=dict(dash="dash"))
         fig.add_vline(x=budget, line_dash="dot", annotation_text="budget")
-        chart(fig.update_traces(textposition="top center").update_layout(height=360), df, "topm_frontier", "topm")
+        fig.update_traces(textposition="top center", selector=dict(mode="markers+text"))
+        chart(fig.update_layout(height=380, xaxis_title="p95 latency per list (ms)"), df, "topm_frontier", "topm")
         st.dataframe(df, hide_index=True)

@@ -9,7 +9,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from cotrr_core import launch
@@ -21,7 +20,8 @@ from cotrr_core.runs import RunInfo, list_runs, read_status
 
 # what a page shows as st.error instead of a traceback
 ERRORS = (DataError, ConfigError, RuntimeError, ValueError, KeyError, OSError)
-UPLOAD_TYPES = ["jsonl", "json", "csv", "parquet", "txt", "letor", "svm"]
+# the extensions load_dataset infers a format from
+UPLOAD_TYPES = ["jsonl", "json", "ndjson", "csv", "parquet", "pq", "txt", "letor", "svm", "svmlight"]
 
 
 def uploads_dir() -> Path:
@@ -192,31 +192,43 @@ def context() -> Context:
     dataset = st.session_state.get("dataset") or launch.default_dataset()
     if st.session_state.get("upload_error"):
         st.error(f"Upload rejected: {st.session_state['upload_error']}")
-    with shown_errors("Could not load the dataset"):
-        bench = get_benchmark(dataset)
     runs = done_runs(dataset)
     run_id = st.session_state.get("run_id")
     run = next((r for r in runs if r.run_id == run_id), runs[0] if runs else None)
-    if run is None:
+    if run is None:  # before loading any data: the training process should start at once
         if dataset == launch.default_dataset():
             wait_for_default_run()
         else:
             st.info("No finished run on this dataset yet: train one on the Train page.")
             st.page_link("pages/train.py", label="Go to Train")
         st.stop()
+    with shown_errors("Could not load the dataset"):
+        bench = get_benchmark(dataset)
     with shown_errors("Could not load the run"):
-        get_run(run.path)
+        loaded = get_run(run.path)
+    trained_on = loaded.meta.get("data_fingerprint", {}).get("test")
+    if trained_on and trained_on != split_fingerprint(dataset, "test"):
+        st.warning(f"The {dataset_label(dataset)} test split has changed since run {run.run_id} was trained "
+                   "(data fingerprint differs): its numbers below are on the current data.")
     return Context(dataset, bench, run.path, run_stamp(run.path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def split_fingerprint(dataset: str, split: str) -> str:
+    return get_benchmark(dataset).splits[split].fingerprint()
 
 
 def wait_for_default_run() -> None:
     """First launch: start the fast default run (once) and show its progress until it is done."""
     with shown_errors("Could not start the default run"):
-        run_dir = launch.start_default_run()
+        run_dir = launch.start_default_run(retry=bool(st.session_state.pop("retry_default", False)))
     st.info("First launch: training the fast default model on the built-in demo benchmark. "
             "Every page works as soon as it is done (it keeps running if you reload).")
     if run_dir is not None:
         run_progress(run_dir, rerun_app_when_done=True)
+        if launch.default_run_state()[0] == "failed":
+            st.button("Retry the default run", key="retry-default",
+                      on_click=lambda: st.session_state.update(retry_default=True))
 
 
 @st.fragment(run_every=1.5)
@@ -235,64 +247,6 @@ def run_progress(run_dir: Path, rerun_app_when_done: bool = False) -> None:
                  f"{s.get('message', '')}" + (f"\n\n```\n{tail}\n```" if tail and state != "cancelled" else ""))
 
 
-# ---------- charts and tables -----------------------------------------------------------------
-
-def csv_button(df: pd.DataFrame, name: str, key: str, label: str = "Download data (CSV)") -> None:
-    st.download_button(label, df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
-                       key=f"csv-{key}")
-
-
-def chart(fig, df: pd.DataFrame, name: str, key: str) -> None:
-    """A plotly chart with its data downloadable as CSV."""
-    st.plotly_chart(fig, key=f"chart-{key}", width="stretch")
-    csv_button(df, name, key)
-
-
-def fmt_ci(row) -> str:
-    return f"{row['change']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-
-
-def history_charts(run_dirs: list[Path], key: str) -> None:
-    """Loss and validation-metric curves (plotly) of one or more runs, from history.jsonl."""
-    import plotly.express as px
-
-    from cotrr_core.inspect_runs import history_frame
-
-    hist = history_frame(list(run_dirs))
-    if hist.empty:
-        st.caption("No finished epoch yet.")
-        return
-    loss_cols = [c for c in hist.columns if c.startswith("train_")]
-    val_cols = [c for c in ("val_ndcg@10", "val_c@1", "val_mrr") if c in hist.columns]
-    left, right = st.columns(2)
-    with left:
-        long = hist.melt(id_vars=["run_id", "epoch"], value_vars=loss_cols, var_name="loss", value_name="value")
-        fig = px.line(long, x="epoch", y="value", color="loss", line_dash="run_id", markers=True,
-                      title="Training losses")
-        chart(fig.update_layout(height=320), long, "train_losses", f"{key}-loss")
-    with right:
-        long = hist.melt(id_vars=["run_id", "epoch"], value_vars=val_cols, var_name="metric", value_name="value")
-        fig = px.line(long, x="epoch", y="value", color="metric", line_dash="run_id", markers=True,
-                      title="Validation metrics")
-        chart(fig.update_layout(height=320), long, "val_metrics", f"{key}-val")
-
-
-def heatmap(matrix, x, y, title: str, zmax: float | None = None):
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Heatmap(z=matrix, x=x, y=y, colorscale="Viridis", zmin=0, zmax=zmax,
-                               text=[[f"{v:.3f}" for v in row] for row in matrix], texttemplate="%{text}"
-                               if len(x) <= 8 else None, hovertemplate="%{y} → %{x}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=360, xaxis_title="attends to (key)", yaxis_title="from (query)",
-                      yaxis_autorange="reversed")
-    return fig
-
-
-def matrix_frame(matrix, x, y) -> pd.DataFrame:
-    return pd.DataFrame([{"from": y[i], "to": x[j], "weight": float(matrix[i][j])}
-                         for i in range(len(y)) for j in range(len(x))])
-
-
 def query_picker(data, key: str, label: str = "Query") -> int:
     """Selectbox over the split's queries (text + id); returns the query index."""
     opts = list(range(data.num_queries))
@@ -300,36 +254,6 @@ def query_picker(data, key: str, label: str = "Query") -> int:
         st.session_state[key] = 0
     return st.selectbox(label, opts, key=key,
                         format_func=lambda q: f"{data.query_ids[q]} · {data.queries[q]} ({data.list_lengths[q]})")
-
-
-@st.cache_data(max_entries=4096, show_spinner=False)
-def thumbnail(render_spec: str):
-    """The demo candidate's image, rendered from its spec (None when the data has no render spec)."""
-    import json
-
-    from cotrr_core.data.demo import render_candidate_image
-
-    if not isinstance(render_spec, str) or not render_spec:
-        return None
-    return render_candidate_image(json.loads(render_spec))
-
-
-def candidate_cards(df: pd.DataFrame, top: int, side: str) -> None:
-    """One row per candidate: thumbnail (when available), rank, movement, compliance, P ± uncertainty."""
-    has_img = "render_spec" in df.columns
-    for _, row in df.head(top).iterrows():
-        c_img, c_txt = st.columns([1, 4]) if has_img else (None, st.container())
-        if has_img and c_img is not None:
-            img = thumbnail(row["render_spec"])
-            if img is not None:
-                c_img.image(img, width=56)
-        rank = row["original_rank"] if side == "original" else row["reranked_rank"]
-        move = "" if side == "original" else f" **{row['arrow']}**"
-        mark = "✅" if row["relevant"] else "▫️"
-        unc = f" ± {row['p_uncertainty']:.3f}" if pd.notna(row.get("p_uncertainty")) else ""
-        what = f" · {row['cocktail']} ({row['candidate_kind']})" if "cocktail" in row and "candidate_kind" in row else ""
-        c_txt.markdown(f"**#{rank}**{move} {mark} `{row['candidate_id']}`{what}  \n"
-                       f"compliance {row['compliance']:.2f} · P(relevant) {row['p_relevant']:.3f}{unc}")
 
 
 @st.cache_resource(show_spinner="Loading the serving path (Reranker)...", max_entries=4)

@@ -3,7 +3,8 @@ import plotly.express as px
 import streamlit as st
 
 from cotrr_core.inspect import attention_by_relevance, attention_maps, token_ablation
-from pages._shared import chart, context, csv_button, heatmap, matrix_frame, query_picker, shown_errors, sidebar
+from pages._charts import chart, csv_button, heatmap, matrix_frame
+from pages._shared import context, query_picker, shown_errors, sidebar
 
 sidebar()
 st.title("Attention")

@@ -5,7 +5,8 @@ import streamlit as st
 
 from cotrr_core.inspect import calibration_view
 from cotrr_core.inspect_calibration import METHODS
-from pages._shared import chart, context, shown_errors, sidebar
+from pages._charts import chart
+from pages._shared import context, shown_errors, sidebar
 
 sidebar()
 st.title("Calibration")

@@ -3,7 +3,8 @@ import plotly.express as px
 import streamlit as st
 
 from cotrr_core.inspect import find_queries, query_lists, query_metrics, wins_ties_losses
-from pages._shared import candidate_cards, chart, context, csv_button, shown_errors, sidebar
+from pages._charts import candidate_cards, chart, csv_button
+from pages._shared import context, shown_errors, sidebar
 
 sidebar()
 st.title("Compare original vs reranked")

@@ -5,7 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cotrr_core.inspect import headline, serving_latency, timed_scoring
-from pages._shared import chart, context, csv_button, fmt_ci, get_reranker, shown_errors, sidebar
+from pages._charts import chart, csv_button, fmt_ci
+from pages._shared import context, get_reranker, shown_errors, sidebar
 
 sidebar()
 st.title("CoTRR-Stable")
@@ -29,7 +30,8 @@ cols = st.columns(len(table))
 for col, (_, row) in zip(cols, table.iterrows()):
     col.metric(row["metric"], f"{row['reranked']:.3f}", f"{row['change']:+.3f} vs original {row['original']:.3f}")
 st.caption("Change with a paired bootstrap 95% CI over queries (queries without a relevant candidate excluded):")
-st.dataframe(table.assign(**{"change [95% CI]": table.apply(fmt_ci, axis=1)}), hide_index=True)
+st.dataframe(table.assign(**{"change [95% CI]": table.apply(fmt_ci, axis=1)}), hide_index=True,
+             column_config={"p_value": st.column_config.NumberColumn(format="%.4f")})
 fig = go.Figure([go.Bar(name=name, x=table["metric"], y=table[name]) for name in ("original", "reranked")])
 fig.update_layout(barmode="group", height=320, yaxis_title="mean over test queries")
 chart(fig, table, "headline_metrics", "headline")
@@ -46,6 +48,10 @@ with left:
                   f"{tab['uncalibrated']['ece']:.4f}", delta_color="inverse")
         st.caption(f"Calibrator **{chosen}** fitted on {section['cal_queries']} calibration queries, "
                    f"measured on {section['test_queries']} held-out test queries.")
+        with st.expander("Every calibrator (test split)"):
+            cal_table = pd.DataFrame(tab).T.rename_axis("calibrator").reset_index()
+            st.dataframe(cal_table, hide_index=True)
+            csv_button(cal_table, "calibration_summary", "cal-summary")
     else:
         st.info("This run has no calibration section yet (see the Calibration page).")
 with right:

@@ -6,7 +6,9 @@ import streamlit as st
 from cotrr_core import launch
 from cotrr_core.inspect_runs import config_diff, metrics_side_by_side, runs_table
 from cotrr_core.runs import list_runs, read_status, request_cancel
-from pages._shared import csv_button, dataset_key, dataset_label, history_charts, run_progress, shown_errors, sidebar
+from cotrr_core.train import fast_config
+from pages._charts import csv_button, history_charts
+from pages._shared import dataset_key, dataset_label, run_progress, shown_errors, sidebar
 
 sidebar()
 st.title("Train a reranker")
@@ -14,17 +16,21 @@ dataset = st.session_state.get("dataset") or launch.default_dataset()
 st.caption(f"Runs train in their own process (they survive reloads) on the sidebar dataset: "
            f"**{dataset_label(dataset)}**.")
 
+base = fast_config()  # the form starts from the quick first-launch config
+sizes = sorted({16, 32, 64, 128, 256, base.model.hidden})
 with st.form("train-form"):
     c1, c2, c3, c4 = st.columns(4)
-    hidden = c1.selectbox("Hidden size", [16, 32, 64, 128, 256], index=4)
-    layers = c2.number_input("Token layers", 1, 6, 2)
-    heads = c3.selectbox("Heads", [1, 2, 4, 8], index=3)
-    list_context = c4.toggle("List context", value=False, help="Candidates of a list attend to each other")
+    hidden = c1.selectbox("Hidden size", sizes, index=sizes.index(base.model.hidden))
+    layers = c2.number_input("Token layers", 1, 6, base.model.layers)
+    heads = c3.selectbox("Heads", [1, 2, 4, 8], index=[1, 2, 4, 8].index(base.model.heads) if base.model.heads in
+                         (1, 2, 4, 8) else 3)
+    list_context = c4.toggle("List context", value=base.model.list_context,
+                             help="Candidates of a list attend to each other")
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 200, 12)
-    lr = c2.number_input("Learning rate", 1e-5, 1e-1, 1e-3, format="%.5f")
-    w_listmle = c3.number_input("ListMLE weight", 0.0, 10.0, 0.7, step=0.1)
-    w_focal = c4.number_input("Focal weight", 0.0, 10.0, 0.3, step=0.1)
+    epochs = c1.number_input("Epochs", 1, 200, base.train.epochs)
+    lr = c2.number_input("Learning rate", 1e-5, 1e-1, base.train.lr, format="%.5f")
+    w_listmle = c3.number_input("ListMLE weight", 0.0, 10.0, base.loss.listmle_weight, step=0.1)
+    w_focal = c4.number_input("Focal weight", 0.0, 10.0, base.loss.focal_weight, step=0.1)
     c1, c2 = st.columns(2)
     device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"])
     name = c2.text_input("Run name", value="app")
@@ -41,6 +47,10 @@ if submitted:
         st.toast("Training started")
 
 active = st.session_state.get("train_run")
+if not active:  # follow a run started elsewhere (another tab, the first-launch default run)
+    live_runs = [r for r in list_runs(launch.runs_root())
+                 if r.state in ("queued", "running") and launch.is_alive(r.path)]
+    active = str(live_runs[0].path) if live_runs else None
 if active and Path(active).exists():
     st.subheader(f"Run {Path(active).name}")
     run_progress(Path(active))

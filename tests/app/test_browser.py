@@ -99,6 +99,19 @@ def test_every_page(server, page):
         page.screenshot(path=str(OUT / f"page-{path or 'overview'}.png"), full_page=True)
 
 
+def test_rollout_tabs(server, page):
+    page.goto(f"{server['url']}/rollout")
+    _settle(page, PAGES["rollout"])
+    page.get_by_role("tab", name="Shadow mode").click()
+    page.get_by_text("top-1 agreement").first.wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Top-M frontier").click()
+    page.get_by_text("Measure the frontier").first.click()
+    page.get_by_text("Recommended M", exact=False).or_(page.get_by_text("No M fits", exact=False)).first.wait_for(
+        timeout=90_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(OUT / "rollout-topm.png"), full_page=True)
+
+
 def _choose(pg, label: str, option: str) -> None:
     pg.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
     pg.get_by_role("option", name=option, exact=True).click()
@@ -136,3 +149,10 @@ def test_broken_upload_names_the_line(server, page, tmp_path):
     body = page.locator('[data-testid="stSidebar"]').inner_text()
     assert "broken.jsonl: line 3: malformed JSON" in body
     page.screenshot(path=str(OUT / "upload-rejected.png"), full_page=True)
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in make_step5_rows(12, 6)))
+    page.locator('[data-testid="stSidebar"] input[type="file"]').set_input_files(str(good))
+    page.get_by_text("kept 12 queries", exact=False).first.wait_for(timeout=30_000)
+    page.get_by_text("No finished run on this dataset yet", exact=False).first.wait_for(timeout=30_000)
+    assert (server["base"] / "uploads" / "good.jsonl").exists()
+    assert not (server["base"] / "uploads" / "broken.jsonl").exists()

@@ -103,8 +103,9 @@ def test_serving_records_match_scoring(tiny_run, test_split, app_env):
     serve = pytest.importorskip("cotrr_core.serve")
     reranker = serve.Reranker.load(app_env["run_dir"], device="cpu")
     records = I.serving_records(test_split, 1)
-    res = reranker.rerank(test_split.queries[1], records, top_m=len(records), mc_samples=0)
+    res = reranker.rerank_batch([(test_split.queries[1], records)], top_m=len(records), mc_samples=0)[0]
     assert res.fallback_reason is None and res.reranked
     s, _ = score_data(tiny_run, test_split.subset([1]))
-    assert [r["candidate_id"] for r in res.served] == list(test_split.candidate_ids[test_split.rows(1)][np.argsort(-s, kind="stable")])
+    expected = test_split.candidate_ids[test_split.rows(1)][np.argsort(-s, kind="stable")]
+    assert [r["candidate_id"] for r in res.served] == list(expected)
     assert len(I.serving_latency(reranker, test_split, top_m=5, repeats=1, max_queries=2)) == 2

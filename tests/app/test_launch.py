@@ -61,3 +61,20 @@ def test_default_run_started_once(tmp_path, monkeypatch):
     assert launch.start_default_run("demo", tmp_path) == tmp_path / "20990101-000000-default-fast"
     assert launch.default_run_state("demo", tmp_path)[0] == "running"
     assert len(calls) == 1
+
+
+def test_failed_default_run_is_not_relaunched(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_launch(dataset, overrides, name, *, fast=False, root=None):
+        d = tmp_path / f"2099010{len(calls)}-000000-{name}"
+        d.mkdir()
+        write_status(d, "failed", 0.0, "ValueError: boom")
+        calls.append(d)
+        return d
+
+    monkeypatch.setattr(launch, "launch_training", fake_launch)
+    first = launch.start_default_run("demo", tmp_path)
+    assert launch.default_run_state("demo", tmp_path) == ("failed", first)
+    assert launch.start_default_run("demo", tmp_path) == first and len(calls) == 1
+    assert launch.start_default_run("demo", tmp_path, retry=True) != first and len(calls) == 2
