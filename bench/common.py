@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from cotrr_core.config import RunConfig  # noqa: E402
 from cotrr_core.data.benchmarks import Benchmark, load_benchmark  # noqa: E402
 from cotrr_core.data.dataset import RankingData  # noqa: E402
+from cotrr_core.io import write_json  # noqa: E402  (atomic; re-exported for the bench scripts)
 
 __all__ = ["REPO", "RESULTS", "CONFIGS", "machine", "files_benchmark", "get_benchmark", "dataset_config",
            "train_run", "score_run", "write_json", "md_table", "fmt", "Timer", "is_letor"]
@@ -118,22 +119,6 @@ def score_run(run_dir: Path, data: RankingData) -> np.ndarray:
 
     scores, _ = score_data(load_run(run_dir, device="cpu"), data)
     return scores
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def fmt(x: Any, digits: int = 3) -> str:
