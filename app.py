@@ -10,12 +10,12 @@ import streamlit as st
 st.set_page_config(page_title="CoTRR-Stable", page_icon="🍸", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/attention.py", title="Attention", icon="🔎"),
-    st.Page("pages/calibration.py", title="Calibration", icon="📏"),
-    st.Page("pages/compare.py", title="Compare", icon="↕️"),
-    st.Page("pages/rollout.py", title="Rollout", icon="🚦"),
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/attention.py", title="Attention", icon=":material/visibility:"),
+    st.Page("pages/calibration.py", title="Calibration", icon=":material/straighten:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("pages/rollout.py", title="Rollout", icon=":material/traffic:"),
 ]
 
 nav = st.navigation(PAGES)

@@ -95,11 +95,11 @@ def dataset_config(name: str, quick: bool = False, override: str | None = None) 
 
 
 def new_bench_dir(root: Path | None, dataset: str, variant: str) -> Path:
-    from cotrr_core.runs import RUNS_ROOT
+    from cotrr_core.runs import runs_root
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
-    d = (root or RUNS_ROOT) / f"bench-{safe}-{variant}-{stamp}"
+    d = (root or runs_root()) / f"bench-{safe}-{variant}-{stamp}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -38,7 +38,7 @@ def pick_run(run: str | None) -> Path:
     if run:
         return Path(run)
     for info in list_runs():
-        if info.state == "done" and info.config.get("dataset") == "demo":
+        if info.state == "done" and info.config.get("dataset") == "demo" and (info.path / "calibrator.json").exists():
             return info.path
     from cotrr_core.train import fast_config, fit
 

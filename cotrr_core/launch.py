@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cotrr_core.data.benchmarks import REPO_ROOT
-from cotrr_core.runs import list_runs, new_run_dir, read_status, write_status
+from cotrr_core.runs import list_runs, new_run_dir, read_status, runs_root, write_status
 
 __all__ = ["runs_root", "launch_training", "is_alive", "ensure_default_run", "start_default_run",
            "default_run_state", "validate_overrides", "DEFAULT_DATASET", "DEFAULT_NAME", "overrides_to_args"]
@@ -23,11 +23,6 @@ __all__ = ["runs_root", "launch_training", "is_alive", "ensure_default_run", "st
 DEFAULT_NAME = "default-fast"
 DEFAULT_DATASET = "demo"
 _LOCK = ".default-run.lock"
-
-
-def runs_root() -> Path:
-    """$COTRR_RUNS (read now, not at import), else artifacts/runs."""
-    return Path(os.environ.get("COTRR_RUNS", REPO_ROOT / "artifacts" / "runs"))
 
 
 def default_dataset() -> str:

@@ -15,12 +15,17 @@ from typing import Any
 
 from cotrr_core.io import read_json, write_json
 
-__all__ = ["RUNS_ROOT", "RunInfo", "new_run_dir", "write_status", "read_status", "list_runs",
+__all__ = ["runs_root", "RunInfo", "new_run_dir", "write_status", "read_status", "list_runs",
            "request_cancel", "cancel_requested", "append_log", "read_history", "STATES"]
 
 from cotrr_core.data.benchmarks import REPO_ROOT
 
-RUNS_ROOT = Path(os.environ.get("COTRR_RUNS", REPO_ROOT / "artifacts" / "runs"))
+
+
+def runs_root() -> Path:
+    """$COTRR_RUNS (read now, not at import), else artifacts/runs."""
+    return Path(os.environ.get("COTRR_RUNS", REPO_ROOT / "artifacts" / "runs"))
+
 STATES = ("queued", "running", "done", "failed", "cancelled")
 _CANCEL = "CANCEL"
 
@@ -40,7 +45,7 @@ class RunInfo:
 
 def new_run_dir(name: str = "run", root: Path | None = None) -> Path:
     """Create artifacts/runs/<UTC timestamp>-<name>/ (unique) and return it."""
-    root = Path(root or RUNS_ROOT)
+    root = Path(root or runs_root())
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", name).strip("-") or "run"
     for i in range(1000):
@@ -100,7 +105,7 @@ def _read_optional(path: Path) -> dict[str, Any]:
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
     """All runs, newest first."""
-    root = Path(root or RUNS_ROOT)
+    root = Path(root or runs_root())
     if not root.exists():
         return []
     runs = [RunInfo(p.name, p, read_status(p), _read_optional(p / "config.json"), _read_optional(p / "metrics.json"))
