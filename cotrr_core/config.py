@@ -196,6 +196,9 @@ class TrainConfig(_Config):
 class CalibrationConfig(_Config):
     method: typing.Literal["temperature", "platt", "isotonic"] = "isotonic"
     mc_samples: int = 5
+    # "head": sample only list context + head over one deterministic trunk pass (fast serving);
+    # "all": dropout in every layer (S full forwards)
+    mc_scope: typing.Literal["all", "head"] = "head"
 
     def validate(self) -> None:
         _check(self.mc_samples >= 1, "CalibrationConfig.mc_samples", "must be >= 1")

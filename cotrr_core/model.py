@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from cotrr_core.config import ModelConfig
 
-__all__ = ["Attention", "Block", "TokenEncoder", "CoTRRModel", "mc_dropout_scores", "count_parameters"]
+__all__ = ["mc_scores", "Attention", "Block", "TokenEncoder", "CoTRRModel", "mc_dropout_scores", "count_parameters"]
 
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
@@ -131,19 +131,21 @@ class CoTRRModel(nn.Module):
         self.ln_list = nn.LayerNorm(h) if config.list_context else nn.Identity()
         self.head = nn.Sequential(nn.Linear(h, h // 2), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(h // 2, 1))
 
-    def forward(
-        self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False
-    ) -> Tensor | tuple[Tensor, dict[str, Tensor | None]]:
+    def candidates(self, tokens: Mapping[str, Tensor], mask: Tensor,
+                   return_attention: bool = False) -> tuple[Tensor, list[Tensor | None]]:
+        """Token trunk: (tokens, mask) -> candidate vectors [B, L, H] (+ per-layer attention)."""
         b, l = mask.shape
         x = self.encoder(tokens, mask)  # [B, L, T, H]
-        t = x.size(2)
-        x = x.reshape(b * l, t, -1)
+        x = x.reshape(b * l, x.size(2), -1)
         token_att = []
         for blk in self.blocks:
             x, att = blk(x, return_attention=return_attention)
             token_att.append(att)
-        c = self.ln_tokens(x).mean(dim=1).view(b, l, -1)  # [B, L, H]
+        return self.ln_tokens(x).mean(dim=1).view(b, l, -1), token_att
 
+    def score_candidates(self, c: Tensor, mask: Tensor,
+                         return_attention: bool = False) -> tuple[Tensor, list[Tensor | None]]:
+        """List context (when on) and head: candidate vectors [B, L, H] -> scores [B, L]."""
         list_att = []
         if len(self.list_blocks) > 0:
             # An all-padding list would have no key to attend to (NaN softmax): let it attend to
@@ -152,9 +154,17 @@ class CoTRRModel(nn.Module):
             for blk in self.list_blocks:
                 c, att = blk(c, key_mask, return_attention)
                 list_att.append(att)
-        scores = self.head(self.ln_list(c)).squeeze(-1).masked_fill(~mask, 0.0)  # [B, L]
+        return self.head(self.ln_list(c)).squeeze(-1).masked_fill(~mask, 0.0), list_att
+
+    def forward(
+        self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor | None]]:
+        b, l = mask.shape
+        c, token_att = self.candidates(tokens, mask, return_attention)
+        scores, list_att = self.score_candidates(c, mask, return_attention)  # [B, L]
         if not return_attention:
             return scores
+        t = token_att[0].size(-1)
         maps: dict[str, Tensor | None] = {
             "token": torch.stack(token_att, dim=1).view(b, l, len(self.blocks), -1, t, t),
             "list": torch.stack(list_att, dim=1) if list_att else None,
@@ -162,28 +172,57 @@ class CoTRRModel(nn.Module):
         return scores, maps
 
 
-def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int) -> Tensor:
+def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int,
+                      scope: str = "all") -> Tensor:
     """MC-dropout scores [S, B, L]: S stochastic passes drawn in ONE batched forward.
 
     Only dropout modules are put in train mode (LayerNorm etc. stay in eval); every module's
     previous mode is restored afterwards. Runs under torch.inference_mode.
+    scope="all": dropout everywhere. scope="head": the token trunk runs once, deterministic,
+    and only the list-context block and the head are sampled (last-layers MC dropout), which
+    costs a fraction of a forward per sample.
+    """
+    return mc_scores(model, tokens, mask, n_samples, scope, with_mean=False)[1]
+
+
+def mc_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int,
+              scope: str = "all", with_mean: bool = True) -> tuple[Tensor | None, Tensor]:
+    """(deterministic scores [B, L] or None, MC-dropout samples [S, B, L]); see mc_dropout_scores.
+
+    With scope="head" the deterministic scores share the trunk pass with the samples.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if scope not in ("all", "head"):
+        raise ValueError(f"scope must be 'all' or 'head', got {scope!r}")
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
-    for m in model.modules():
-        if isinstance(m, _DROPOUTS):
-            m.training = True
+    scores = None
     try:
         with torch.inference_mode():
-            # Repeat the batch S times along dim 0: row s * B + b is sample s of list b.
-            rep = {k: v.repeat(n_samples, *([1] * (v.dim() - 1))) for k, v in tokens.items()}
-            scores = model(rep, mask.repeat(n_samples, 1))
+            rep_mask = mask.repeat(n_samples, 1)  # row s * B + b is sample s of list b
+            if scope == "head":
+                c, _ = model.candidates(tokens, mask)
+                if with_mean:
+                    scores, _ = model.score_candidates(c, mask)
+                _dropout_on(model)
+                samples, _ = model.score_candidates(c.repeat(n_samples, 1, 1), rep_mask)
+            else:
+                if with_mean:
+                    scores = model(tokens, mask)
+                _dropout_on(model)
+                rep = {k: v.repeat(n_samples, *([1] * (v.dim() - 1))) for k, v in tokens.items()}
+                samples = model(rep, rep_mask)
     finally:
         for m, mode in modes:
             m.training = mode
-    return scores.view(n_samples, *mask.shape)
+    return scores, samples.view(n_samples, *mask.shape)
+
+
+def _dropout_on(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, _DROPOUTS):
+            m.training = True
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -111,7 +111,8 @@ def mc_samples_data(run: LoadedRun, data: RankingData, n_samples: int, batch_lis
         L = int(padded.mask[sl].sum(1).max())
         tokens = {k: torch.from_numpy(v[sl, :L]).to(run.device) for k, v in tokens_np.items()}
         mask = torch.from_numpy(padded.mask[sl, :L]).to(run.device)
-        out[:, sl, :L] = mc_dropout_scores(run.model, tokens, mask, n_samples).float().cpu().numpy()
+        out[:, sl, :L] = mc_dropout_scores(run.model, tokens, mask, n_samples,
+                                           run.config.calibration.mc_scope).float().cpu().numpy()
     return out[:, padded.mask]
 
 

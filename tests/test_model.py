@@ -6,7 +6,7 @@ import torch
 
 from cotrr_core.config import ModelConfig
 from cotrr_core.losses import listmle_loss
-from cotrr_core.model import CoTRRModel, count_parameters, mc_dropout_scores
+from cotrr_core.model import CoTRRModel, count_parameters, mc_dropout_scores, mc_scores
 
 DIMS = {"img": 12, "text": 12, "visual": 4, "conflict": 3}
 DEMO_DIMS = {"clip_img": 1024, "clip_text": 1024, "visual": 8, "conflict": 5}
@@ -183,3 +183,18 @@ def test_tiny_training_loop_learns_single_feature_ranking() -> None:
     pairs = (labels[:, :, None] > labels[:, None, :]) & mask[:, :, None] & mask[:, None, :]
     correct = (scores[:, :, None] > scores[:, None, :]) & pairs
     assert correct.sum() / pairs.sum() > 0.9
+
+
+@pytest.mark.parametrize("list_context", [False, True])
+def test_head_scope_mc_samples_only_the_head_and_shares_the_trunk(list_context: bool) -> None:
+    model = make_model(list_context=list_context)
+    tokens, mask = make_batch()
+    calls = []
+    hook = model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    scores, samples = mc_scores(model, tokens, mask, n_samples=6, scope="head")
+    hook.remove()
+    assert calls == [1]  # the token trunk ran once for the mean and all samples
+    assert samples.shape == (6, *mask.shape)
+    torch.testing.assert_close(scores, model(tokens, mask))  # the mean pass is the eval forward
+    assert not torch.allclose(samples[0][mask], samples[1][mask])
+    assert not model.training and all(not m.training for m in model.modules())
