@@ -110,7 +110,10 @@ def fit(bench: Benchmark, config: RunConfig, run_dir: str | Path, *, resume: boo
             notify(progress, message)
 
     try:
-        return _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
+        metrics = _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
+        if world > 1:
+            dist.barrier()  # rank 0 hosts the rendezvous store: let it finish writing before anyone leaves
+        return metrics
     except TrainingCancelled:
         status("cancelled", 0.0, "cancelled by request; resume with --resume")
         if main:
