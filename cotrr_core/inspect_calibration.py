@@ -6,11 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cotrr_core.calibrate_run import METHODS, calibration_table, uncalibrated_probs
+from cotrr_core.calibrate_run import METHODS, calibration_table, probability_std, uncalibrated_probs
 from cotrr_core.calibration import make_calibrator
 from cotrr_core.data.benchmarks import Benchmark
 from cotrr_core.metrics import reliability_curve, risk_coverage
-from cotrr_core.scoring import LoadedRun, score_data
+from cotrr_core.scoring import LoadedRun, mc_samples_data, score_data
 
 __all__ = ["CalibrationView", "calibration_view", "METHODS"]
 
@@ -38,7 +38,7 @@ def calibration_view(run: LoadedRun, bench: Benchmark, method: str = "isotonic",
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     cal, test = bench.splits["cal"], bench.splits["test"]
     s_cal, _ = score_data(run, cal)
-    s_test, std_test = score_data(run, test, mc_samples=mc_samples)
+    s_test, _ = score_data(run, test)
     y_cal, y_test = cal.relevant().astype(int), test.relevant().astype(int)
     before = uncalibrated_probs(s_test, run.temperature)
     rows, fitted = [], {}
@@ -55,7 +55,9 @@ def calibration_view(run: LoadedRun, bench: Benchmark, method: str = "isotonic",
         rel.append(pd.DataFrame({k: np.asarray(v) for k, v in curve.items()}).assign(stage=stage))
         counts, _ = np.histogram(p, bins=edges)
         hist.append(pd.DataFrame({"bin_lower": edges[:-1], "bin_upper": edges[1:], "count": counts, "stage": stage}))
-    rc = risk_coverage(np.abs(after - y_test), std_test if std_test is not None else np.zeros_like(after))
+    # same uncertainty as calibrate_run: MC spread of the calibrated probability
+    std_test = probability_std(fitted[method], mc_samples_data(run, test, mc_samples))
+    rc = risk_coverage(np.abs(after - y_test), std_test)
     risk = pd.DataFrame({"coverage": rc["coverage"], "risk": rc["risk"]})
     if len(risk) > 400:  # the curve is smooth; keep 400 evenly spaced points plus the last
         idx = np.unique(np.r_[np.linspace(0, len(risk) - 1, 400).astype(int), len(risk) - 1])

@@ -10,7 +10,7 @@ import pandas as pd
 from cotrr_core.calibrate_run import uncalibrated_probs
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.evaluation import compare_rankings, evaluate_scores, original_scores, per_query_metrics
-from cotrr_core.scoring import LoadedRun, score_data
+from cotrr_core.scoring import LoadedRun, mc_samples_data, score_data
 
 __all__ = ["SplitScores", "score_split", "new_ranks", "movement_arrow", "query_lists", "query_metrics",
            "wins_ties_losses", "find_queries", "headline", "timed_scoring"]
@@ -32,14 +32,15 @@ class SplitScores:
 
 def score_split(run: LoadedRun, data: RankingData, mc_samples: int = 10) -> SplitScores:
     """Raw scores, calibrated probabilities and MC-dropout uncertainty for all candidates."""
-    scores, std = score_data(run, data, mc_samples=mc_samples)
+    scores, _ = score_data(run, data)
     to_prob = run.calibrator.predict if run.calibrator is not None else \
         (lambda s: uncalibrated_probs(s, run.temperature))
     prob = np.asarray(to_prob(scores), dtype=np.float64)
-    prob_std = None
-    if std is not None:
-        # uncertainty on the probability scale: half the spread of p(score -/+ std)
-        prob_std = np.abs(np.asarray(to_prob(scores + std)) - np.asarray(to_prob(scores - std))) / 2
+    std = prob_std = None
+    if mc_samples > 0:
+        samples = mc_samples_data(run, data, mc_samples)  # [S, N]
+        std = samples.std(axis=0)
+        prob_std = np.stack([np.asarray(to_prob(s), dtype=np.float64) for s in samples]).std(axis=0)
     return SplitScores(scores, std, prob, prob_std, run.calibrator is not None, mc_samples)
 
 
