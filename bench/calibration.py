@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (RESULTS, Timer, dataset_config, get_benchmark, machine, md_table,  # noqa: E402
-                          train_run, write_json)
+from bench.common import (finish, RESULTS, Timer, dataset_config, get_benchmark, md_table,  # noqa: E402
+                          train_run)
 
 CALIBRATORS = ("uncalibrated", "temperature", "platt", "isotonic")
 METRICS = ("ece", "adaptive_ece", "mce", "brier", "log_loss")
@@ -121,15 +121,8 @@ def main(argv=None) -> dict:
                                    Path(args.run_root) if args.run_root else None, args.config,
                                    log=lambda m: print(m, flush=True))
         print(table(name, result[name]), flush=True)
-    result["machine"] = machine()
     result["seconds"] = timer()
-    if args.json:
-        write_json(args.json, result)
-    if not args.no_results:
-        write_json(RESULTS / "calibration.json", result)
-        (RESULTS / "calibration.md").write_text(markdown(result))
-    print(f"total {result['seconds']} s")
-    return result
+    return finish("calibration", result, args.json, not args.no_results, markdown)
 
 
 if __name__ == "__main__":

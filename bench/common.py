@@ -6,7 +6,6 @@ caller gives) and evaluates with cotrr_core.evaluation only, so all models share
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ from cotrr_core.data.dataset import RankingData  # noqa: E402
 from cotrr_core.io import write_json  # noqa: E402  (atomic; re-exported for the bench scripts)
 
 __all__ = ["REPO", "RESULTS", "CONFIGS", "machine", "files_benchmark", "get_benchmark", "dataset_config",
-           "train_run", "score_run", "write_json", "md_table", "fmt", "Timer", "is_letor"]
+           "train_run", "score_run", "write_json", "finish", "md_table", "fmt", "Timer", "is_letor"]
 
 RESULTS = REPO / "bench" / "results"
 CONFIGS = REPO / "bench" / "configs"
@@ -119,6 +118,18 @@ def score_run(run_dir: Path, data: RankingData) -> np.ndarray:
 
     scores, _ = score_data(load_run(run_dir, device="cpu"), data)
     return scores
+
+
+def finish(stem: str, result: dict, json_out: str | None, keep: bool, markdown) -> dict:
+    """Stamp machine and time, write OUT and bench/results/<stem>.json/.md (atomically)."""
+    result["machine"] = machine()
+    if json_out:
+        write_json(json_out, result)
+    if keep:
+        write_json(RESULTS / f"{stem}.json", result)
+        (RESULTS / f"{stem}.md").write_text(markdown(result))
+    print(f"total {result['seconds']} s")
+    return result
 
 
 def fmt(x: Any, digits: int = 3) -> str:

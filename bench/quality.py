@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (RESULTS, Timer, dataset_config, files_benchmark, fmt, get_benchmark,  # noqa: E402
-                          is_letor, machine, md_table, score_run, train_run, write_json)
+from bench.common import (finish, Timer, dataset_config, files_benchmark, fmt, get_benchmark,  # noqa: E402
+                          is_letor, md_table, score_run, train_run)
 from cotrr_core.data.benchmarks import Benchmark  # noqa: E402
 from cotrr_core.evaluation import HEADLINE, compare_rankings, evaluate_scores, original_scores  # noqa: E402
 
@@ -170,15 +170,8 @@ def main(argv=None) -> dict:
         result[name] = run_dataset(bench, cfg, args.quick, run_root,
                                    log=lambda m: print(m, flush=True))
         print(table(name, result[name]), flush=True)
-    result["machine"] = machine()
     result["seconds"] = timer()
-    if args.json:
-        write_json(args.json, result)
-    if not args.no_results:
-        write_json(RESULTS / "quality.json", result)
-        (RESULTS / "quality.md").write_text(markdown(result))
-    print(f"total {result['seconds']} s")
-    return result
+    return finish("quality", result, args.json, not args.no_results, markdown)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Writes OUT and bench/results/serve.json, and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from cotrr_core.data.benchmarks import load_benchmark  # noqa: E402
 from cotrr_core.evaluation import evaluate_scores  # noqa: E402
-from cotrr_core.io import read_json, write_json  # noqa: E402
+from cotrr_core.io import write_json  # noqa: E402
 from cotrr_core.model import count_parameters  # noqa: E402
 from cotrr_core.runs import list_runs, new_run_dir  # noqa: E402
 from cotrr_core.serve import Reranker  # noqa: E402

@@ -139,7 +139,7 @@ def _draw_glass(draw: ImageDraw.ImageDraw, glass: str, bowl_px: list[Point], ext
     for a, b in extras:
         draw.line([to_px(a), to_px(b)], fill=GLASS_RGB, width=1)
     if glass == "mug":
-        (x0, y0), (x1, y1) = bowl_px[1], bowl_px[2]
+        (x0, y0), (_, y1) = bowl_px[1], bowl_px[2]
         h = y1 - y0
         draw.arc([x0 - 0.15 * h, y0 + 0.2 * h, x0 + 0.3 * h, y0 + 0.7 * h], -90, 90, fill=GLASS_RGB, width=2)
 
