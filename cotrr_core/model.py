@@ -7,6 +7,8 @@ optionally the pooled candidates of a list then attend to each other (list conte
 """
 from __future__ import annotations
 
+import weakref
+
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -195,8 +197,12 @@ def mc_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_sa
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if scope not in ("all", "head"):
         raise ValueError(f"scope must be 'all' or 'head', got {scope!r}")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    # Serving calls this per request: walking every module to save/restore modes costs more
+    # than the head passes, so an eval-mode model only has its (cached) dropouts flipped.
+    restore = [(m, m.training) for m in model.modules()] if model.training else None
+    if restore:
+        model.eval()
+    drops = _dropout_modules(model)
     scores = None
     try:
         with torch.inference_mode():
@@ -205,24 +211,33 @@ def mc_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_sa
                 c, _ = model.candidates(tokens, mask)
                 if with_mean:
                     scores, _ = model.score_candidates(c, mask)
-                _dropout_on(model)
+                _set_training(drops, True)
                 samples, _ = model.score_candidates(c.repeat(n_samples, 1, 1), rep_mask)
             else:
                 if with_mean:
                     scores = model(tokens, mask)
-                _dropout_on(model)
+                _set_training(drops, True)
                 rep = {k: v.repeat(n_samples, *([1] * (v.dim() - 1))) for k, v in tokens.items()}
                 samples = model(rep, rep_mask)
     finally:
-        for m, mode in modes:
+        _set_training(drops, False)
+        for m, mode in restore or ():
             m.training = mode
     return scores, samples.view(n_samples, *mask.shape)
 
 
-def _dropout_on(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, _DROPOUTS):
-            m.training = True
+_DROPOUT_CACHE: "weakref.WeakKeyDictionary[nn.Module, list[nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def _dropout_modules(model: nn.Module) -> list[nn.Module]:
+    if model not in _DROPOUT_CACHE:
+        _DROPOUT_CACHE[model] = [m for m in model.modules() if isinstance(m, _DROPOUTS)]
+    return _DROPOUT_CACHE[model]
+
+
+def _set_training(modules: list[nn.Module], mode: bool) -> None:
+    for m in modules:
+        m.training = mode
 
 
 def count_parameters(model: nn.Module) -> int:
