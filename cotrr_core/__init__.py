@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_run": "cotrr_core.scoring",
     "calibrate_run": "cotrr_core.calibrate_run",
     "Reranker": "cotrr_core.serve",
+    "Ensemble": "cotrr_core.ensemble",
     "Policy": "cotrr_core.policy",
 }
 
