@@ -42,8 +42,11 @@ def machine() -> str:
     except ImportError:  # pragma: no cover
         lgb = "absent"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpuinfo = Path("/proc/cpuinfo")
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                  if ln.startswith("model name")), platform.processor()) if cpuinfo.exists() else platform.processor()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    return (f"{platform.system()} {platform.machine()}, {cpus} CPU cores, {dev}, Python {platform.python_version()}, "
+    return (f"{model} ({platform.system()} {platform.machine()}), {cpus} CPU cores, {dev}, Python {platform.python_version()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), lightgbm {lgb}")
 
 

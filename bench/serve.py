@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from cotrr_core.evaluation import evaluate_scores  # noqa: E402
 from cotrr_core.io import write_json  # noqa: E402
 from cotrr_core.model import count_parameters  # noqa: E402
 from cotrr_core.runs import list_runs, new_run_dir  # noqa: E402
+from bench.common import machine  # noqa: E402
 from cotrr_core.serve import Reranker  # noqa: E402
 from cotrr_core.serve_cli import records_of  # noqa: E402
 
@@ -46,12 +46,6 @@ def pick_run(run: str | None) -> Path:
     out = new_run_dir("bench-demo")
     fit(load_benchmark("demo"), cfg, out)
     return out
-
-
-def machine() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def timed(fn: Callable[[], object], calls: int, warm: int = 20) -> dict:

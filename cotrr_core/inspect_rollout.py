@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cotrr_core.data.dataset import RankingData
-from cotrr_core.evaluation import evaluate_scores, original_scores
+from cotrr_core.evaluation import evaluate_scores, original_scores, pad_flat
 from cotrr_core.scoring import LoadedRun, score_data
 
 __all__ = ["RolloutInputs", "rollout_inputs", "measure_list_latency", "topm_scores", "topm_inputs",
@@ -38,20 +38,12 @@ class RolloutInputs:
     relevance_threshold: float
 
 
-def _padded_rows(data: RankingData, values: np.ndarray) -> np.ndarray:
-    L = int(data.list_lengths.max())
-    out = np.zeros((data.num_queries, L))
-    mask = np.arange(L)[None, :] < data.list_lengths[:, None]
-    out[mask] = values
-    return out
-
-
 def _orders(data: RankingData, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(wouldbe order [Q, L], mask [Q, L]); padding slots keep their own index."""
     n = data.list_lengths
     L = int(n.max())
     mask = np.arange(L)[None, :] < n[:, None]
-    s = np.where(mask, _padded_rows(data, scores), -np.inf)
+    s = np.where(mask, pad_flat(data, scores), -np.inf)
     order = np.argsort(-s, axis=1, kind="stable")
     return np.where(mask, order, np.arange(L)[None, :]), mask
 
@@ -163,7 +155,7 @@ def rollout_inputs(run: LoadedRun, data: RankingData, scores: np.ndarray | None 
     if scores is None:
         scores, _ = score_data(run, data)
     wouldbe, mask = _orders(data, scores)
-    labels = _padded_rows(data, data.labels.astype(np.float64))
+    labels = pad_flat(data, data.labels.astype(np.float64))
     L = mask.shape[1]
     identity = np.broadcast_to(np.arange(L), mask.shape).copy()
     treatment = np.where(mask, np.take_along_axis(labels, wouldbe, axis=1), 0.0)
