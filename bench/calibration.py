@@ -4,7 +4,7 @@
 
 Per dataset: train one run with the dataset's bench config (bench/configs/<dataset>.json; list
 context as chosen by the last bench/quality.py run when its result is available), or reuse a given
-run directory, then cotrr_core.calibrate_run fits temperature / Platt / isotonic on the cal split
+run directory, then cotrr_core.calibration.evaluate fits temperature / Platt / isotonic on the cal split
 and measures ECE, adaptive ECE, MCE, Brier and log loss on test, plus the MC-dropout uncertainty
 AURC (does the MC std rank the calibrated errors |p - y| better than random?).
 Writes bench/results/calibration.json and calibration.md (unless --no-results).
@@ -40,7 +40,7 @@ def _selected_list_context(name: str) -> bool | None:
 
 def run_dataset(name: str, quick: bool = False, run_dir: str | None = None, mc_samples: int = 20,
                 run_root: Path | None = None, config: str | None = None, log=print) -> dict:
-    from cotrr_core.calibrate_run import calibrate_run
+    from cotrr_core.calibration.evaluate import calibrate_run
 
     timer = Timer()
     bench = get_benchmark(name)

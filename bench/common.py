@@ -1,7 +1,7 @@
 """Shared plumbing for the evidence benchmarks: datasets, per-dataset configs, training, tables.
 
 Every bench trains into artifacts/runs/bench-<dataset>-<variant>-<time> (or a directory the
-caller gives) and evaluates with cotrr_core.evaluation only, so all models share one metric code.
+caller gives) and evaluates with cotrr_core.evaluation.compare only, so all models share one metric code.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def dataset_config(name: str, quick: bool = False, override: str | None = None) 
 
     quick: the same model for at most 4 epochs (smoke runs; numbers are not evidence).
     """
-    from cotrr_core.train import fast_config
+    from cotrr_core.training.trainer import fast_config
 
     if override:
         cfg = RunConfig.load(override)
@@ -97,7 +97,7 @@ def dataset_config(name: str, quick: bool = False, override: str | None = None) 
 
 
 def new_bench_dir(root: Path | None, dataset: str, variant: str) -> Path:
-    from cotrr_core.runs import runs_root
+    from cotrr_core.training.runs import runs_root
 
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
@@ -109,7 +109,7 @@ def new_bench_dir(root: Path | None, dataset: str, variant: str) -> Path:
 def train_run(bench: Benchmark, cfg: RunConfig, variant: str, root: Path | None = None,
               calibrate: bool = False) -> tuple[Path, dict]:
     """fit() into a fresh bench- directory; returns (run_dir, metrics)."""
-    from cotrr_core.train import fit
+    from cotrr_core.training.trainer import fit
 
     run_dir = new_bench_dir(root, bench.name, variant)
     metrics = fit(bench, cfg, run_dir, calibrate=calibrate)
@@ -117,9 +117,10 @@ def train_run(bench: Benchmark, cfg: RunConfig, variant: str, root: Path | None 
 
 
 def score_run(run_dir: Path, data: RankingData) -> np.ndarray:
-    from cotrr_core.scoring import load_run, score_data
+    from cotrr_core.scoring import score_data
+    from cotrr_core.training.runs import load_run
 
-    scores, _ = score_data(load_run(run_dir, device="cpu"), data)
+    scores = score_data(load_run(run_dir, device="cpu"), data)
     return scores
 
 

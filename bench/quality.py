@@ -3,7 +3,7 @@
     python bench/quality.py [--datasets demo,mq2008,mslr-tiny] [--json OUT] [--quick]
     python bench/quality.py --train F --val F --test F [--json OUT]    # any LETOR / Step5 files
 
-In one run, on the same splits, with the same metric code (cotrr_core.evaluation) and the same
+In one run, on the same splits, with the same metric code (cotrr_core.evaluation.compare) and the same
 convention for queries without a relevant candidate ("exclude" is primary):
 
 * original       the first-stage order
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (finish, Timer, dataset_config, files_benchmark, fmt, get_benchmark,  # noqa: E402
                           is_letor, md_table, score_run, train_run)
 from cotrr_core.data.benchmarks import Benchmark  # noqa: E402
-from cotrr_core.evaluation import HEADLINE, compare_rankings, evaluate_scores, original_scores  # noqa: E402
+from cotrr_core.evaluation.compare import HEADLINE, compare_rankings, evaluate_scores, original_scores  # noqa: E402
 
 MODELS = ("original", "lightgbm", "cotrr", "cotrr_percand", "cotrr_listctx")
 VARIANTS = {"cotrr_percand": False, "cotrr_listctx": True}
@@ -50,7 +50,7 @@ def run_dataset(bench: Benchmark, cfg, quick: bool = False, run_root: Path | Non
     scores_val: dict[str, object] = {"original": original_scores(val)}
     seconds: dict[str, float] = {}
 
-    from cotrr_core.baselines import LightGBMRanker
+    from cotrr_core.evaluation.baselines import LightGBMRanker
 
     t = Timer()
     lgb = LightGBMRanker(grid=QUICK_GRID if quick else None, n_estimators=200 if quick else 1000)
@@ -94,7 +94,7 @@ def run_dataset(bench: Benchmark, cfg, quick: bool = False, run_root: Path | Non
         out["ndcg@10_one_note"] = ("nDCG@10 with queries without a relevant document scored 1 "
                                    "(LightGBM/allRank convention, comparable with the SOURCE.md anchors)")
     out["lightgbm_params"] = lgb.best_params_
-    out["lightgbm_features"] = {"mode": lgb.features.clip, "width": len(lgb.features.names_)}
+    out["lightgbm_features"] = {"mode": lgb.features_.clip, "width": len(lgb.features_.names_)}
     out["best_epoch"] = best_epoch
     out["runs"] = runs
     out["config"] = cfg.to_dict()

@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cotrr_core.data.benchmarks import load_benchmark  # noqa: E402
-from cotrr_core.evaluation import evaluate_scores  # noqa: E402
+from cotrr_core.evaluation.compare import evaluate_scores  # noqa: E402
 from cotrr_core.io import write_json  # noqa: E402
 from cotrr_core.model import count_parameters  # noqa: E402
-from cotrr_core.runs import list_runs, new_run_dir  # noqa: E402
+from cotrr_core.training.runs import list_runs, new_run_dir  # noqa: E402
 from bench.common import machine  # noqa: E402
-from cotrr_core.serve import Reranker  # noqa: E402
-from cotrr_core.serve_cli import records_of  # noqa: E402
+from cotrr_core.serving.reranker import Reranker  # noqa: E402
+from cotrr_core.serving.features import request_records  # noqa: E402
 
 BIG = 1e9  # no time budget while measuring
 
@@ -39,7 +39,7 @@ def pick_run(run: str | None) -> Path:
     for info in list_runs():
         if info.state == "done" and info.config.get("dataset") == "demo" and (info.path / "calibrator.json").exists():
             return info.path
-    from cotrr_core.train import fast_config, fit
+    from cotrr_core.training.trainer import fast_config, fit
 
     cfg = fast_config()
     cfg.train.epochs = 3
@@ -151,7 +151,7 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 8) -> float:
 
 
 def ndcg(reranker: Reranker, test) -> float:
-    lists = [(None, records_of(test, q, reranker.featurizer)) for q in range(test.num_queries)]
+    lists = [(None, request_records(test, q)) for q in range(test.num_queries)]
     res = reranker.rerank_batch(lists, top_m=10_000)
     scores = np.concatenate([[c["raw_score"] for c in sorted(r.served, key=lambda c: c["original_rank"])]
                              for r in res])
@@ -171,7 +171,7 @@ def main() -> int:
     rr = Reranker.load(run_dir, device="cpu")
     bench = load_benchmark(rr.run.meta["dataset"])
     test = bench.splits["test"]
-    lists = [(str(test.queries[q]), records_of(test, q, rr.featurizer)) for q in range(test.num_queries)]
+    lists = [(str(test.queries[q]), request_records(test, q)) for q in range(test.num_queries)]
     top20 = [(q, c[:20]) for q, c in lists]
     out: dict = {"run": str(run_dir), "machine": machine(), "loadavg_before": load_before,
                  "params": count_parameters(rr.run.model), "list_len": 20, "calls": args.calls}

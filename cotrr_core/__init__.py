@@ -16,13 +16,13 @@ _EXPORTS = {
     "DataError": "cotrr_core.data",
     "load_dataset": "cotrr_core.data",
     "load_benchmark": "cotrr_core.data.benchmarks",
-    "fit": "cotrr_core.train",
-    "fast_config": "cotrr_core.train",
-    "load_run": "cotrr_core.scoring",
-    "calibrate_run": "cotrr_core.calibrate_run",
-    "Reranker": "cotrr_core.serve",
-    "Ensemble": "cotrr_core.ensemble",
-    "Policy": "cotrr_core.policy",
+    "fit": "cotrr_core.training.trainer",
+    "fast_config": "cotrr_core.training.trainer",
+    "load_run": "cotrr_core.training.runs",
+    "calibrate_run": "cotrr_core.calibration.evaluate",
+    "Reranker": "cotrr_core.serving.reranker",
+    "Ensemble": "cotrr_core.training.ensemble",
+    "Policy": "cotrr_core.serving.policy",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from cotrr_core.config import ConfigError
+from cotrr_core.config import ConfigError, parse_override
 from cotrr_core.data import DataError, FeatureSpec, load_dataset
 
 __all__ = ["main"]
@@ -40,7 +40,7 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_order(args: argparse.Namespace) -> int:
     from cotrr_core.data.benchmarks import load_benchmark
-    from cotrr_core.evaluation import evaluate_original_order
+    from cotrr_core.evaluation.compare import evaluate_original_order
 
     bench = load_benchmark(args.dataset, seed=args.seed)
     data = bench.splits[args.split]
@@ -57,8 +57,8 @@ def cmd_evaluate_order(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from cotrr_core.config import RunConfig
     from cotrr_core.data.benchmarks import load_benchmark
-    from cotrr_core.runs import new_run_dir
-    from cotrr_core.train import TrainingCancelled, fast_config, fit
+    from cotrr_core.training.runs import new_run_dir
+    from cotrr_core.training.trainer import TrainingCancelled, fast_config, fit
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -66,8 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset = json.loads((run_dir / "config.json").read_text())["dataset"]
     else:
         config = RunConfig.load(args.config) if args.config else (fast_config() if args.fast else RunConfig())
-        for override in args.set or []:
-            config = _apply_override(config, override)
+        config = config.with_overrides(dict(parse_override(o) for o in args.set or []))
         dataset = args.dataset
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.name or Path(dataset).stem)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,32 +85,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_override(config, override: str):
-    """--set train.epochs=5 style override, validated like a config file."""
-    from cotrr_core.config import RunConfig
-
-    key, sep, value = override.partition("=")
-    if not sep or "." not in key:
-        raise ConfigError(f"--set {override!r}: expected section.field=value")
-    section, field = key.split(".", 1)
-    raw = config.to_dict()
-    if section not in raw:
-        raise ConfigError(f"--set {override!r}: unknown section {section!r}; known: {sorted(raw)}")
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    raw[section][field] = parsed
-    return RunConfig.from_dict(raw, where="--set")
-
-
 def _print_progress(progress: float, message: str) -> None:
     bar = "#" * int(30 * progress)
     print(f"\r[{bar:<30}] {100 * progress:5.1f}% {message:<60}", end="", flush=True)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from cotrr_core.calibrate_run import calibrate_run
+    from cotrr_core.calibration.evaluate import calibrate_run
 
     section = calibrate_run(args.run_dir, method=args.method, mc_samples=args.mc_samples)
     print(f"calibrators fitted on {section['cal_queries']} calibration queries, measured on "
@@ -204,7 +184,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
-    from cotrr_core.serve_cli import rerank_file
+    from cotrr_core.serving.batch import rerank_file
 
     summary = rerank_file(args.run_dir, args.file, args.out, top_m=args.top_m, mc_samples=args.mc_samples,
                           fmt=args.format)
@@ -215,7 +195,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cotrr_core.export import export_onnx
+    from cotrr_core.serving.export import export_onnx
 
     info = export_onnx(args.run_dir, args.onnx, opset=args.opset)
     print(f"wrote {info['path']} (exporter {info['exporter']}, opset {info['opset']}, inputs {info['inputs']})")

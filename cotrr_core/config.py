@@ -20,6 +20,7 @@ __all__ = [
     "CalibrationConfig",
     "ServeConfig",
     "RunConfig",
+    "parse_override",
 ]
 
 T = TypeVar("T", bound="_Config")
@@ -149,7 +150,6 @@ class LossConfig(_Config):
     label_smoothing: float = 0.05
     learn_temperature: bool = True
     pairwise_warmup_epochs: int = 1
-    relevance_threshold: float = 0.8
 
     def validate(self) -> None:
         _check(self.listmle_weight >= 0 and self.focal_weight >= 0, "LossConfig.weights", "must be >= 0")
@@ -195,13 +195,9 @@ class TrainConfig(_Config):
 @dataclass
 class CalibrationConfig(_Config):
     method: typing.Literal["temperature", "platt", "isotonic"] = "isotonic"
-    mc_samples: int = 5
     # "head": sample only list context + head over one deterministic trunk pass (fast serving);
     # "all": dropout in every layer (S full forwards)
     mc_scope: typing.Literal["all", "head"] = "head"
-
-    def validate(self) -> None:
-        _check(self.mc_samples >= 1, "CalibrationConfig.mc_samples", "must be >= 1")
 
 
 @dataclass
@@ -225,3 +221,24 @@ class RunConfig(_Config):
     train: TrainConfig = field(default_factory=TrainConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def with_overrides(self, overrides: dict[str, Any], where: str = "--set") -> "RunConfig":
+        """A validated copy with {"section.field": value} applied; ConfigError names a bad key or value."""
+        raw = self.to_dict()
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            if section not in raw or not name:
+                raise ConfigError(f"{where}: {key!r}: expected section.field with a section in {sorted(raw)}")
+            raw[section][name] = value
+        return RunConfig.from_dict(raw, where=where)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """"train.epochs=5" -> ("train.epochs", 5): the value is JSON when it parses, else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {text!r}: expected section.field=value")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

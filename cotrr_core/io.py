@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the same folder, then os.replace, so readers never see half a file."""
+"""Files: atomic writes (a temp file in the same folder, then os.replace, so readers never see half a
+file), JSON helpers, and where the repository's generated artifacts live."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "write_json", "read_json", "write_jsonl"]
+__all__ = ["REPO_ROOT", "atomic_write", "write_json", "read_json", "write_jsonl"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -18,14 +21,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are shared with the app and other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_default)))
+def write_json(path: str | Path, obj: Any, *, allow_nan: bool = True) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_default, allow_nan=allow_nan)
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def read_json(path: str | Path) -> Any:

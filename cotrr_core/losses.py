@@ -91,9 +91,10 @@ class CombinedLoss(nn.Module):
     The warm-up (epochs < pairwise_warmup_epochs) uses RankNet on the raw scores.
     """
 
-    def __init__(self, config: LossConfig) -> None:
+    def __init__(self, config: LossConfig, relevance_threshold: float) -> None:
         super().__init__()
         self.config = config
+        self.relevance_threshold = relevance_threshold  # the feature spec's: relevant means label >= it
         if config.learn_temperature:
             self.log_t = nn.Parameter(torch.zeros(()))
         else:
@@ -116,7 +117,7 @@ class CombinedLoss(nn.Module):
         else:
             z = scores / temperature
             listmle = listmle_loss(z, labels, mask, generator)
-            targets = smooth_targets(labels, cfg.relevance_threshold, cfg.label_smoothing)
+            targets = smooth_targets(labels, self.relevance_threshold, cfg.label_smoothing)
             focal = focal_loss(z, targets, mask, cfg.focal_alpha, cfg.focal_gamma)
             loss = cfg.listmle_weight * listmle + cfg.focal_weight * focal
             stats = {"listmle": listmle.item(), "focal": focal.item()}

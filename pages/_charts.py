@@ -26,7 +26,7 @@ def history_charts(run_dirs: list[Path], key: str) -> None:
     """Loss and validation-metric curves (plotly) of one or more runs, from history.jsonl."""
     import plotly.express as px
 
-    from cotrr_core.inspect_runs import history_frame
+    from cotrr_core.views.runs import history_frame
 
     hist = history_frame(list(run_dirs))
     if hist.empty:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from cotrr_core import launch
+from cotrr_core.training import jobs
 from cotrr_core.config import ConfigError
 from cotrr_core.data import DataError, load_dataset
-from cotrr_core.data.benchmarks import BENCHMARKS, REPO_ROOT, Benchmark, load_benchmark, shared_datasets_dir
-from cotrr_core.io import read_json
-from cotrr_core.runs import RunInfo, list_runs, read_status
+from cotrr_core.data.benchmarks import BENCHMARKS, Benchmark, load_benchmark, shared_datasets_dir
+from cotrr_core.io import REPO_ROOT, read_json
+from cotrr_core.training.runs import RunInfo, list_runs, read_status
 
 # what a page shows as st.error instead of a traceback
 ERRORS = (DataError, ConfigError, RuntimeError, ValueError, KeyError, OSError)
@@ -48,7 +48,7 @@ def get_benchmark(name: str) -> Benchmark:
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
 def _load_run(run_dir: str, stamp: float):
-    from cotrr_core.scoring import load_run
+    from cotrr_core.training.runs import load_run
 
     return load_run(run_dir, device="auto")
 
@@ -65,7 +65,7 @@ def get_run(run_dir: Path):
 
 @st.cache_data(show_spinner="Scoring the test split (MC dropout)...", max_entries=16)
 def split_scores(run_dir: str, stamp: float, dataset: str, split: str = "test", mc_samples: int = 10):
-    from cotrr_core.inspect import score_split
+    from cotrr_core.views import score_split
 
     return score_split(_load_run(run_dir, stamp), get_benchmark(dataset).splits[split], mc_samples)
 
@@ -96,7 +96,7 @@ def dataset_options() -> list[str]:
 
 def done_runs(dataset: str) -> list[RunInfo]:
     key = dataset_key(dataset)
-    return [r for r in list_runs(launch.runs_root())
+    return [r for r in list_runs(jobs.runs_root())
             if r.state == "done" and r.config.get("dataset") == key and (r.path / "model.pt").exists()]
 
 
@@ -141,7 +141,7 @@ def sidebar() -> None:
     sb = st.sidebar
     sb.title("CoTRR-Stable")
     opts = dataset_options()
-    default = launch.default_dataset()
+    default = jobs.default_dataset()
     if st.session_state.get("dataset") not in opts and default in opts:
         st.session_state["dataset"] = default
     _picker(sb, "Dataset", opts, "dataset", format_func=dataset_label)
@@ -189,14 +189,14 @@ class Context:
 
 def context() -> Context:
     """Selected dataset + run, or a waiting/empty state that stops the page."""
-    dataset = st.session_state.get("dataset") or launch.default_dataset()
+    dataset = st.session_state.get("dataset") or jobs.default_dataset()
     if st.session_state.get("upload_error"):
         st.error(f"Upload rejected: {st.session_state['upload_error']}")
     runs = done_runs(dataset)
     run_id = st.session_state.get("run_id")
     run = next((r for r in runs if r.run_id == run_id), runs[0] if runs else None)
     if run is None:  # before loading any data: the training process should start at once
-        if dataset == launch.default_dataset():
+        if dataset == jobs.default_dataset():
             wait_for_default_run()
         else:
             st.info("No finished run on this dataset yet: train one on the Train page.")
@@ -221,12 +221,12 @@ def split_fingerprint(dataset: str, split: str) -> str:
 def wait_for_default_run() -> None:
     """First launch: start the fast default run (once) and show its progress until it is done."""
     with shown_errors("Could not start the default run"):
-        run_dir = launch.start_default_run(retry=bool(st.session_state.pop("retry_default", False)))
+        run_dir = jobs.start_default_run(retry=bool(st.session_state.pop("retry_default", False)))
     st.info("First launch: training the fast default model on the built-in demo benchmark. "
             "Every page works as soon as it is done (it keeps running if you reload).")
     if run_dir is not None:
         run_progress(run_dir, rerun_app_when_done=True)
-        if launch.default_run_state()[0] == "failed":
+        if jobs.default_run_state()[0] == "failed":
             st.button("Retry the default run", key="retry-default",
                       on_click=lambda: st.session_state.update(retry_default=True))
 
@@ -240,7 +240,7 @@ def run_progress(run_dir: Path, rerun_app_when_done: bool = False) -> None:
     if state == "done":
         if rerun_app_when_done:
             st.rerun(scope="app")
-    elif state in ("failed", "cancelled") or (state in ("queued", "running") and not launch.is_alive(run_dir)):
+    elif state in ("failed", "cancelled") or (state in ("queued", "running") and not jobs.is_alive(run_dir)):
         log = Path(run_dir) / "process.log"
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
         st.error(f"Run {Path(run_dir).name} is {state if state != 'running' else 'no longer running'}: "
@@ -258,13 +258,13 @@ def query_picker(data, key: str, label: str = "Query") -> int:
 
 @st.cache_resource(show_spinner="Loading the serving path (Reranker)...", max_entries=4)
 def _reranker(run_dir: str, stamp: float):
-    from cotrr_core.serve import Reranker
+    from cotrr_core.serving.reranker import Reranker
 
     return Reranker.load(run_dir)
 
 
 def get_reranker(ctx: "Context"):
-    """cotrr_core.serve.Reranker for the run, or None when serving cannot load (the caller says so)."""
+    """cotrr_core.serving.reranker.Reranker for the run, or None when serving cannot load (the caller says so)."""
     try:
         return _reranker(str(ctx.run_dir), ctx.stamp)
     except (ImportError, AttributeError):
@@ -273,7 +273,7 @@ def get_reranker(ctx: "Context"):
 
 @st.cache_data(show_spinner="Timing the serving path on every test list...", max_entries=8)
 def rollout_inputs_cached(run_dir: str, stamp: float, dataset: str):
-    from cotrr_core.inspect import rollout_inputs
+    from cotrr_core.views import rollout_inputs
 
     ctx = Context(dataset, get_benchmark(dataset), Path(run_dir), stamp)
     scores = split_scores(run_dir, stamp, dataset, "test", 10).scores

@@ -2,7 +2,7 @@
 import plotly.express as px
 import streamlit as st
 
-from cotrr_core.inspect import attention_by_relevance, attention_maps, token_ablation
+from cotrr_core.views import attention_by_relevance, attention_maps, token_ablation
 from pages._charts import chart, csv_button, heatmap, matrix_frame
 from pages._shared import context, query_picker, shown_errors, sidebar
 

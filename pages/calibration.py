@@ -3,8 +3,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from cotrr_core.inspect import calibration_view
-from cotrr_core.inspect_calibration import METHODS
+from cotrr_core.views import calibration_view
+from cotrr_core.views.calibration import METHODS
 from pages._charts import chart
 from pages._shared import context, shown_errors, sidebar
 

@@ -2,7 +2,7 @@
 import plotly.express as px
 import streamlit as st
 
-from cotrr_core.inspect import find_queries, query_lists, query_metrics, wins_ties_losses
+from cotrr_core.views import find_queries, query_lists, query_metrics, wins_ties_losses
 from pages._charts import candidate_cards, chart, csv_button
 from pages._shared import context, shown_errors, sidebar
 

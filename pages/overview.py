@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cotrr_core.inspect import headline, serving_latency, timed_scoring
+from cotrr_core.views import headline, serving_latency, timed_scoring
 from pages._charts import chart, csv_button, fmt_ci
 from pages._shared import context, get_reranker, shown_errors, sidebar
 
@@ -62,7 +62,7 @@ with right:
             ms = serving_latency(reranker, test)
             lat = pd.DataFrame({"query_id": test.query_ids[:len(ms)], "latency_ms": ms})
             st.metric("Serving latency p50 / p95", f"{np.median(ms):.2f} / {np.quantile(ms, 0.95):.2f} ms")
-            st.caption(f"Reranker.rerank (cotrr_core.serve) on each of the {len(ms)} test lists, one request at a "
+            st.caption(f"Reranker.rerank (cotrr_core.serving.reranker) on each of the {len(ms)} test lists, one request at a "
                        f"time on 1 thread ({reranker.health()['device']}, best of 3 per list).")
         else:
             t = timed_scoring(ctx.run, test)

@@ -1,7 +1,7 @@
 """Rollout: A/B simulator and ramp, shadow mode, Top-M frontier, all on the run's measured outputs."""
 import streamlit as st
 
-from cotrr_core.inspect import topm_inputs
+from cotrr_core.views import topm_inputs
 from pages._rollout_views import ab_section, click_model_picker, ramp_section, shadow_section, topm_section
 from pages._shared import context, get_reranker, rollout_inputs_cached, shown_errors, sidebar
 
@@ -12,7 +12,7 @@ with shown_errors("Could not measure the rollout inputs"):
     inp = rollout_inputs_cached(str(ctx.run_dir), ctx.stamp, ctx.dataset)
 st.caption(f"Served lists are the test split's {inp.mask.shape[0]} queries in each arm's order; control latency is "
            f"measured returning the first-stage order, treatment latency timing "
-           f"{'Reranker.rerank (cotrr_core.serve)' if get_reranker(ctx) else 'the model path'} per list.")
+           f"{'Reranker.rerank (cotrr_core.serving.reranker)' if get_reranker(ctx) else 'the model path'} per list.")
 
 ab_tab, shadow_tab, topm_tab = st.tabs(["A/B test & ramp", "Shadow mode", "Top-M frontier"])
 with ab_tab:

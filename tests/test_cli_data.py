@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from cotrr_core.cli import main
-from cotrr_core.data.benchmarks import REPO_ROOT, shared_datasets_dir
+from cotrr_core.data.benchmarks import shared_datasets_dir
+from cotrr_core.io import REPO_ROOT
 
 ROW = {"compliance_score": 0.5, "clip_img_features": [0.1, 0.2], "clip_text_features": [0.3, 0.4],
        **{f: 0.25 for f in ["subject_ratio", "object_area", "aspect_ratio", "brightness", "contrast", "saturation",

@@ -169,7 +169,7 @@ def test_all_losses_have_finite_gradients_with_extreme_scores() -> None:
 
 def test_combined_loss_warmup_then_weighted_listmle_focal() -> None:
     cfg = LossConfig()
-    loss_fn = CombinedLoss(cfg)
+    loss_fn = CombinedLoss(cfg, relevance_threshold=0.8)
     with torch.no_grad():
         loss_fn.log_t.fill_(0.4)
     g = torch.Generator().manual_seed(0)
@@ -184,7 +184,7 @@ def test_combined_loss_warmup_then_weighted_listmle_focal() -> None:
 
     loss, stats = loss_fn(scores, labels, mask, epoch=1, generator=torch.Generator().manual_seed(5))
     t = math.exp(0.4)
-    targets = smooth_targets(labels, cfg.relevance_threshold, cfg.label_smoothing)
+    targets = smooth_targets(labels, loss_fn.relevance_threshold, cfg.label_smoothing)
     expected = cfg.listmle_weight * listmle_loss(scores / t, labels, mask, torch.Generator().manual_seed(5)) + (
         cfg.focal_weight * focal_loss(scores / t, targets, mask, cfg.focal_alpha, cfg.focal_gamma)
     )
@@ -201,5 +201,5 @@ def test_combined_loss_warmup_then_weighted_listmle_focal() -> None:
 def test_smoothed_targets_and_fixed_temperature() -> None:
     t = smooth_targets(torch.tensor([0.9, 0.8, 0.1]), 0.8, 0.05)
     assert torch.allclose(t, torch.tensor([0.975, 0.975, 0.025]))
-    fixed = CombinedLoss(LossConfig(learn_temperature=False))
+    fixed = CombinedLoss(LossConfig(learn_temperature=False), relevance_threshold=0.8)
     assert list(fixed.parameters()) == [] and fixed.temperature.item() == 1.0

@@ -10,10 +10,10 @@ from cotrr_core.data.errors import DataError
 from cotrr_core.data.loaders import load_dataset
 from cotrr_core.data.spec import FeatureSpec, builtin_spec
 from cotrr_core.data.splits import split_queries
+from cotrr_core.io import REPO_ROOT
 
-__all__ = ["Benchmark", "load_benchmark", "BENCHMARKS", "shared_datasets_dir", "REPO_ROOT"]
+__all__ = ["Benchmark", "load_benchmark", "BENCHMARKS", "shared_datasets_dir"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("demo", "demo-small", "mq2008", "mslr-tiny")
 
 
@@ -40,7 +40,15 @@ def _hash_split(data: RankingData, seed: int) -> dict[str, RankingData]:
 
 
 def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) -> Benchmark:
-    """Load a named benchmark (see BENCHMARKS) or a file path, split by whole queries."""
+    """Load a named benchmark or a file, cut into whole-query splits.
+
+    Args:
+        name: one of BENCHMARKS ("demo", "demo-small", "mq2008", "mslr-tiny") or a file path.
+        seed: the seed of the query-id hash split (files and the demo).
+        spec: a feature spec overriding the benchmark's own.
+    Returns:
+        Benchmark with splits "train", "val" (early stopping), "cal" (calibrators) and "test".
+    """
     if name in ("demo", "demo-small"):
         from cotrr_core.data.demo import demo_cache_path
 

@@ -31,12 +31,26 @@ class PaddedLists:
     mask: np.ndarray
     query_index: np.ndarray  # [B] index into RankingData.query_ids
 
-    def to_torch(self, device: str = "cpu") -> tuple[dict, "object", "object"]:
-        """(tokens, labels, mask) as torch tensors on `device`."""
-        import torch
+    def batch(self, idx: np.ndarray | slice, device: "str | object" = "cpu"):
+        """Lists `idx` trimmed to their longest real list, as torch tensors on `device`.
 
-        tokens = {k: torch.from_numpy(v).to(device) for k, v in self.tokens.items()}
-        return tokens, torch.from_numpy(self.labels).to(device), torch.from_numpy(self.mask).to(device)
+        Returns (tokens {name: [b, L', d] float32}, mask [b, L'] bool, labels [b, L'] float32).
+        """
+        import torch  # lazily: the data layer must not pull in torch
+
+        mask = self.mask[idx]
+        L = max(int(mask.sum(1).max()), 1) if len(mask) else 0
+
+        def put(a: np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(a[:, :L]))
+            return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)
+
+        tokens = {k: put(v[idx]) for k, v in self.tokens.items()}
+        return tokens, put(mask), put(self.labels[idx])
+
+    def chunks(self, batch_lists: int):
+        """Slices of at most `batch_lists` lists covering all B lists in order."""
+        return [slice(a, a + batch_lists) for a in range(0, self.mask.shape[0], batch_lists)]
 
 
 @dataclass

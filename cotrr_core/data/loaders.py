@@ -35,10 +35,21 @@ def infer_format(path: str | Path) -> str:
 def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | None = None, *,
                  min_candidates: int = 2, on_small_list: SmallListPolicy = "skip", require_labels: bool = True,
                  display_name: str | None = None) -> RankingData:
-    """Load and validate a ranking file. Raises DataError (file, line, field, problem) on bad input.
+    """Load and validate a ranking file.
 
-    Without a spec, Step5 files use the built-in 'step5' spec and LETOR files a
-    default chunked spec sized to the file.
+    Args:
+        path: a Step5 JSONL / CSV / Parquet file or a LETOR (SVMlight) text file.
+        fmt: "jsonl", "csv", "parquet" or "letor" (default: from the extension).
+        spec: the feature spec; without one, Step5 files use the built-in 'step5' spec and LETOR
+            files a default chunked spec sized to the file.
+        min_candidates, on_small_list: lists shorter than `min_candidates` are skipped (counted in
+            the report) or, with "reject", refused.
+        require_labels: False for scoring-only files (rerank).
+    Returns:
+        RankingData: per query ids and text, per candidate (N rows, original order) ids, labels and
+        token features {name: [N, d] float32}, plus the load report.
+    Raises:
+        DataError naming the file, line, field and problem.
     """
     path = Path(path)
     name = display_name or str(path)

@@ -1,11 +1,26 @@
-"""Per-token feature standardisation fitted on the training split, stored as JSON."""
+"""Per-token feature standardisation fitted on the training split, stored as JSON.
+
+One formula, `standardise`, serves numpy (training, offline scoring) and torch (serving, the
+ONNX graph), so the model sees the same inputs on every path.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["FeatureScaler"]
+__all__ = ["FeatureScaler", "standardise"]
+
+
+def standardise(x: Any, mean: Any, std: Any, log_transform: bool) -> Any:
+    """(f(x) - mean) / std with f = signed log1p when `log_transform`, else identity.
+
+    x [..., d], mean [d], std [d]: all numpy arrays or all torch tensors.
+    """
+    if log_transform:
+        x = np.sign(x) * np.log1p(np.abs(x)) if isinstance(x, np.ndarray) else x.sign() * x.abs().log1p()
+    return (x - mean) / std
 
 
 @dataclass
@@ -16,24 +31,33 @@ class FeatureScaler:
     mean_: dict[str, np.ndarray] | None = None
     std_: dict[str, np.ndarray] | None = None
 
-    def _f(self, x: np.ndarray) -> np.ndarray:
-        return np.sign(x) * np.log1p(np.abs(x)) if self.log_transform else x
-
     def fit(self, features: dict[str, np.ndarray]) -> "FeatureScaler":
         """features: token -> [N, d]."""
         self.mean_, self.std_ = {}, {}
         for k, v in features.items():
-            fx = self._f(v.astype(np.float64))
+            fx = standardise(v.astype(np.float64), 0.0, 1.0, self.log_transform)
             self.mean_[k] = fx.mean(axis=0)
             std = fx.std(axis=0)
             self.std_[k] = np.where(std > 1e-8, std, 1.0)  # constant features stay finite
         return self
 
     def transform(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """token -> [..., d] raw features to float32 standardised features (computed in float64)."""
+        self._check_fitted()
+        return {k: standardise(v.astype(np.float64), self.mean_[k], self.std_[k], self.log_transform)
+                .astype(np.float32) for k, v in features.items()}
+
+    def tensors(self, device: Any = "cpu") -> dict[str, tuple[Any, Any]]:
+        """token -> (mean [d], std [d]) as float32 torch tensors on `device`, for `standardise`."""
+        import torch  # lazily: the data layer must not pull in torch
+
+        self._check_fitted()
+        return {k: (torch.as_tensor(self.mean_[k], dtype=torch.float32, device=device),
+                    torch.as_tensor(self.std_[k], dtype=torch.float32, device=device)) for k in self.mean_}
+
+    def _check_fitted(self) -> None:
         if self.mean_ is None:
             raise RuntimeError("FeatureScaler is not fitted")
-        return {k: ((self._f(v.astype(np.float64)) - self.mean_[k]) / self.std_[k]).astype(np.float32)
-                for k, v in features.items()}
 
     def to_state(self) -> dict:
         return {"log_transform": self.log_transform, "mean": {k: v.tolist() for k, v in self.mean_.items()},

@@ -1,13 +1,13 @@
 """Simulated A/B test and staged ramp of the reranker over measured inputs.
 
-Units ("u0", "u1", ...) are assigned with cotrr_core.policy.buckets, the same
+Units ("u0", "u1", ...) are assigned with cotrr_core.serving.policy.buckets, the same
 hash serving uses. Each unit issues Poisson(queries_per_unit_per_day) queries a
 day, drawn uniformly from the Q test queries; the served list is that arm's
 label row and clicks come from a click model. Simulated users are exchangeable,
 so queries are independent and query-level tests are valid here (with real
 per-user heterogeneity, analyse per unit instead).
 
-nDCG@10 is cotrr_core.metrics.ndcg_at_k of the served order (gain 2**label - 1,
+nDCG@10 is cotrr_core.evaluation.metrics.ndcg_at_k of the served order (gain 2**label - 1,
 IDCG over the whole row); queries without a relevant candidate are NaN there
 and are left out of nDCG means and tests.
 """
@@ -19,8 +19,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from cotrr_core.metrics import ndcg_at_k
-from cotrr_core.policy import buckets
+from cotrr_core.evaluation.metrics import ndcg_at_k
+from cotrr_core.serving.policy import buckets
 from cotrr_core.simulate.clicks import ClickModel
 from cotrr_core.simulate.stats import (minimum_detectable_effect, srm_check,
                                        two_proportion_test, welch_ttest_mean)

@@ -13,7 +13,8 @@ import pandas as pd
 
 from cotrr_core.data.benchmarks import load_benchmark
 from cotrr_core.io import read_json, write_json
-from cotrr_core.scoring import load_run, score_data
+from cotrr_core.scoring import score_data
+from cotrr_core.training.runs import load_run
 from cotrr_core.simulate.ab import simulate_ab
 from cotrr_core.simulate.clicks import ClickModel
 from cotrr_core.simulate.shadow import shadow_analysis
@@ -37,7 +38,7 @@ def simulate_run(kind: str, run_dir: str | Path, dataset: str | None = None, *, 
                  n_units: int = 2000, days: int = 7, share: float = 0.5, queries_per_unit_per_day: float = 1.0,
                  click_model: str = "pbm", latency_budget_ms: float = 5.0) -> dict[str, Any]:
     """Returns {"kind", "run", "dataset", "table": DataFrame, "summary": dict} computed from real outputs."""
-    from cotrr_core.inspect_rollout import measure_list_latency, rollout_inputs, topm_inputs
+    from cotrr_core.simulate.inputs import measure_list_latency, rollout_inputs, topm_inputs
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -45,7 +46,7 @@ def simulate_run(kind: str, run_dir: str | Path, dataset: str | None = None, *, 
     run = load_run(run_dir, device="cpu")
     dataset = dataset or run.meta["dataset"]
     test = load_benchmark(dataset).splits["test"]
-    scores, _ = score_data(run, test)
+    scores = score_data(run, test)
     out: dict[str, Any] = {"kind": kind, "run": run_dir.name, "dataset": dataset, "test_queries": test.num_queries}
 
     if kind == "topm":

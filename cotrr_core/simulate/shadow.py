@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cotrr_core.metrics import compliance_at_k, paired_bootstrap_ci
+from cotrr_core.evaluation.metrics import compliance_at_k, paired_bootstrap_ci
 from cotrr_core.simulate.ab import served_ndcg
 
 __all__ = ["ShadowResult", "shadow_analysis", "latency_overhead"]

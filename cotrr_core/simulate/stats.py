@@ -1,6 +1,6 @@
 """A/B statistics: two-proportion and Welch tests, SRM, sample size and MDE.
 
-(Paired bootstrap CIs live in cotrr_core.metrics.paired_bootstrap_ci.)
+(Paired bootstrap CIs live in cotrr_core.evaluation.metrics.paired_bootstrap_ci.)
 
 Convention: arm "a" is control, arm "b" is treatment; lifts are b - a.
 `alternative="less"` tests H1: treatment < control (used by ramp guardrails).

@@ -1,4 +1,4 @@
-"""cotrr_core.launch: separate-process training, liveness, the once-only default run."""
+"""cotrr_core.training.jobs: separate-process training, liveness, the once-only default run."""
 from __future__ import annotations
 
 import json
@@ -6,24 +6,24 @@ import os
 import threading
 import time
 
-from cotrr_core import launch
-from cotrr_core.runs import read_status, write_status
+from cotrr_core.training import jobs
+from cotrr_core.training.runs import read_status, write_status
 
 
 def test_overrides_and_validation():
-    assert launch.overrides_to_args({"train.epochs": 2, "model.list_context": True}) == [
+    assert jobs.overrides_to_args({"train.epochs": 2, "model.list_context": True}) == [
         "--set", "train.epochs=2", "--set", "model.list_context=true"]
     import pytest
     from cotrr_core.config import ConfigError
 
     with pytest.raises(ConfigError, match="hidden"):
-        launch.validate_overrides({"model.hidden": 30, "model.heads": 8})
+        jobs.validate_overrides({"model.hidden": 30, "model.heads": 8})
     with pytest.raises(ConfigError, match="unknown"):
-        launch.validate_overrides({"model.nope": 1})
+        jobs.validate_overrides({"model.nope": 1})
 
 
 def test_launch_training_runs_in_a_separate_process(tmp_path):
-    run_dir = launch.launch_training("demo-small", {"model.hidden": 16, "model.heads": 2, "model.layers": 1,
+    run_dir = jobs.launch_training("demo-small", {"model.hidden": 16, "model.heads": 2, "model.layers": 1,
                                                     "train.epochs": 1}, "t", root=tmp_path)
     assert run_dir.parent == tmp_path and (run_dir / "process.log").exists()
     assert read_status(run_dir)["pid"] != os.getpid()
@@ -32,10 +32,10 @@ def test_launch_training_runs_in_a_separate_process(tmp_path):
         time.sleep(0.5)
     assert read_status(run_dir)["state"] == "done", (run_dir / "process.log").read_text()[-2000:]
     deadline = time.time() + 20
-    while time.time() < deadline and launch.is_alive(run_dir):  # the process exits after writing 'done'
+    while time.time() < deadline and jobs.is_alive(run_dir):  # the process exits after writing 'done'
         time.sleep(0.2)
-    assert not launch.is_alive(run_dir)
-    assert launch.ensure_default_run("demo-small", tmp_path) == run_dir
+    assert not jobs.is_alive(run_dir)
+    assert jobs.ensure_default_run("demo-small", tmp_path) == run_dir
 
 
 def test_default_run_started_once(tmp_path, monkeypatch):
@@ -49,17 +49,17 @@ def test_default_run_started_once(tmp_path, monkeypatch):
         (d / "config.json").write_text(json.dumps({"dataset": dataset}))
         return d
 
-    monkeypatch.setattr(launch, "launch_training", fake_launch)
+    monkeypatch.setattr(jobs, "launch_training", fake_launch)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(launch.start_default_run("demo", tmp_path)))
+    threads = [threading.Thread(target=lambda: results.append(jobs.start_default_run("demo", tmp_path)))
                for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(calls) == 1
-    assert launch.start_default_run("demo", tmp_path) == tmp_path / "20990101-000000-default-fast"
-    assert launch.default_run_state("demo", tmp_path)[0] == "running"
+    assert jobs.start_default_run("demo", tmp_path) == tmp_path / "20990101-000000-default-fast"
+    assert jobs.default_run_state("demo", tmp_path)[0] == "running"
     assert len(calls) == 1
 
 
@@ -73,8 +73,8 @@ def test_failed_default_run_is_not_relaunched(tmp_path, monkeypatch):
         calls.append(d)
         return d
 
-    monkeypatch.setattr(launch, "launch_training", fake_launch)
-    first = launch.start_default_run("demo", tmp_path)
-    assert launch.default_run_state("demo", tmp_path) == ("failed", first)
-    assert launch.start_default_run("demo", tmp_path) == first and len(calls) == 1
-    assert launch.start_default_run("demo", tmp_path, retry=True) != first and len(calls) == 2
+    monkeypatch.setattr(jobs, "launch_training", fake_launch)
+    first = jobs.start_default_run("demo", tmp_path)
+    assert jobs.default_run_state("demo", tmp_path) == ("failed", first)
+    assert jobs.start_default_run("demo", tmp_path) == first and len(calls) == 1
+    assert jobs.start_default_run("demo", tmp_path, retry=True) != first and len(calls) == 2

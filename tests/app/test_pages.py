@@ -107,8 +107,8 @@ def test_train_form_shows_config_errors(app_env):
 
 def test_first_launch_shows_progress(app_env, tmp_path, monkeypatch):
     """Empty runs dir: the default run is started (once) and its progress is shown."""
-    from cotrr_core import launch
-    from cotrr_core.runs import write_status
+    from cotrr_core.training import jobs
+    from cotrr_core.training.runs import write_status
 
     started = []
 
@@ -120,7 +120,7 @@ def test_first_launch_shows_progress(app_env, tmp_path, monkeypatch):
         return d
 
     monkeypatch.setenv("COTRR_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(launch, "launch_training", fake_launch)
+    monkeypatch.setattr(jobs, "launch_training", fake_launch)
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     assert not at.exception

@@ -1,0 +1,117 @@
+"""The one place that fits calibrators on a run's 'cal' split and measures them on 'test'."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cotrr_core.calibration.calibrators import Calibrator, make_calibrator, save_calibrator
+from cotrr_core.data.benchmarks import Benchmark, load_benchmark
+from cotrr_core.evaluation.metrics import adaptive_ece, brier, ece, log_loss, mce, risk_coverage
+from cotrr_core.io import read_json, write_json
+from cotrr_core.scoring import mc_samples_data, score_data
+from cotrr_core.training.runs import LoadedRun, load_run
+
+__all__ = ["CalibrationFit", "fit_calibrators", "calibrate_run", "calibration_table", "uncalibrated_probs",
+           "probability_std", "METHODS"]
+
+METHODS = ("temperature", "platt", "isotonic")
+
+
+def uncalibrated_probs(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(score / T) [N]: what the focal head was trained to output."""
+    return 1.0 / (1.0 + np.exp(-np.clip(scores / temperature, -50, 50)))
+
+
+def calibration_table(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> dict[str, float]:
+    """ECE, adaptive ECE, MCE, Brier and log loss of probabilities [N] against 0/1 labels [N]."""
+    return {"ece": ece(probs, y, n_bins), "adaptive_ece": adaptive_ece(probs, y, n_bins),
+            "mce": mce(probs, y, n_bins), "brier": brier(probs, y), "log_loss": log_loss(probs, y)}
+
+
+def probability_std(calibrator, samples: np.ndarray) -> np.ndarray:
+    """Per-candidate std [N] of calibrated probabilities over MC-dropout score samples [S, N].
+
+    Measured in probability space because that is where the error is: a score far from the
+    decision boundary can wobble a lot without moving P(relevant).
+    """
+    probs = np.stack([calibrator.predict(s) for s in samples])
+    return probs.std(axis=0)
+
+
+@dataclass
+class CalibrationFit:
+    """Every calibrator fitted on 'cal', with the raw scores [N] and 0/1 labels [N] of both splits."""
+
+    s_cal: np.ndarray
+    y_cal: np.ndarray
+    s_test: np.ndarray
+    y_test: np.ndarray
+    uncalibrated: np.ndarray  # sigmoid(score / T) on test [N_test]
+    fitted: dict[str, Calibrator]
+
+    def table(self, n_bins: int = 15) -> dict[str, dict[str, float]]:
+        """Calibration metrics on test: uncalibrated, then one row per method."""
+        out = {"uncalibrated": calibration_table(self.uncalibrated, self.y_test, n_bins)}
+        out.update({name: calibration_table(cal.predict(self.s_test), self.y_test, n_bins)
+                    for name, cal in self.fitted.items()})
+        return out
+
+    def notes(self) -> dict[str, str]:
+        return {name: getattr(cal, "fit_note_", "") for name, cal in self.fitted.items()}
+
+
+def fit_calibrators(run: LoadedRun, bench: Benchmark) -> CalibrationFit:
+    """Score 'cal' and 'test' with the run's model and fit every method in METHODS on 'cal'."""
+    cal, test = bench.splits["cal"], bench.splits["test"]
+    s_cal = score_data(run, cal)
+    s_test = score_data(run, test)
+    y_cal, y_test = cal.relevant().astype(int), test.relevant().astype(int)
+    fitted = {name: make_calibrator(name).fit(s_cal, y_cal) for name in METHODS}
+    return CalibrationFit(s_cal, y_cal, s_test, y_test, uncalibrated_probs(s_test, run.temperature), fitted)
+
+
+def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: str = "isotonic",
+                  mc_samples: int = 5, run: LoadedRun | None = None) -> dict:
+    """Fit every calibrator on the 'cal' split, evaluate on 'test', store `method` as calibrator.json.
+
+    Args:
+        run_dir: a trained run's directory.
+        bench: its benchmark (default: reloaded from the run's config).
+        method: the calibrator to keep ("temperature", "platt" or "isotonic").
+        mc_samples: MC-dropout samples for the uncertainty check.
+    Returns:
+        The 'calibration' section added to metrics.json: per calibrator ECE / adaptive ECE / MCE /
+        Brier / log loss on test, and whether MC-dropout uncertainty predicts the error (AURC).
+    """
+    run_dir = Path(run_dir)
+    run = run or load_run(run_dir, device="cpu")
+    bench = bench or load_benchmark(run.meta["dataset"])
+    fit = fit_calibrators(run, bench)
+    chosen = fit.fitted[method]
+    save_calibrator(chosen, run_dir / "calibrator.json")
+
+    p_test = chosen.predict(fit.s_test)
+    std_test = probability_std(chosen, mc_samples_data(run, bench.splits["test"], mc_samples))
+    error = np.abs(p_test - fit.y_test)
+    rc = risk_coverage(error, std_test)
+    section = {
+        "method": method, "fit_split": "cal", "eval_split": "test", "n_cal": int(len(fit.y_cal)),
+        "n_test": int(len(fit.y_test)), "cal_queries": bench.splits["cal"].num_queries,
+        "test_queries": bench.splits["test"].num_queries, "table": fit.table(), "fit_notes": fit.notes(),
+        "uncertainty": {"mc_samples": mc_samples, "error": "|p_calibrated - y|",
+                        "uncertainty": "std over MC-dropout samples of the calibrated probability", "aurc": rc["aurc"],
+                        "random_aurc": rc["random_aurc"], "oracle_aurc": rc["oracle_aurc"],
+                        "corr_std_error": _corr(std_test, error)},
+    }
+    metrics_path = run_dir / "metrics.json"
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    metrics["calibration"] = section
+    write_json(metrics_path, metrics)
+    return section
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation, None when either side is constant (e.g. a model without dropout)."""
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else None

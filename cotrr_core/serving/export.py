@@ -1,0 +1,94 @@
+"""Export a run's model to ONNX: raw token features + mask -> raw scores, dynamic batch and list length.
+
+The feature scaler is folded into the graph, so an ONNX consumer feeds the same raw features
+as `Reranker.rerank` (inputs are named after the spec's tokens, in spec order, then `mask`).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from cotrr_core.data.scaling import standardise
+from cotrr_core.training.runs import LoadedRun, load_run
+
+__all__ = ["ScoringGraph", "export_onnx", "example_inputs"]
+
+
+class ScoringGraph(nn.Module):
+    """(raw token tensors [B, L, d_t] in spec order..., mask [B, L] bool) -> scores [B, L]."""
+
+    def __init__(self, run: LoadedRun) -> None:
+        super().__init__()
+        self.model = run.model.eval()
+        self.names = [t.name for t in run.spec.tokens]
+        self.log_transform = run.scaler.log_transform
+        for name, (mean, std) in run.scaler.tensors().items():
+            self.register_buffer(f"mean_{name}", mean)
+            self.register_buffer(f"std_{name}", std)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        *raw, mask = inputs
+        tokens = {}
+        for name, x in zip(self.names, raw):
+            tokens[name] = standardise(x, getattr(self, f"mean_{name}"), getattr(self, f"std_{name}"),
+                                       self.log_transform)
+        return self.model(tokens, mask)
+
+
+def example_inputs(run: LoadedRun, batch: int = 2, length: int = 5, seed: int = 0) -> tuple[Tensor, ...]:
+    """Random raw features [batch, length, d] per token and a mask with one padded slot in list 0."""
+    g = torch.Generator().manual_seed(seed)
+    dims = run.meta["token_dims"]
+    tokens = tuple(torch.randn(batch, length, dims[t.name], generator=g) for t in run.spec.tokens)
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[0, -1] = False
+    return (*tokens, mask)
+
+
+def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 18) -> dict:
+    """Write the ONNX graph; returns {path, exporter, opset, inputs}. Tries the dynamo exporter first."""
+    run = load_run(run_dir, device="cpu")
+    graph = ScoringGraph(run).eval()
+    args = example_inputs(run)
+    names = [*graph.names, "mask"]
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for exporter in ("dynamo", "legacy"):
+        try:
+            _export(graph, args, names, out_path, opset, exporter)
+            _add_metadata(out_path, run)
+            return {"path": str(out_path), "exporter": exporter, "opset": opset, "inputs": names,
+                    "errors": errors}
+        except Exception as exc:  # noqa: BLE001 - fall back to the other exporter, keep the reason
+            errors.append(f"{exporter}: {type(exc).__name__}: {str(exc)[:300]}")
+    raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+
+
+def _export(graph: nn.Module, args: tuple, names: list[str], out: Path, opset: int, exporter: str) -> None:
+    axes = {n: {0: "batch", 1: "list"} for n in names}
+    axes["scores"] = {0: "batch", 1: "list"}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("list", min=2)
+            shapes = tuple({0: batch, 1: length} for _ in names)
+            torch.onnx.export(graph, args, str(out), input_names=names, output_names=["scores"], opset_version=opset,
+                              dynamo=True, dynamic_shapes=(shapes,), external_data=False)
+        else:
+            torch.onnx.export(graph, args, str(out), input_names=names, output_names=["scores"], opset_version=opset,
+                              dynamo=False, dynamic_axes=axes)
+
+
+def _add_metadata(path: Path, run: LoadedRun) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = {"run_id": run.run_dir.name, "tokens": ",".join(t.name for t in run.spec.tokens),
+            "temperature": repr(run.temperature), "inputs": "raw features (scaler folded in), mask bool"}
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))

@@ -1,0 +1,137 @@
+"""Request candidates -> feature arrays, fast; the data layer explains what is wrong when it is not.
+
+The fast path converts plain dicts straight to float32 arrays and checks shapes and
+finiteness. Anything it cannot convert is handed to `build_ranking_data` (the Step5
+contract) only to obtain its precise DataError, so serving and training reject the
+same inputs with the same messages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from cotrr_core.data.dataset import RankingData, build_ranking_data, token_columns
+from cotrr_core.data.errors import DataError
+from cotrr_core.data.spec import FeatureSpec
+
+__all__ = ["SOURCE", "TokenLayout", "Featurizer", "as_records", "original_order", "request_records"]
+
+SOURCE = "rerank request"
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How one token is read from a candidate dict."""
+
+    name: str
+    fields: tuple[str, ...]
+    dim: int
+    list_constant: bool
+    get: Callable[[dict], Any]  # itemgetter over `fields`
+
+
+def as_records(candidates: Any) -> list[dict]:
+    """list[dict] or DataFrame -> list of dicts (the caller's dicts are never mutated)."""
+    if isinstance(candidates, pd.DataFrame):
+        return candidates.to_dict("records")
+    if not isinstance(candidates, (list, tuple)) or not all(isinstance(c, dict) for c in candidates):
+        raise DataError(SOURCE, None, None, "candidates must be a list of dicts or a DataFrame")
+    return list(candidates)
+
+
+def request_records(data: RankingData, q: int) -> list[dict]:
+    """List q (original order) as the candidate dicts a rerank request carries: candidate_id,
+    first_stage_rank and the spec's input fields (vectors as float32 arrays [d], scalars as floats)."""
+    r = data.rows(q)
+    records = [{"candidate_id": str(c), "first_stage_rank": i + 1} for i, c in enumerate(data.candidate_ids[r])]
+    for tok in data.spec.tokens:
+        cols = token_columns(tok)
+        block = data.features[tok.name][r]  # [n, d]
+        if len(cols) == 1 and block.shape[1] > 1:
+            for rec, row in zip(records, block):
+                rec[cols[0]] = row
+        else:
+            for j, col in enumerate(cols):
+                for rec, v in zip(records, block[:, j].tolist()):
+                    rec[col] = v
+    return records
+
+
+def original_order(records: list[dict], spec: FeatureSpec) -> np.ndarray:
+    """[n] permutation into the ORIGINAL order: first_stage_rank, else -first_stage_score, else as given."""
+    for key, sign in (("first_stage_rank", 1.0), ("first_stage_score", -1.0)):
+        values = [r.get(key) for r in records]
+        if any(v is not None for v in values):
+            try:
+                arr = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise explain(records, spec) from None
+            if not np.isfinite(arr).all():
+                raise explain(records, spec)
+            return np.argsort(sign * arr, kind="stable")
+    return np.arange(len(records))
+
+
+class Featurizer:
+    """Candidate dicts -> {token: float32 [n, d]} for the run's spec and token widths."""
+
+    def __init__(self, spec: FeatureSpec, token_dims: dict[str, int]) -> None:
+        self.spec = spec
+        self.layout = tuple(
+            TokenLayout(t.name, token_columns(t), int(token_dims[t.name]), t.list_constant,
+                        itemgetter(*token_columns(t)))
+            for t in spec.tokens)
+
+    def __call__(self, records: list[dict]) -> dict[str, np.ndarray]:
+        """records (original order, n >= 1) -> {name: [n, d] float32}. Raises DataError on bad input."""
+        try:
+            return {t.name: self._token(t, records) for t in self.layout}
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise explain(records, self.spec, exc) from None
+
+    def _token(self, t: TokenLayout, records: list[dict]) -> np.ndarray:
+        n = len(records)
+        if t.list_constant and len(t.fields) == 1:
+            # The model reads only candidate 0 of a list-constant token; the rest are only
+            # length-checked, which saves converting (L - 1) x d floats per call.
+            field = t.fields[0]
+            arr = np.asarray(records[0][field], dtype=np.float32).reshape(1, -1)
+            if any(len(r[field]) != t.dim for r in records):
+                raise ValueError(f"{field}: wrong vector length")
+            arr = np.broadcast_to(arr, (n, arr.shape[1]))
+        else:
+            arr = np.asarray([t.get(r) for r in records], dtype=np.float32).reshape(n, -1)
+        if arr.shape[1] != t.dim:
+            raise _width_error(t, arr.shape[1])
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{t.name}: NaN or infinite value")
+        return arr
+
+
+def _width_error(t: TokenLayout, got: int) -> DataError:
+    return DataError(SOURCE, None, ",".join(t.fields), f"token '{t.name}' has width {got}, the model expects {t.dim}")
+
+
+def explain(records: list[dict], spec: FeatureSpec | None, exc: Exception | None = None) -> DataError:
+    """The data layer's DataError for `records` (which the fast path rejected)."""
+    if isinstance(exc, DataError):
+        return exc
+    if spec is not None:
+        frame = pd.DataFrame.from_records(records)
+        defaults = {"query_id": "request", "candidate_id": [str(i) for i in range(len(frame))],
+                    spec.label_field: spec.label_min}  # serving input needs neither ids nor labels
+        for col, value in defaults.items():
+            if col not in frame:
+                frame[col] = value
+        try:
+            build_ranking_data(frame, spec, SOURCE, line_label="candidate", min_candidates=1, on_small_list="reject")
+        except DataError as err:
+            return err
+        except Exception as err:  # noqa: BLE001 - any failure of the validator still means bad input
+            return DataError(SOURCE, None, None, f"{type(err).__name__}: {err}")
+    detail = f"{type(exc).__name__}: {exc}" if exc is not None else "invalid first_stage_rank/score"
+    return DataError(SOURCE, None, None, detail)

@@ -1,0 +1,186 @@
+"""Launch training runs as separate processes, so they survive app reruns and browser reloads.
+
+The app never trains in its own process: `launch_training` starts
+`python -m cotrr_core train ... --run-dir DIR` in a new session with its output in
+DIR/process.log, and the app polls DIR/status.json (cotrr_core.training.runs.read_status).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cotrr_core.io import REPO_ROOT
+from cotrr_core.training.runs import list_runs, new_run_dir, read_status, runs_root, write_status
+
+__all__ = ["runs_root", "launch_training", "is_alive", "ensure_default_run", "start_default_run",
+           "default_run_state", "validate_overrides", "DEFAULT_DATASET", "DEFAULT_NAME", "overrides_to_args"]
+
+DEFAULT_NAME = "default-fast"
+DEFAULT_DATASET = "demo"
+_LOCK = ".default-run.lock"
+
+
+def default_dataset() -> str:
+    return os.environ.get("COTRR_DEFAULT_DATASET", DEFAULT_DATASET)
+
+
+def overrides_to_args(overrides: dict[str, Any]) -> list[str]:
+    """{"train.epochs": 3, "model.list_context": True} -> ["--set", "train.epochs=3", ...] (JSON values)."""
+    args: list[str] = []
+    for key, value in overrides.items():
+        if "." not in key:
+            raise ValueError(f"override {key!r}: expected section.field")
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return args
+
+
+def validate_overrides(overrides: dict[str, Any], device_check: bool = True):
+    """The RunConfig these overrides give (ConfigError naming the field); checks the device exists."""
+    from cotrr_core.config import RunConfig
+
+    config = RunConfig().with_overrides(overrides, where="training form")
+    if device_check:
+        from cotrr_core.scoring import pick_device
+
+        pick_device(config.train.device)  # RuntimeError naming the missing device
+    return config
+
+
+def launch_training(dataset: str, overrides: dict[str, Any] | None = None, name: str = "run", *,
+                    fast: bool = False, root: Path | None = None) -> Path:
+    """Start training in a separate process; returns the run directory (status.json already 'queued')."""
+    root = Path(root or runs_root())
+    run_dir = new_run_dir(name, root=root)
+    write_status(run_dir, "queued", 0.0, "starting the training process")
+    cmd = [sys.executable, "-m", "cotrr_core", "train", "--dataset", str(dataset), "--run-dir", str(run_dir),
+           *(["--fast"] if fast else []), *overrides_to_args(overrides or {})]
+    env = dict(os.environ, COTRR_RUNS=str(root), PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    with open(run_dir / "process.log", "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    _CHILDREN.append(proc)
+    # The child rewrites status.json with its own pid once it starts; record ours meanwhile.
+    write_status(run_dir, "queued", 0.0, "training process started", pid=proc.pid, launched_pid=proc.pid,
+                 command=" ".join(cmd[1:]))
+    return run_dir
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (exited, not yet reaped by us) counts as dead
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def is_alive(run_dir: Path) -> bool:
+    """Is the process that trains `run_dir` (pid in status.json) still running?"""
+    _reap()
+    status = read_status(Path(run_dir))
+    pids = {p for p in (status.get("pid"), status.get("launched_pid")) if isinstance(p, int)}
+    return any(_pid_alive(p) for p in pids)
+
+
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def _reap() -> None:
+    """Collect exited training processes this process launched, so they do not linger as zombies."""
+    for proc in list(_CHILDREN):
+        if proc.poll() is not None:
+            _CHILDREN.remove(proc)
+
+
+def ensure_default_run(dataset: str | None = None, root: Path | None = None) -> Path | None:
+    """The newest finished run on `dataset` (default: the demo), or None."""
+    dataset = dataset or default_dataset()
+    for run in list_runs(Path(root or runs_root())):
+        if run.state == "done" and run.config.get("dataset") == dataset and (run.path / "model.pt").exists():
+            return run.path
+    return None
+
+
+def _default_runs(dataset: str, root: Path) -> list:
+    return [r for r in list_runs(root) if r.run_id.endswith(DEFAULT_NAME)
+            and r.config.get("dataset") in (dataset, None)]
+
+
+def default_run_state(dataset: str | None = None, root: Path | None = None) -> tuple[str, Path | None]:
+    """('done' | 'running' | 'failed' | 'missing', run dir or None) for the default dataset.
+
+    'failed': the newest default run failed, was cancelled or died; it is not relaunched by itself.
+    """
+    dataset = dataset or default_dataset()
+    root = Path(root or runs_root())
+    done = ensure_default_run(dataset, root)
+    if done is not None:
+        return "done", done
+    _reap()
+    for run in _default_runs(dataset, root):  # newest first
+        if run.state in ("queued", "running") and is_alive(run.path):
+            return "running", run.path
+    newest = _default_runs(dataset, root)
+    if newest and (run := newest[0]).state in ("failed", "cancelled", "queued", "running"):
+        return "failed", run.path
+    return "missing", None
+
+
+def start_default_run(dataset: str | None = None, root: Path | None = None,
+                      overrides: dict[str, Any] | None = None, retry: bool = False) -> Path | None:
+    """First launch: start the fast default run unless one is done or running. Returns its directory.
+
+    A lock file created atomically (O_CREAT | O_EXCL) makes concurrent sessions start one run only.
+    A failed default run is returned as is (no relaunch loop) unless `retry`.
+    """
+    dataset = dataset or default_dataset()
+    root = Path(root or runs_root())
+    root.mkdir(parents=True, exist_ok=True)
+    state, run = default_run_state(dataset, root)
+    if state in ("done", "running") or (state == "failed" and not retry):
+        return run
+    lock = root / _LOCK
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        if _stale(lock):
+            lock.unlink(missing_ok=True)
+            return start_default_run(dataset, root, overrides, retry)
+        return _locked_run(lock)
+    try:
+        run_dir = launch_training(dataset, overrides or {}, DEFAULT_NAME, fast=True, root=root)
+        os.write(fd, json.dumps({"run_dir": str(run_dir), "time": time.time()}).encode())
+    finally:
+        os.close(fd)
+    return run_dir
+
+
+def _locked_run(lock: Path) -> Path | None:
+    try:
+        return Path(json.loads(lock.read_text())["run_dir"])
+    except (OSError, ValueError, KeyError):
+        return None  # the other session is between creating the lock and writing it
+
+
+def _stale(lock: Path) -> bool:
+    run = _locked_run(lock)
+    if run is None:
+        try:
+            return time.time() - lock.stat().st_mtime > 60
+        except OSError:
+            return True
+    state = read_status(run).get("state")
+    # a finished, failed or dead default run frees the lock
+    return state in ("failed", "cancelled") or (state != "done" and not is_alive(run)) or state == "done"

@@ -1,0 +1,174 @@
+"""Run registry on disk: artifacts/runs/<run_id>/ with config, weights, history, status, log,
+and `load_run`, which rebuilds a trained run from its directory alone.
+
+status.json is what the app and CLI poll: state (queued/running/done/failed/cancelled),
+progress in [0, 1], a message, and the pid of the training process.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cotrr_core.io import REPO_ROOT, read_json, write_json
+
+__all__ = ["runs_root", "RunInfo", "new_run_dir", "write_status", "read_status", "list_runs",
+           "request_cancel", "cancel_requested", "append_log", "read_history", "STATES", "LoadedRun", "load_run"]
+
+# Keys of configs written by earlier versions that no longer exist; dropped when an old run is loaded.
+_RETIRED_KEYS = {"calibration": ("mc_samples",), "loss": ("relevance_threshold",)}
+
+
+def runs_root() -> Path:
+    """$COTRR_RUNS (read now, not at import), else artifacts/runs."""
+    return Path(os.environ.get("COTRR_RUNS", REPO_ROOT / "artifacts" / "runs"))
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+_CANCEL = "CANCEL"
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    path: Path
+    status: dict[str, Any]
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def state(self) -> str:
+        return self.status.get("state", "unknown")
+
+
+def new_run_dir(name: str = "run", root: Path | None = None) -> Path:
+    """Create artifacts/runs/<UTC timestamp>-<name>/ (unique) and return it."""
+    root = Path(root or runs_root())
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", name).strip("-") or "run"
+    for i in range(1000):
+        path = root / (f"{stamp}-{slug}" + (f"-{i}" if i else ""))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run directory under {root}")
+
+
+def write_status(run_dir: Path, state: str, progress: float = 0.0, message: str = "", **extra: Any) -> None:
+    if state not in STATES:
+        raise ValueError(f"state must be one of {STATES}, got {state!r}")
+    write_json(Path(run_dir) / "status.json", {
+        "state": state, "progress": round(float(progress), 4), "message": message, "pid": os.getpid(),
+        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra})
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return read_json(Path(run_dir) / "status.json")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"state": "unknown", "progress": 0.0, "message": "no status yet"}
+
+
+def request_cancel(run_dir: Path) -> None:
+    """Ask a running training to stop at its next step (it checkpoints and marks itself cancelled)."""
+    (Path(run_dir) / _CANCEL).touch()
+
+
+def cancel_requested(run_dir: Path) -> bool:
+    return (Path(run_dir) / _CANCEL).exists()
+
+
+def append_log(run_dir: Path, line: str) -> None:
+    # log.txt is append-only text for people; the machine-read state lives in the atomic JSON files
+    stamp = _dt.datetime.now().strftime("%H:%M:%S")
+    with open(Path(run_dir) / "log.txt", "a", encoding="utf-8") as fh:
+        fh.write(f"[{stamp}] {line}\n")
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _read_optional(path: Path) -> dict[str, Any]:
+    try:
+        return read_json(path)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def list_runs(root: Path | None = None) -> list[RunInfo]:
+    """All runs, newest first."""
+    root = Path(root or runs_root())
+    if not root.exists():
+        return []
+    runs = [RunInfo(p.name, p, read_status(p), _read_optional(p / "config.json"), _read_optional(p / "metrics.json"))
+            for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(runs, key=lambda r: r.run_id, reverse=True)
+
+
+@dataclass
+class LoadedRun:
+    """Everything needed to score with a run, rebuilt from its directory alone."""
+
+    run_dir: Path
+    config: Any  # RunConfig
+    spec: Any  # FeatureSpec
+    scaler: Any  # FeatureScaler
+    model: Any  # CoTRRModel, in eval mode on `device`
+    temperature: float  # the loss's learned temperature: sigmoid(score / T) is the uncalibrated P(relevant)
+    calibrator: Any  # a fitted Calibrator, or None
+    device: Any  # torch.device
+    meta: dict
+
+    def probabilities(self, scores: Any) -> Any:
+        """Raw scores [...] -> P(relevant) [...] in [0, 1]: the calibrator, else sigmoid(score / T)."""
+        import numpy as np
+
+        from cotrr_core.calibration.evaluate import uncalibrated_probs
+
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.calibrator is None:
+            return uncalibrated_probs(scores, self.temperature)
+        return np.clip(self.calibrator.predict(scores.reshape(-1)), 0.0, 1.0).reshape(scores.shape)
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild model, config, spec, scaler and calibrator from a run directory.
+
+    Args:
+        run_dir: artifacts/runs/<run_id> (config.json, model.pt, scaler.json, optional calibrator.json).
+        device: "auto" (CUDA > MPS > CPU), "cpu", "cuda[:i]" or "mps".
+    Returns:
+        A LoadedRun. Weights load with torch.load(weights_only=True); the calibrator from JSON.
+    """
+    import torch
+
+    from cotrr_core.calibration.calibrators import load_calibrator
+    from cotrr_core.config import RunConfig
+    from cotrr_core.data.scaling import FeatureScaler
+    from cotrr_core.data.spec import FeatureSpec
+    from cotrr_core.scoring import build_model, pick_device
+
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / "config.json")
+    raw = {section: {k: v for k, v in fields.items() if k not in _RETIRED_KEYS.get(section, ())}
+           if isinstance(fields, dict) else fields for section, fields in meta["run"].items()}
+    config = RunConfig.from_dict(raw, where=f"{run_dir}/config.json")
+    spec = FeatureSpec.from_dict(meta["spec"], where=f"{run_dir}/config.json spec")
+    dev = pick_device(device)
+    model = build_model(config, spec, meta["token_dims"])
+    state = torch.load(run_dir / "model.pt", map_location=dev, weights_only=True)
+    model.load_state_dict(state["model"])
+    model.to(dev).eval()
+    cal_path = run_dir / "calibrator.json"
+    calibrator = load_calibrator(cal_path) if cal_path.exists() else None
+    return LoadedRun(run_dir, config, spec, FeatureScaler.from_state(read_json(run_dir / "scaler.json")), model,
+                     float(state.get("temperature", 1.0)), calibrator, dev, meta)

@@ -1,0 +1,76 @@
+"""Tables over the run registry: one row per run, config diffs, history frames for comparison."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cotrr_core.training.runs import RunInfo, read_history
+
+__all__ = ["runs_table", "flatten_config", "config_diff", "metrics_side_by_side", "history_frame"]
+
+_TEST_KEYS = ("ndcg@10", "c@1", "mrr")
+
+
+def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
+    """{"model": {"hidden": 256}} -> {"model.hidden": 256} (the run config of config.json)."""
+    run = config.get("run", config)
+    return {f"{section}.{k}": v for section, fields in run.items() if isinstance(fields, dict)
+            for k, v in fields.items()}
+
+
+def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        flat = flatten_config(r.config) if r.config else {}
+        test = r.metrics.get("test", {})
+        cal = r.metrics.get("calibration", {})
+        row = {"run_id": r.run_id, "state": r.state, "progress": float(r.status.get("progress", 0.0)),
+               "dataset": r.config.get("dataset"), "hidden": flat.get("model.hidden"),
+               "layers": flat.get("model.layers"), "heads": flat.get("model.heads"),
+               "list_context": flat.get("model.list_context"), "epochs": flat.get("train.epochs"),
+               "best_epoch": r.metrics.get("best_epoch"), "train_seconds": r.metrics.get("train_seconds")}
+        for key in _TEST_KEYS:
+            row[f"test_{key}"] = test.get("cotrr", {}).get(key)
+            row[f"original_{key}"] = test.get("original", {}).get(key)
+        if cal:
+            row["ece_uncalibrated"] = cal["table"]["uncalibrated"]["ece"]
+            row[f"ece_{cal['method']}"] = cal["table"][cal["method"]]["ece"]
+            row["ece_calibrated"] = cal["table"][cal["method"]]["ece"]
+        row["message"] = r.status.get("message", "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def config_diff(a: RunInfo, b: RunInfo, only_different: bool = True) -> pd.DataFrame:
+    fa, fb = flatten_config(a.config), flatten_config(b.config)
+    fa["dataset"], fb["dataset"] = a.config.get("dataset"), b.config.get("dataset")
+    rows = [{"field": k, a.run_id: fa.get(k), b.run_id: fb.get(k), "differs": fa.get(k) != fb.get(k)}
+            for k in sorted(set(fa) | set(fb))]
+    df = pd.DataFrame(rows)
+    return df[df["differs"]].drop(columns="differs") if only_different and len(df) else df
+
+
+def metrics_side_by_side(runs: list[RunInfo]) -> pd.DataFrame:
+    keys = sorted({k for r in runs for k in r.metrics.get("test", {}).get("cotrr", {})} - {"queries"})
+    rows = []
+    for k in keys:
+        row: dict[str, Any] = {"metric": k}
+        for r in runs:
+            row[r.run_id] = r.metrics.get("test", {}).get("cotrr", {}).get(k)
+        row["original order"] = next((r.metrics["test"]["original"].get(k) for r in runs
+                                      if "test" in r.metrics), None)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def history_frame(runs: list[RunInfo] | list[Path]) -> pd.DataFrame:
+    """Per-epoch history of one or more runs, long format with a run_id column."""
+    frames = []
+    for r in runs:
+        path = r.path if isinstance(r, RunInfo) else Path(r)
+        hist = read_history(path)
+        if hist:
+            frames.append(pd.DataFrame(hist).assign(run_id=path.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "run_id"])
