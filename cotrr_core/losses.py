@@ -32,7 +32,10 @@ def listmle_loss(scores: Tensor, labels: Tensor, mask: Tensor, generator: torch.
     # Shuffle, then stable-sort ascending (worst first, padding last): ties land in random order,
     # and the forward logcumsumexp at rank i covers exactly the real candidates ranked at or below
     # i, so padding never enters a sum and no -inf is needed (-inf breaks gradients).
-    shuffle = torch.rand(b, l, generator=generator, device=scores.device).argsort(dim=-1)
+    # Drawn on the generator's own device (a CPU generator while training on CUDA is the usual case),
+    # so the tie-breaks are the same on every device.
+    draw_on = generator.device if generator is not None else scores.device
+    shuffle = torch.rand(b, l, generator=generator, device=draw_on).to(scores.device).argsort(dim=-1)
     key = torch.where(mask, labels, float("inf")).gather(-1, shuffle)
     order = shuffle.gather(-1, key.argsort(dim=-1, stable=True))
     s_sorted = s.gather(-1, order)

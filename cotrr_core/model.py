@@ -7,8 +7,6 @@ optionally the pooled candidates of a list then attend to each other (list conte
 """
 from __future__ import annotations
 
-import weakref
-
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -19,7 +17,11 @@ from cotrr_core.config import ModelConfig
 
 __all__ = ["mc_scores", "Attention", "Block", "TokenEncoder", "CoTRRModel", "mc_dropout_scores", "count_parameters"]
 
-_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+def _active(module: nn.Module, dropout: bool | None) -> bool:
+    """Dropout on? `dropout` None follows the module's train/eval mode; True/False force it per call,
+    so MC dropout never changes shared module state (a served model is shared by threads)."""
+    return module.training if dropout is None else dropout
 
 
 class Attention(nn.Module):
@@ -30,13 +32,13 @@ class Attention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(hidden, 3 * attn_dim)
         self.out = nn.Linear(attn_dim, hidden)
-        # A module (not a float) so that mc_dropout_scores can switch attention dropout on alone.
         self.attn_drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False
+        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Returns (y [N, S, H], attention weights [N, heads, S, S] or None on the fused path)."""
+        p = self.attn_drop.p if _active(self, dropout) else 0.0
         n, s, _ = x.shape
         q, k, v = self.qkv(x).view(n, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, S, d]
         allowed = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, S]
@@ -46,9 +48,8 @@ class Attention(nn.Module):
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
             att = logits.softmax(dim=-1)
-            y = self.attn_drop(att) @ v
+            y = F.dropout(att, p, training=p > 0) @ v
         else:
-            p = self.attn_drop.p if self.attn_drop.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
         return self.out(y.transpose(1, 2).reshape(n, s, -1)), att
 
@@ -67,11 +68,12 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False
+        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        a, att = self.attn(self.ln1(x), key_mask, return_attention)
-        x = x + self.drop(a)
-        x = x + self.drop(self.ff(self.ln2(x)))
+        on = _active(self, dropout)
+        a, att = self.attn(self.ln1(x), key_mask, return_attention, on)
+        x = x + F.dropout(a, self.drop.p, training=on)
+        x = x + F.dropout(self.ff(self.ln2(x)), self.drop.p, training=on)
         return x, att
 
 
@@ -133,20 +135,20 @@ class CoTRRModel(nn.Module):
         self.ln_list = nn.LayerNorm(h) if config.list_context else nn.Identity()
         self.head = nn.Sequential(nn.Linear(h, h // 2), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(h // 2, 1))
 
-    def candidates(self, tokens: Mapping[str, Tensor], mask: Tensor,
-                   return_attention: bool = False) -> tuple[Tensor, list[Tensor | None]]:
+    def candidates(self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False,
+                   dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
         """Token trunk: (tokens, mask) -> candidate vectors [B, L, H] (+ per-layer attention)."""
         b, l = mask.shape
         x = self.encoder(tokens, mask)  # [B, L, T, H]
         x = x.reshape(b * l, x.size(2), -1)
         token_att = []
         for blk in self.blocks:
-            x, att = blk(x, return_attention=return_attention)
+            x, att = blk(x, return_attention=return_attention, dropout=dropout)
             token_att.append(att)
         return self.ln_tokens(x).mean(dim=1).view(b, l, -1), token_att
 
-    def score_candidates(self, c: Tensor, mask: Tensor,
-                         return_attention: bool = False) -> tuple[Tensor, list[Tensor | None]]:
+    def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False,
+                         dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
         """List context (when on) and head: candidate vectors [B, L, H] -> scores [B, L]."""
         list_att = []
         if len(self.list_blocks) > 0:
@@ -154,16 +156,19 @@ class CoTRRModel(nn.Module):
             # everything instead; its scores are masked to 0 below anyway.
             key_mask = mask | ~mask.any(dim=-1, keepdim=True)
             for blk in self.list_blocks:
-                c, att = blk(c, key_mask, return_attention)
+                c, att = blk(c, key_mask, return_attention, dropout)
                 list_att.append(att)
-        return self.head(self.ln_list(c)).squeeze(-1).masked_fill(~mask, 0.0), list_att
+        lin1, act, drop, lin2 = self.head
+        h = F.dropout(act(lin1(self.ln_list(c))), drop.p, training=_active(self, dropout))
+        return lin2(h).squeeze(-1).masked_fill(~mask, 0.0), list_att
 
     def forward(
-        self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False
+        self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False, dropout: bool | None = None
     ) -> Tensor | tuple[Tensor, dict[str, Tensor | None]]:
+        """`dropout` None: as the module's mode; True: sample (MC dropout) even in eval mode."""
         b, l = mask.shape
-        c, token_att = self.candidates(tokens, mask, return_attention)
-        scores, list_att = self.score_candidates(c, mask, return_attention)  # [B, L]
+        c, token_att = self.candidates(tokens, mask, return_attention, dropout)
+        scores, list_att = self.score_candidates(c, mask, return_attention, dropout)  # [B, L]
         if not return_attention:
             return scores
         t = token_att[0].size(-1)
@@ -178,8 +183,8 @@ def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tens
                       scope: str = "all") -> Tensor:
     """MC-dropout scores [S, B, L]: S stochastic passes drawn in ONE batched forward.
 
-    Only dropout modules are put in train mode (LayerNorm etc. stay in eval); every module's
-    previous mode is restored afterwards. Runs under torch.inference_mode.
+    Dropout is switched on per call (forward's `dropout=True`), never by changing module modes, so
+    other threads scoring with the same model are unaffected. Runs under torch.inference_mode.
     scope="all": dropout everywhere. scope="head": the token trunk runs once, deterministic,
     and only the list-context block and the head are sampled (last-layers MC dropout), which
     costs a fraction of a forward per sample.
@@ -197,47 +202,20 @@ def mc_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_sa
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if scope not in ("all", "head"):
         raise ValueError(f"scope must be 'all' or 'head', got {scope!r}")
-    # Serving calls this per request: walking every module to save/restore modes costs more
-    # than the head passes, so an eval-mode model only has its (cached) dropouts flipped.
-    restore = [(m, m.training) for m in model.modules()] if model.training else None
-    if restore:
-        model.eval()
-    drops = _dropout_modules(model)
     scores = None
-    try:
-        with torch.inference_mode():
-            rep_mask = mask.repeat(n_samples, 1)  # row s * B + b is sample s of list b
-            if scope == "head":
-                c, _ = model.candidates(tokens, mask)
-                if with_mean:
-                    scores, _ = model.score_candidates(c, mask)
-                _set_training(drops, True)
-                samples, _ = model.score_candidates(c.repeat(n_samples, 1, 1), rep_mask)
-            else:
-                if with_mean:
-                    scores = model(tokens, mask)
-                _set_training(drops, True)
-                rep = {k: v.repeat(n_samples, *([1] * (v.dim() - 1))) for k, v in tokens.items()}
-                samples = model(rep, rep_mask)
-    finally:
-        _set_training(drops, False)
-        for m, mode in restore or ():
-            m.training = mode
+    with torch.inference_mode():
+        rep_mask = mask.repeat(n_samples, 1)  # row s * B + b is sample s of list b
+        if scope == "head":
+            c, _ = model.candidates(tokens, mask, dropout=False)
+            if with_mean:
+                scores, _ = model.score_candidates(c, mask, dropout=False)
+            samples, _ = model.score_candidates(c.repeat(n_samples, 1, 1), rep_mask, dropout=True)
+        else:
+            if with_mean:
+                scores = model(tokens, mask, dropout=False)
+            rep = {k: v.repeat(n_samples, *([1] * (v.dim() - 1))) for k, v in tokens.items()}
+            samples = model(rep, rep_mask, dropout=True)
     return scores, samples.view(n_samples, *mask.shape)
-
-
-_DROPOUT_CACHE: "weakref.WeakKeyDictionary[nn.Module, list[nn.Module]]" = weakref.WeakKeyDictionary()
-
-
-def _dropout_modules(model: nn.Module) -> list[nn.Module]:
-    if model not in _DROPOUT_CACHE:
-        _DROPOUT_CACHE[model] = [m for m in model.modules() if isinstance(m, _DROPOUTS)]
-    return _DROPOUT_CACHE[model]
-
-
-def _set_training(modules: list[nn.Module], mode: bool) -> None:
-    for m in modules:
-        m.training = mode
 
 
 def count_parameters(model: nn.Module) -> int:

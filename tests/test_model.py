@@ -119,18 +119,20 @@ def test_mc_dropout_one_batched_forward_and_modes_restored(was_training: bool) -
     assert (samples.mean(0) - deterministic)[mask].abs().max() < 0.5
 
 
-def test_mc_dropout_keeps_non_dropout_modules_in_eval() -> None:
+def test_mc_dropout_never_changes_module_modes() -> None:
+    """Sampling is requested per call, so a model shared by threads is never switched to train mode."""
     model = make_model()
     seen = {}
     hooks = [
-        m.register_forward_hook(lambda mod, a, o: seen.setdefault(type(mod).__name__, set()).add(mod.training))
+        m.register_forward_pre_hook(lambda mod, a: seen.setdefault(type(mod).__name__, set()).add(mod.training))
         for m in model.modules()
     ]
-    mc_dropout_scores(model, *make_batch(), n_samples=2)
+    samples = mc_dropout_scores(model, *make_batch(), n_samples=2)
     for h in hooks:
         h.remove()
-    assert seen.pop("Dropout") == {True}
-    assert all(modes == {False} for modes in seen.values())
+    assert seen and all(modes == {False} for modes in seen.values())
+    assert all(not m.training for m in model.modules())
+    assert not torch.allclose(samples[0], samples[1])
 
 
 def test_mc_dropout_uses_sdpa_dropout_only_when_dropout_is_on() -> None:

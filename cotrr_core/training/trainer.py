@@ -167,8 +167,8 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
         sched.load_state_dict(ck["scheduler"])
         if plateau is not None and "plateau" in ck:
             plateau.load_state_dict(ck["plateau"])
-        torch.set_rng_state(ck["torch_rng"])
-        gen.set_state(ck["listmle_rng"])
+        torch.set_rng_state(ck["torch_rng"].cpu())  # RNG states are CPU byte tensors, whatever map_location
+        gen.set_state(ck["listmle_rng"].cpu())
         start_epoch, best, best_epoch, bad_epochs = ck["epoch"] + 1, ck["best"], ck["best_epoch"], ck["bad_epochs"]
         history = read_history(run_dir)[:start_epoch]
     elif main:
