@@ -5,13 +5,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cotrr_core.data import load_dataset
 from cotrr_core.io import atomic_write, write_jsonl
 from cotrr_core.serving.policy import Policy
 from cotrr_core.serving.reranker import Reranker
-from cotrr_core.serving.features import request_records
 
 __all__ = ["rerank_file", "OUTPUT_COLUMNS"]
 
@@ -19,30 +19,42 @@ OUTPUT_COLUMNS = ("query_id", "candidate_id", "original_rank", "new_rank", "raw_
 
 
 def rerank_file(run_dir: str | Path, file: str | Path, out: str | Path | None = None, *, top_m: int | None = None,
-                mc_samples: int | None = None, fmt: str | None = None, chunk: int = 128) -> dict:
-    """Rerank every list of `file`; write one row per candidate (.jsonl or .csv). Returns a summary."""
+                mc_samples: int | None = None, fmt: str | None = None, chunk: int = 256) -> dict:
+    """Rerank every list of `file` through the columnar path; write one row per candidate (.jsonl or
+    .csv), atomically. Returns a summary (lists, candidates, reranked, fallbacks by reason, seconds)."""
     t0 = time.perf_counter()
     reranker = Reranker.load(run_dir, device="auto", policy=Policy(mode="full"))
     # min_candidates=1: one-candidate lists are kept (served as is) so every input row gets an output row
     data = load_dataset(file, fmt, reranker.run.spec, min_candidates=1, require_labels=False)
     out = Path(out) if out else Path(file).with_suffix(".reranked.jsonl")
-    rows, fallbacks, reranked = [], Counter(), 0
+    frames, fallbacks, reranked = [], Counter(), 0
     for a in range(0, data.num_queries, chunk):
-        qs = range(a, min(a + chunk, data.num_queries))
-        lists = [(str(data.queries[q]) or None, request_records(data, q)) for q in qs]
-        for q, res in zip(qs, reranker.rerank_batch(lists, top_m=top_m, mc_samples=mc_samples)):
-            reranked += res.reranked
-            if res.fallback_reason:
-                fallbacks[res.fallback_reason] += 1
-            rows.extend({"query_id": data.query_ids[q], **{k: c[k] for k in OUTPUT_COLUMNS[1:]}} for c in res.served)
-    _write(out, rows)
-    return {"lists": data.num_queries, "candidates": len(rows), "reranked": reranked, "fallbacks": dict(fallbacks),
+        sub = data.subset(range(a, min(a + chunk, data.num_queries)))
+        res = reranker.rerank_arrays(sub.features, sub.offsets, queries=[str(q) or None for q in sub.queries],
+                                     top_m=top_m, mc_samples=mc_samples)
+        reranked += int(res.reranked.sum())
+        fallbacks.update(r for r in res.fallback_reason if r)
+        frames.append(_rows(sub, res))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(OUTPUT_COLUMNS))
+    _write(out, frame)
+    return {"lists": data.num_queries, "candidates": len(frame), "reranked": reranked, "fallbacks": dict(fallbacks),
             "out": str(out), "seconds": time.perf_counter() - t0}
 
 
-def _write(out: Path, rows: list[dict]) -> None:
+def _rows(data, res) -> pd.DataFrame:
+    """One row per candidate in served order: ids, original and new rank (1-based), scores."""
+    starts = np.repeat(data.offsets[:-1], data.list_lengths)
+    order = res.order
+    nan_to_none = lambda x: pd.Series(x).astype(object).where(np.isfinite(x), None)  # noqa: E731
+    return pd.DataFrame({
+        "query_id": np.repeat(data.query_ids, data.list_lengths), "candidate_id": data.candidate_ids[order],
+        "original_rank": order - starts + 1, "new_rank": np.arange(len(order)) - starts + 1,
+        "raw_score": nan_to_none(res.raw_score[order]), "probability": nan_to_none(res.probability[order]),
+        "uncertainty": nan_to_none(res.uncertainty[order])})
+
+
+def _write(out: Path, frame: pd.DataFrame) -> None:
     if out.suffix.lower() == ".csv":
-        frame = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
         atomic_write(out, lambda p: frame.to_csv(p, index=False))
     else:
-        write_jsonl(out, rows)
+        write_jsonl(out, frame.to_dict("records"))

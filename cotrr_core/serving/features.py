@@ -68,7 +68,7 @@ def original_order(records: list[dict], spec: FeatureSpec) -> np.ndarray:
         if any(v is not None for v in values):
             try:
                 arr = np.asarray(values, dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise explain(records, spec) from None
             if not np.isfinite(arr).all():
                 raise explain(records, spec)
@@ -86,29 +86,38 @@ class Featurizer:
                         itemgetter(*token_columns(t)))
             for t in spec.tokens)
 
-    def __call__(self, records: list[dict]) -> dict[str, np.ndarray]:
-        """records (original order, n >= 1) -> {name: [n, d] float32}. Raises DataError on bad input."""
-        try:
-            return {t.name: self._token(t, records) for t in self.layout}
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise explain(records, self.spec, exc) from None
+    def __call__(self, records: list[dict], offsets: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """records (lists concatenated, each in original order) -> {name: [n, d] float32}.
 
-    def _token(self, t: TokenLayout, records: list[dict]) -> np.ndarray:
+        offsets [K + 1] mark the lists (default: one list); a list-constant token is read from each
+        list's first candidate. Raises DataError on bad input; an error the data layer does not
+        confirm as bad input is an internal one and is raised as it is.
+        """
+        offsets = np.array([0, len(records)]) if offsets is None else np.asarray(offsets)
+        try:
+            return {t.name: self._token(t, records, offsets) for t in self.layout}
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
+            err = explain(records, self.spec, exc)
+            if err is None:
+                raise
+            raise err from exc
+
+    def _token(self, t: TokenLayout, records: list[dict], offsets: np.ndarray) -> np.ndarray:
         n = len(records)
         if t.list_constant and len(t.fields) == 1:
             # The model reads only candidate 0 of a list-constant token; the rest are only
-            # length-checked, which saves converting (L - 1) x d floats per call.
+            # length-checked, which saves converting (L - 1) x d floats per list.
             field = t.fields[0]
-            arr = np.asarray(records[0][field], dtype=np.float32).reshape(1, -1)
+            firsts = np.asarray([records[a][field] for a in offsets[:-1]], dtype=np.float32).reshape(len(offsets) - 1, -1)
             if any(len(r[field]) != t.dim for r in records):
                 raise ValueError(f"{field}: wrong vector length")
-            arr = np.broadcast_to(arr, (n, arr.shape[1]))
+            arr = np.repeat(firsts, np.diff(offsets), axis=0)
         else:
             arr = np.asarray([t.get(r) for r in records], dtype=np.float32).reshape(n, -1)
         if arr.shape[1] != t.dim:
             raise _width_error(t, arr.shape[1])
         if not np.isfinite(arr).all():
-            raise ValueError(f"{t.name}: NaN or infinite value")
+            raise ValueError(f"{t.name}: NaN, infinite or out-of-float32-range value")
         return arr
 
 
@@ -116,8 +125,9 @@ def _width_error(t: TokenLayout, got: int) -> DataError:
     return DataError(SOURCE, None, ",".join(t.fields), f"token '{t.name}' has width {got}, the model expects {t.dim}")
 
 
-def explain(records: list[dict], spec: FeatureSpec | None, exc: Exception | None = None) -> DataError:
-    """The data layer's DataError for `records` (which the fast path rejected)."""
+def explain(records: list[dict], spec: FeatureSpec | None, exc: Exception | None = None) -> DataError | None:
+    """The data layer's DataError for `records` (which the fast path rejected); None when the data layer
+    accepts them although the fast path raised `exc` (then the fault is ours, not the caller's)."""
     if isinstance(exc, DataError):
         return exc
     if spec is not None:
@@ -133,5 +143,7 @@ def explain(records: list[dict], spec: FeatureSpec | None, exc: Exception | None
             return err
         except Exception as err:  # noqa: BLE001 - any failure of the validator still means bad input
             return DataError(SOURCE, None, None, f"{type(err).__name__}: {err}")
+        if exc is not None:
+            return None
     detail = f"{type(exc).__name__}: {exc}" if exc is not None else "invalid first_stage_rank/score"
     return DataError(SOURCE, None, None, detail)

@@ -5,16 +5,23 @@
     result.served  # every candidate, in the order to show, annotated with ranks and probabilities
 
 Only the first M candidates of the original (first-stage) order are scored and reordered; the
-rest keep their order below them. Any problem (bad input, an exception, a NaN score, the time
-budget) serves the original order and says why in `fallback_reason`. All lists of a
-`rerank_batch` call share ONE padded forward pass; `rerank` is a batch of one.
+rest keep their order below them. Any problem (bad input, an internal error, a NaN score, the
+time budget) serves the original order and says why in `fallback_reason`.
+
+Two entry points share one columnar core (`_score_heads`: gather, standardise, one padded
+forward): `rerank_arrays` takes token arrays [N, d] plus list offsets and never touches a
+candidate in Python; `rerank` / `rerank_batch` take candidate dicts, convert every list in one
+go and annotate copies of the dicts. The model runs on a worker thread when a time budget is
+given, so a hung model costs the caller the budget, not the hang.
 """
 from __future__ import annotations
 
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,26 +31,27 @@ import torch
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.scaling import standardise
 from cotrr_core.model import count_parameters, mc_scores
-from cotrr_core.serving.policy import Decision, Policy, decide
-from cotrr_core.training.runs import LoadedRun, load_run
 from cotrr_core.serving.features import Featurizer, as_records, original_order
+from cotrr_core.serving.policy import Decision, Policy, decide
 from cotrr_core.serving.stats import ServeStats
+from cotrr_core.training.runs import LoadedRun, load_run
 
-__all__ = ["Reranker", "RerankResult", "PRECISIONS"]
+__all__ = ["Reranker", "RerankResult", "ArrayResult", "PRECISIONS"]
 
 logger = logging.getLogger(__name__)
-# int8 dynamic quantisation is measured in bench/serve.py but not offered: on the full-size model it
-# moved demo nDCG@10 by -0.0025 (> the 0.002 gate); on the fast model it passes (-0.0012) but is
-# slower per list than fp32, so it only pays for batch throughput.
+# int8 dynamic quantisation is measured in bench/serve.py but not offered: it is slower per list
+# than fp32 on this CPU and only pays for batch throughput.
 PRECISIONS = ("fp32", "bf16")
+INVALID = "invalid_input"
 
 
 @dataclass
 class RerankResult:
-    """One list's outcome. `served` and `wouldbe` hold annotated copies of the input dicts."""
+    """One list's outcome. `served` and `wouldbe` hold annotated copies of the input dicts
+    (an input item that is not a dict is passed through unchanged, in its place)."""
 
-    served: list[dict]
-    wouldbe: list[dict] | None  # the model's order (also in shadow mode); None when not scored
+    served: list
+    wouldbe: list | None  # the model's order (also in shadow mode); None when not scored
     reranked: bool  # served order is the model's
     mode: str
     arm: str
@@ -54,40 +62,57 @@ class RerankResult:
 
 
 @dataclass
-class _Job:
-    """One list on its way through rerank_batch."""
+class ArrayResult:
+    """Outcome of `rerank_arrays` for Q lists over N input rows (lists as in the input offsets).
 
-    query: str | None
-    records: list[dict]  # original order once prepared
-    decision: Decision | None = None
-    features: dict[str, np.ndarray] | None = None  # top-M rows, [m, d]; None: nothing to score
-    scores: np.ndarray | None = None  # [m] raw
-    probs: np.ndarray | None = None
-    std: np.ndarray | None = None
-    reason: str | None = None
-    detail: str | None = None
-    error: BaseException | None = None
+    order: [N] input row indices in served order; wouldbe: [N] the model's order (= the input
+    order for lists that were not scored); raw_score, probability, uncertainty: [N] float64, NaN
+    where not scored (uncertainty also without MC); per list [Q]: reranked, scored, arm,
+    fallback_reason, detail, bucket.
+    """
 
-    def fail(self, reason: str, exc: BaseException | str) -> None:
-        if self.reason is None:
-            self.reason, self.detail = reason, str(exc)
-            self.error = exc if isinstance(exc, BaseException) else None
-            self.scores = self.probs = self.std = None
+    order: np.ndarray
+    wouldbe: np.ndarray
+    raw_score: np.ndarray
+    probability: np.ndarray
+    uncertainty: np.ndarray
+    reranked: np.ndarray
+    scored: np.ndarray
+    arm: list[str]
+    fallback_reason: list[str | None]
+    detail: list[str | None]
+    bucket: np.ndarray
+    latency_ms: float
+
+
+@dataclass
+class _Heads:
+    """The lists to score: their top-M rows as token arrays {name: [n, d]} with offsets [K + 1]."""
+
+    features: dict[str, np.ndarray]
+    offsets: np.ndarray
+    scores: np.ndarray | None = None  # [n] raw
+    std: np.ndarray | None = None  # [n] MC std of the calibrated probability
+    reason: list[str | None] = field(default_factory=list)  # [K]
+    detail: list[str | None] = field(default_factory=list)  # [K]
 
 
 class Reranker:
-    """A loaded run ready to serve; thread-safe (inference is stateless, stats take a lock)."""
+    """A loaded run ready to serve; thread-safe: inference never changes shared state (MC dropout
+    is requested per call), and the stats take a lock."""
 
-    def __init__(self, run: LoadedRun, policy: Policy | None = None, precision: str = "fp32") -> None:
+    def __init__(self, run: LoadedRun, policy: Policy | None = None, precision: str = "fp32", *,
+                 workers: int = 4) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.run, self.precision = run, precision
         self.policy = policy or Policy(mode="full")
-        self.model = _prepare_model(run.model, precision, run.device)
+        self.model = _prepare_model(run.model, precision)
         self.featurizer = Featurizer(run.spec, run.meta["token_dims"])
         self.token_names = [t.name for t in run.spec.tokens]
         self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self._scale = run.scaler.tensors(run.device)  # token -> (mean, std)
+        self._scale = run.scaler.tensors(run.device)  # token -> (mean [d], std [d])
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotrr-score")
         self._stats = ServeStats()
 
     @classmethod
@@ -129,30 +154,135 @@ class Reranker:
         The time budget is off unless given and covers the whole call. Returns one RerankResult per list.
         """
         t0 = time.perf_counter()
-        m = self.config.top_m if top_m is None else int(top_m)
-        mc = self.config.mc_samples if mc_samples is None else int(mc_samples)
+        m, mc = self._top_m(top_m), self._mc(mc_samples)
         units = list(unit_ids) if unit_ids is not None else [None] * len(lists)
-        jobs = [self._prepare(q, c, u, m) for (q, c), u in zip(lists, units)]
-        self._score_jobs([j for j in jobs if j.features is not None], mc, t0, time_budget_ms)
+        items, reasons, details = [], [None] * len(lists), [None] * len(lists)
+        for i, (_, candidates) in enumerate(lists):
+            items.append(_items(candidates))
+            if items[i] is None:
+                items[i], reasons[i], details[i] = [], INVALID, "candidates must be a list of dicts or a DataFrame"
+        decisions = [self._decide(q, u) for (q, _), u in zip(lists, units)]
+        notes = [note for _, note in decisions]
+        decisions = [d for d, _ in decisions]
+        for i, rows in enumerate(items):  # into original order where the input allows it
+            if reasons[i] is None:
+                try:
+                    items[i] = [rows[k] for k in original_order(as_records(rows), self.run.spec)]
+                except DataError as exc:
+                    reasons[i], details[i] = INVALID, str(exc)
+        todo = [i for i, d in enumerate(decisions) if d.score and reasons[i] is None]
+        for i in todo:
+            if len(items[i]) < 2:
+                reasons[i], details[i] = INVALID, f"{len(items[i])} candidate(s): nothing to rerank, returned as is"
+        todo = [i for i in todo if reasons[i] is None]
+        heads = self._featurize([items[i][:m] for i in todo])
+        self._score_heads(heads, mc, t0, time_budget_ms)
         latency = 1e3 * (time.perf_counter() - t0)
-        return [self._finish(j, latency) for j in jobs]
+        results = []
+        k_of = {i: k for k, i in enumerate(todo)}
+        for i, rows in enumerate(items):
+            k = k_of.get(i)
+            if k is not None:
+                reasons[i], details[i] = heads.reason[k], heads.detail[k]
+            scored = k is not None and reasons[i] is None
+            sl = slice(heads.offsets[k], heads.offsets[k + 1]) if scored else slice(0, 0)
+            results.append(self._finish(rows, decisions[i], scored, heads.scores, heads.std, sl, reasons[i],
+                                        details[i] or notes[i], latency, lists[i][0]))
+        return results
+
+    def rerank_arrays(self, features: dict[str, np.ndarray], offsets: np.ndarray, *,
+                      queries: Sequence[str | None] | None = None, unit_ids: Sequence[str | None] | None = None,
+                      top_m: int | None = None, mc_samples: int | None = None,
+                      time_budget_ms: float | None = None) -> ArrayResult:
+        """Columnar fast path: rerank Q lists given as token arrays, with no per-candidate Python.
+
+        Args:
+            features: token name -> [N, d] array (raw, as in the Step5 fields), rows of each list in
+                the original (first-stage) order.
+            offsets: [Q + 1] row offsets: list q is rows offsets[q]:offsets[q + 1].
+            queries, unit_ids: per list, for the rollout policy (unit_ids first, then the query).
+            top_m, mc_samples, time_budget_ms: as in `rerank`.
+        Returns:
+            ArrayResult (orders and scores [N], outcomes per list [Q]).
+        """
+        t0 = time.perf_counter()
+        m, mc = self._top_m(top_m), self._mc(mc_samples)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        n_lists, n = len(offsets) - 1, int(offsets[-1]) if len(offsets) else 0
+        queries = list(queries) if queries is not None else [None] * n_lists
+        units = list(unit_ids) if unit_ids is not None else [None] * n_lists
+        decided = [self._decide(q, u) for q, u in zip(queries, units)]
+        decisions, notes = [d for d, _ in decided], [note for _, note in decided]
+        reasons: list[str | None] = [None] * n_lists
+        details: list[str | None] = list(notes)
+        lengths = np.diff(offsets)
+        bad = self._invalid_lists(features, offsets, n)
+        todo = []
+        for q in range(n_lists):
+            if not decisions[q].score:
+                continue
+            if lengths[q] < 2:
+                reasons[q], details[q] = INVALID, f"{lengths[q]} candidate(s): nothing to rerank, returned as is"
+            elif bad[q]:
+                reasons[q], details[q] = INVALID, bad[q]
+            else:
+                todo.append(q)
+        todo = np.asarray(todo, dtype=np.int64)
+        heads_len = np.minimum(lengths[todo], m)
+        rows = _ranges(offsets[todo], heads_len)  # the top-M rows of every list to score
+        heads = _Heads({k: np.asarray(features[k])[rows] for k in self.token_names},
+                       np.concatenate([[0], np.cumsum(heads_len)]).astype(np.int64),
+                       reason=[None] * len(todo), detail=[None] * len(todo))
+        self._score_heads(heads, mc, t0, time_budget_ms)
+        out = _empty_array_result(n, n_lists, offsets)
+        for k, q in enumerate(todo.tolist()):
+            reasons[q], details[q] = heads.reason[k] or reasons[q], heads.detail[k] or details[q]
+            if heads.reason[k] is None:
+                a, h = int(offsets[q]), int(heads_len[k])
+                s = heads.scores[heads.offsets[k]:heads.offsets[k + 1]]
+                out.raw_score[a:a + h] = s
+                out.probability[a:a + h] = self.run.probabilities(s)
+                if heads.std is not None:
+                    out.uncertainty[a:a + h] = heads.std[heads.offsets[k]:heads.offsets[k + 1]]
+                out.wouldbe[a:a + h] = a + np.argsort(-s, kind="stable")
+                out.scored[q] = True
+                out.reranked[q] = decisions[q].serve_treatment
+                if out.reranked[q]:
+                    out.order[a:a + h] = out.wouldbe[a:a + h]
+        out.latency_ms = 1e3 * (time.perf_counter() - t0)
+        mode = self.policy.mode
+        for q in range(n_lists):
+            out.arm[q], out.bucket[q] = decisions[q].arm, decisions[q].bucket
+            self._stats.record(n_candidates=int(lengths[q]), latency_ms=out.latency_ms, reranked=bool(out.reranked[q]),
+                               shadowed=bool(out.scored[q]) and mode == "shadow", scored=bool(out.scored[q]),
+                               fallback_reason=reasons[q])
+        out.fallback_reason, out.detail = reasons, details
+        return out
 
     def stats(self) -> dict:
-        """Counters, fallbacks by reason, recent latency p50/p95/p99 (ms) and list sizes."""
+        """Counters, fallbacks by reason, late results, recent rates, latency p50/p95/p99 (ms), list sizes."""
         return self._stats.snapshot()
 
-    def health(self) -> dict:
-        """What is loaded and how it is doing."""
-        last_error = self._stats.snapshot()["last_error"]
+    def health(self, max_error_rate: float = 0.01, max_fallback_rate: float = 0.2) -> dict:
+        """What is loaded and how it is doing: status "degraded" when the recent internal-error rate or
+        fallback rate passes its threshold (rates over the stats' recent window)."""
+        snap = self._stats.snapshot()
+        recent = snap["recent"]
+        problems = []
+        if recent["error_rate"] > max_error_rate:
+            problems.append(f"internal error rate {recent['error_rate']:.3f} > {max_error_rate}")
+        if recent["fallback_rate"] > max_fallback_rate:
+            problems.append(f"fallback rate {recent['fallback_rate']:.3f} > {max_fallback_rate}")
         cal = self.run.calibrator
         return {
-            "status": "ok", "run_id": self.run.run_dir.name, "run_dir": str(self.run.run_dir),
+            "status": "degraded" if problems else "ok", "problems": problems, "recent": recent,
+            "run_id": self.run.run_dir.name, "run_dir": str(self.run.run_dir),
             "dataset": self.run.meta.get("dataset"), "params": count_parameters(self.run.model),
             "model": self.run.config.model.to_dict(), "device": str(self.run.device), "precision": self.precision,
             "threads": torch.get_num_threads(),
             "calibrator": getattr(cal, "method", None) or "none: sigmoid(score / temperature)",
             "policy": {"mode": self.policy.mode, "share": self.policy.share, "salt": self.policy.salt},
-            "serve": self.config.to_dict(), "last_error": last_error,
+            "serve": self.config.to_dict(), "last_error": snap["last_error"], "late_results": snap["late_results"],
         }
 
     @property
@@ -163,114 +293,198 @@ class Reranker:
         """Run a dummy list through the whole path (with MC) so no request pays first-call costs."""
         dummy = {f: (0.0 if len(t.fields) > 1 or t.dim == 1 else [0.0] * t.dim)
                  for t in self.featurizer.layout for f in t.fields}
-        self.rerank_batch([(None, [dict(dummy) for _ in range(list_len)])], mc_samples=2)
+        self.rerank_batch([(None, [dict(dummy) for _ in range(list_len)])], mc_samples=2, time_budget_ms=1e6)
         self._stats = ServeStats()  # the warm-up is not traffic
 
-    # ------------------------------------------------------------------ steps
-    def _prepare(self, query: str | None, candidates: Any, unit_id: str | None, top_m: int) -> _Job:
-        """Validate, put into original order, apply the policy, featurize the top M."""
-        job = _Job(query, [])
-        try:
-            job.records = as_records(candidates)
-            unit, note = _unit_key(unit_id, query, self.policy.mode)
-            job.decision, job.detail = decide(self.policy, unit), note
-            if job.records:
-                job.records = [job.records[i] for i in original_order(job.records, self.run.spec)]
-            if not job.decision.score:
-                return job
-            if len(job.records) < 2:
-                job.fail("invalid_input", f"{len(job.records)} candidate(s): nothing to rerank, returned as is")
-                return job
-            job.features = self.featurizer(job.records[:top_m])
-        except DataError as exc:
-            job.fail("invalid_input", exc)
-        except Exception as exc:  # noqa: BLE001 - serving must degrade, not raise
-            job.fail(f"error:{type(exc).__name__}", exc)
-        return job
+    def close(self) -> None:
+        """Stop the scoring workers (a hung model's thread is left to finish on its own)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _score_jobs(self, jobs: list[_Job], mc: int, t0: float, budget_ms: float | None) -> None:
-        """Score every job in one padded batch; attach raw scores, probabilities, MC std."""
-        if not jobs:
+    # ------------------------------------------------------------------ steps
+    def _top_m(self, top_m: int | None) -> int:
+        return max(1, self.config.top_m if top_m is None else int(top_m))
+
+    def _mc(self, mc_samples: int | None) -> int:
+        return max(0, self.config.mc_samples if mc_samples is None else int(mc_samples))
+
+    def _decide(self, query: str | None, unit_id: str | None) -> tuple[Decision, str | None]:
+        unit, note = _unit_key(unit_id, query, self.policy.mode)
+        return decide(self.policy, unit), note
+
+    def _featurize(self, heads: list[list[dict]]) -> _Heads:
+        """Top-M dicts of K lists -> token arrays over all their rows, one conversion per token; a list
+        whose input is bad gets its own DataError (found by converting the lists one by one)."""
+        offsets = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).astype(np.int64)
+        out = _Heads({}, offsets, reason=[None] * len(heads), detail=[None] * len(heads))
+        if not heads:
+            return out
+        try:
+            out.features = self.featurizer(as_records([r for h in heads for r in h]), offsets)
+            return out
+        except Exception:  # noqa: BLE001 - find the list(s) to blame below
+            pass
+        parts = []
+        for k, h in enumerate(heads):
+            try:
+                parts.append(self.featurizer(as_records(h)))
+            except Exception as exc:  # noqa: BLE001 - one list's problem must not fail the others
+                if isinstance(exc, DataError):
+                    out.reason[k], out.detail[k] = INVALID, str(exc)
+                else:
+                    logger.exception("featurising a list failed")
+                    self._stats.note_error(exc, f"error:{type(exc).__name__}")
+                    out.reason[k], out.detail[k] = f"error:{type(exc).__name__}", f"{type(exc).__name__}: {exc}"
+                parts.append({t: np.zeros((len(h), d), np.float32) for t, d in self.run.meta["token_dims"].items()})
+        out.features = {t: np.concatenate([p[t] for p in parts]) for t in self.token_names}
+        return out
+
+    def _invalid_lists(self, features: dict[str, np.ndarray], offsets: np.ndarray, n: int) -> list[str | None]:
+        """Per list: why its arrays cannot be scored (missing token, wrong width, non-finite value), or None."""
+        out: list[str | None] = [None] * (len(offsets) - 1)
+        dims = self.run.meta["token_dims"]
+        for name in self.token_names:
+            x = features.get(name)
+            if x is None or np.ndim(x) != 2 or len(x) != n or np.shape(x)[1] != dims[name]:
+                got = "missing" if x is None else f"shape {np.shape(x)}"
+                return [f"token '{name}': expected [{n}, {dims[name]}], got {got}"] * len(out)
+            with np.errstate(over="ignore", invalid="ignore"):
+                bad_rows = ~np.isfinite(np.asarray(x, dtype=np.float32)).all(axis=1)
+            count = np.concatenate([[0], np.cumsum(bad_rows)])
+            for q in np.flatnonzero(count[offsets[1:]] - count[offsets[:-1]]):
+                out[q] = out[q] or f"token '{name}': NaN, infinite or out-of-float32-range value"
+        return out
+
+    def _score_heads(self, heads: _Heads, mc: int, t0: float, budget_ms: float | None) -> None:
+        """Score every list of `heads` in one padded forward (on a worker when there is a budget);
+        fill heads.scores [n], heads.std [n] and each list's fallback reason."""
+        todo = [k for k, r in enumerate(heads.reason) if r is None]
+        if not todo:
             return
         try:
-            tokens, mask = self._tensors([j.features for j in jobs])
-            scores, std = self._forward(tokens, mask, mc, t0, budget_ms)
-            for i, job in enumerate(jobs):
-                n = len(next(iter(job.features.values())))
-                job.scores = scores[i, :n]
-                job.std = None if std is None else std[i, :n]
-                if not np.isfinite(job.scores).all():
-                    job.fail("nan_score", "the model returned a NaN or infinite score")
-                else:
-                    job.probs = self.run.probabilities(job.scores)
-        except Exception as exc:  # noqa: BLE001
-            for job in jobs:
-                job.fail(f"error:{type(exc).__name__}", exc)
-        if budget_ms is not None and 1e3 * (time.perf_counter() - t0) > budget_ms:
-            for job in jobs:
-                job.fail("timeout", f"over the {budget_ms:g} ms budget")
+            tokens, mask = self._tensors(heads.features, heads.offsets)
+            if budget_ms is None:
+                scores, std = self._forward(tokens, mask, mc)
+            else:
+                remaining = budget_ms / 1e3 - (time.perf_counter() - t0)
+                if remaining <= 0:
+                    raise FutureTimeout()
+                future = self._pool.submit(self._forward, tokens, mask, mc)
+                try:
+                    scores, std = future.result(timeout=remaining)
+                except FutureTimeout:
+                    future.add_done_callback(lambda _: self._stats.count_late())
+                    raise
+        except FutureTimeout:
+            return _fail(heads, todo, "timeout", f"over the {budget_ms:g} ms budget")
+        except Exception as exc:  # noqa: BLE001 - serving degrades to the original order, and says why
+            logger.exception("scoring %d list(s) failed", len(todo))
+            self._stats.note_error(exc, f"error:{type(exc).__name__}")
+            return _fail(heads, todo, f"error:{type(exc).__name__}", f"{type(exc).__name__}: {exc}")
+        lengths = np.diff(heads.offsets)
+        mask_np = np.arange(scores.shape[1])[None, :] < lengths[:, None]
+        heads.scores = scores[mask_np]
+        heads.std = None if std is None else std[mask_np]
+        finite = np.isfinite(heads.scores)
+        for k in todo:
+            if not finite[heads.offsets[k]:heads.offsets[k + 1]].all():
+                heads.reason[k], heads.detail[k] = "nan_score", "the model returned a NaN or infinite score"
 
-    def _tensors(self, features: list[dict[str, np.ndarray]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Pad B lists to the longest and standardise: tokens {name: [B, L, d]}, mask [B, L]."""
-        lengths = [len(f[self.token_names[0]]) for f in features]
-        B, L = len(features), max(lengths)
-        mask = np.arange(L)[None, :] < np.asarray(lengths)[:, None]
+    def _tensors(self, features: dict[str, np.ndarray], offsets: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Gather K lists of rows into padded, standardised tensors: tokens {name: [K, L, d]}, mask [K, L]."""
+        lengths = np.diff(offsets)
+        L = int(lengths.max())
+        mask = np.arange(L)[None, :] < lengths[:, None]
+        idx = np.where(mask, offsets[:-1, None] + np.arange(L)[None, :], 0)  # padding reads row 0, masked later
+        device = self.run.device
         tokens = {}
         for name in self.token_names:
-            buf = np.zeros((B, L, features[0][name].shape[1]), dtype=np.float32)
-            for i, f in enumerate(features):
-                buf[i, :lengths[i]] = f[name]
-            x = torch.from_numpy(buf).to(self.run.device)
+            x = torch.from_numpy(np.ascontiguousarray(features[name][idx], dtype=np.float32)).to(device)
             tokens[name] = standardise(x, *self._scale[name], self.run.scaler.log_transform).to(self._dtype)
-        return tokens, torch.from_numpy(mask).to(self.run.device)
+        return tokens, torch.from_numpy(mask).to(device)
 
-    def _forward(self, tokens: dict[str, torch.Tensor], mask: torch.Tensor, mc_samples: int = 0,
-                 t0: float | None = None, budget_ms: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw scores [B, L] (eval mode) and MC-dropout std [B, L] of the CALIBRATED probability
-        (None without samples or over budget): the probability is what callers act on."""
+    def _forward(self, tokens: dict[str, torch.Tensor], mask: torch.Tensor,
+                 mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw scores [K, L] and the MC-dropout std [K, L] of the CALIBRATED probability (None without
+        samples): the probability is what callers act on."""
         with torch.inference_mode():
-            over = budget_ms is not None and t0 is not None and 1e3 * (time.perf_counter() - t0) > budget_ms
-            if mc_samples <= 0 or over:  # no point spending MC time on a result that will be dropped
+            if mc_samples <= 0:
                 return self.model(tokens, mask).float().cpu().numpy().astype(np.float64), None
             scores, mc = mc_scores(self.model, tokens, mask, mc_samples, self.run.config.calibration.mc_scope)
             probs = self.run.probabilities(mc.float().cpu().numpy())
             return scores.float().cpu().numpy().astype(np.float64), probs.std(axis=0)
 
-    def _finish(self, job: _Job, latency_ms: float) -> RerankResult:
+    def _finish(self, rows: list, decision: Decision, scored: bool, scores: np.ndarray | None,
+                std: np.ndarray | None, sl: slice, reason: str | None, detail: str | None, latency_ms: float,
+                query: str | None) -> RerankResult:
         """Build the annotated served / would-be lists and count the call."""
-        n = len(job.records)
-        d = job.decision
-        scored = job.probs is not None
-        model_order = np.concatenate([np.argsort(-job.scores, kind="stable"), np.arange(len(job.scores), n)]) \
-            if scored else None
-        treat = scored and d is not None and d.serve_treatment
+        n = len(rows)
+        raw = scores[sl] if scored else None
+        probs = self.run.probabilities(raw) if scored else None
+        unc = std[sl] if scored and std is not None else None
+        model_order = np.concatenate([np.argsort(-raw, kind="stable"), np.arange(len(raw), n)]) if scored else None
+        treat = scored and decision.serve_treatment
         ident = np.arange(n)
-        served = _annotate(job, model_order if treat else ident)
-        wouldbe = (served if treat else _annotate(job, model_order)) if scored else None
+        served = _annotate(rows, model_order if treat else ident, raw, probs, unc)
+        wouldbe = (served if treat else _annotate(rows, model_order, raw, probs, unc)) if scored else None
         if scored and not treat:
-            logger.debug("shadow %r: would-be order %s", job.query, [c.get("candidate_id") for c in wouldbe])
+            logger.debug("shadow %r: would-be order %s", query, [c.get("candidate_id") for c in wouldbe])
         mode = self.policy.mode
-        self._stats.record(n_candidates=n, latency_ms=latency_ms, reranked=treat,
-                           shadowed=scored and mode == "shadow", scored=scored, fallback_reason=job.reason,
-                           error=job.error if job.reason and job.reason.startswith("error:") else None)
-        return RerankResult(served=served, wouldbe=wouldbe, reranked=treat, mode=mode,
-                            arm=d.arm if d is not None else "control", fallback_reason=job.reason,
-                            latency_ms=latency_ms, detail=job.detail, bucket=d.bucket if d is not None else None)
+        self._stats.record(n_candidates=n, latency_ms=latency_ms, reranked=treat, shadowed=scored and mode == "shadow",
+                           scored=scored, fallback_reason=reason)
+        return RerankResult(served=served, wouldbe=wouldbe, reranked=treat, mode=mode, arm=decision.arm,
+                            fallback_reason=reason, latency_ms=latency_ms, detail=detail, bucket=decision.bucket)
 
 
-def _annotate(job: _Job, order: np.ndarray) -> list[dict]:
-    """Copies of job.records in `order` with original_rank, new_rank, raw_score, probability, uncertainty."""
-    m = 0 if job.probs is None else len(job.probs)
-    raw = job.scores.tolist() if m else []
-    prob = job.probs.tolist() if m else []
-    unc = job.std.tolist() if m and job.std is not None else [None] * m
+def _items(candidates: Any) -> list | None:
+    """The request's items as a list (a DataFrame -> row dicts); None when it is not a list at all."""
+    try:
+        if isinstance(candidates, (list, tuple)):
+            return list(candidates)
+        return as_records(candidates)
+    except DataError:
+        return None
+
+
+def _annotate(rows: list, order: np.ndarray, raw: np.ndarray | None, probs: np.ndarray | None,
+              unc: np.ndarray | None) -> list:
+    """Copies of the dict rows in `order` with original_rank, new_rank, raw_score, probability, uncertainty;
+    an item that is not a dict is passed through as it is."""
+    m = 0 if raw is None else len(raw)
+    raw_l = raw.tolist() if m else []
+    prob_l = probs.tolist() if m else []
+    unc_l = unc.tolist() if m and unc is not None else [None] * m
     out = []
     for new, i in enumerate(order.tolist(), start=1):
-        scored = i < m
-        out.append({**job.records[i], "original_rank": i + 1, "new_rank": new,
-                    "raw_score": raw[i] if scored else None, "probability": prob[i] if scored else None,
-                    "uncertainty": unc[i] if scored else None})
+        row = rows[i]
+        if not isinstance(row, dict):
+            out.append(row)
+            continue
+        s = i < m
+        out.append({**row, "original_rank": i + 1, "new_rank": new, "raw_score": raw_l[i] if s else None,
+                    "probability": prob_l[i] if s else None, "uncertainty": unc_l[i] if s else None})
     return out
+
+
+def _fail(heads: _Heads, todo: list[int], reason: str, detail: str) -> None:
+    for k in todo:
+        heads.reason[k], heads.detail[k] = reason, detail
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated aranges: [starts[k], starts[k] + lengths[k]) for every k, as one int64 index."""
+    if not len(lengths):
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+
+
+def _empty_array_result(n: int, n_lists: int, offsets: np.ndarray) -> ArrayResult:
+    nan = np.full(n, np.nan)
+    ident = np.arange(n)
+    return ArrayResult(order=ident.copy(), wouldbe=ident.copy(), raw_score=nan.copy(), probability=nan.copy(),
+                       uncertainty=nan.copy(), reranked=np.zeros(n_lists, bool), scored=np.zeros(n_lists, bool),
+                       arm=["control"] * n_lists, fallback_reason=[None] * n_lists, detail=[None] * n_lists,
+                       bucket=np.zeros(n_lists), latency_ms=0.0)
 
 
 def _unit_key(unit_id: str | None, query: str | None, mode: str) -> tuple[str, str | None]:
@@ -279,11 +493,11 @@ def _unit_key(unit_id: str | None, query: str | None, mode: str) -> tuple[str, s
         return str(unit_id), None
     if mode != "rollout":
         return "", None
-    return (query or ""), "no unit_id: bucketed by the query text" if query else \
-        "no unit_id and no query: every such request shares one bucket"
+    return (str(query) if query else ""), ("no unit_id: bucketed by the query text" if query else
+                                           "no unit_id and no query: every such request shares one bucket")
 
 
-def _prepare_model(model: torch.nn.Module, precision: str, device: torch.device) -> torch.nn.Module:
+def _prepare_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """fp32: the model as is; bf16: a bfloat16 copy (inputs are cast to bfloat16, scores back to fp32)."""
     if precision == "fp32":
         return model

@@ -1,4 +1,5 @@
-"""Thread-safe serving counters: totals, fallbacks by reason, a bounded latency window, list sizes."""
+"""Thread-safe serving counters: totals, fallbacks by reason, late results, a bounded window of recent
+latencies, list sizes and outcomes (for the recent error and fallback rates behind `health()`)."""
 from __future__ import annotations
 
 import threading
@@ -21,12 +22,13 @@ class ServeStats:
         self._lock = threading.Lock()
         self._latency_ms: deque[float] = deque(maxlen=window)
         self._sizes: deque[int] = deque(maxlen=window)
-        self.total = self.reranked = self.shadowed = self.scored = 0
+        self._outcomes: deque[str | None] = deque(maxlen=window)  # fallback reason or None, per call
+        self.total = self.reranked = self.shadowed = self.scored = self.late_results = 0
         self.fallback: Counter[str] = Counter()
         self.last_error: dict | None = None
 
     def record(self, *, n_candidates: int, latency_ms: float, reranked: bool, shadowed: bool, scored: bool,
-               fallback_reason: str | None, error: BaseException | None = None) -> None:
+               fallback_reason: str | None) -> None:
         """Count one served list."""
         with self._lock:
             self.total += 1
@@ -35,20 +37,33 @@ class ServeStats:
             self.scored += scored
             if fallback_reason:
                 self.fallback[fallback_reason] += 1
-            if error is not None:
-                self.last_error = {"type": type(error).__name__, "message": str(error)[:500],
-                                   "reason": fallback_reason, "time": time.time()}
             self._latency_ms.append(latency_ms)
             self._sizes.append(n_candidates)
+            self._outcomes.append(fallback_reason)
+
+    def note_error(self, error: BaseException, reason: str) -> None:
+        """Remember the last internal error (its type and message; the traceback goes to the log)."""
+        with self._lock:
+            self.last_error = {"type": type(error).__name__, "message": str(error)[:500], "reason": reason,
+                               "time": time.time()}
+
+    def count_late(self) -> None:
+        """A model result that arrived after its caller had been served the fallback (discarded)."""
+        with self._lock:
+            self.late_results += 1
 
     def snapshot(self) -> dict:
         """Counters plus latency percentiles (ms) and list-size summary over the recent window."""
         with self._lock:
             lat = np.fromiter(self._latency_ms, float, len(self._latency_ms))
             sizes = np.fromiter(self._sizes, float, len(self._sizes))
+            outcomes = list(self._outcomes)
             out = {"total": self.total, "reranked": self.reranked, "shadowed": self.shadowed,
-                   "scored": self.scored, "fallback": dict(self.fallback),
+                   "scored": self.scored, "fallback": dict(self.fallback), "late_results": self.late_results,
                    "fallback_total": sum(self.fallback.values()), "last_error": self.last_error}
+        n = len(outcomes)
+        out["recent"] = {"n": n, "fallback_rate": sum(r is not None for r in outcomes) / n if n else 0.0,
+                         "error_rate": sum(bool(r) and r.startswith("error:") for r in outcomes) / n if n else 0.0}
         out["latency_ms"] = _summary(lat, ("p50", 50), ("p95", 95), ("p99", 99))
         out["candidates_per_query"] = _summary(sizes, ("p50", 50))
         return out

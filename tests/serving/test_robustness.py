@@ -1,0 +1,171 @@
+"""Serving under concurrency and faults: MC dropout never leaks, every item is served once, the time
+budget holds against a hung model, internal errors are told apart from bad input."""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cotrr_core.serving.policy import Policy
+from cotrr_core.serving.reranker import Reranker
+from tests.serving.conftest import ids, lists_of
+
+
+def test_plain_answers_are_bit_identical_while_other_threads_sample_mc(reranker):
+    lists = lists_of(n_queries=6)
+    expected = [[c["raw_score"] for c in reranker.rerank(q, c, mc_samples=0, time_budget_ms=1e5).served]
+                for q, c in lists]
+    wrong, errors = [], []
+
+    def plain():
+        for _ in range(15):
+            for k, (q, c) in enumerate(lists):
+                got = [x["raw_score"] for x in reranker.rerank(q, c, mc_samples=0, time_budget_ms=1e5).served]
+                if got != expected[k]:
+                    wrong.append(k)
+
+    def mc():
+        for _ in range(15):
+            for q, c in lists:
+                res = reranker.rerank(q, c, mc_samples=5, time_budget_ms=1e5)
+                if res.fallback_reason or res.served[0]["uncertainty"] is None:
+                    errors.append(res.fallback_reason)
+
+    threads = [threading.Thread(target=plain) for _ in range(6)] + [threading.Thread(target=mc) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == [] and errors == []
+    assert all(not m.training for m in reranker.model.modules())
+
+
+ITEM = st.one_of(
+    st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=5),
+    st.dictionaries(st.sampled_from(["candidate_id", "brightness", "contrast", "first_stage_rank", "clip_img_features"]),
+                    st.one_of(st.none(), st.integers(min_value=-10**400, max_value=10**400), st.floats(),
+                              st.text(max_size=3), st.lists(st.floats(), max_size=5)), max_size=5))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(ITEM, max_size=8), valid=st.integers(min_value=0, max_value=6))
+def test_every_input_item_is_served_exactly_once(reranker, items, valid):
+    good = lists_of()[0][1][:valid]
+    # no first_stage_* fields in the arbitrary items, so the original order is the given order
+    cands = [dict(c, first_stage_score=None) for c in good] + items
+    for c in cands:
+        if isinstance(c, dict):
+            c.pop("first_stage_rank", None)
+            c.pop("first_stage_score", None)
+    res = reranker.rerank("q", cands, time_budget_ms=1e5)
+    assert len(res.served) == len(cands)
+    if items:  # every arbitrary item lacks required fields: the list falls back, in the given order
+        assert res.fallback_reason is not None and not res.reranked
+    served = res.served if not res.reranked else sorted(res.served, key=lambda c: c["original_rank"])
+    for got, sent in zip(served, cands):
+        if isinstance(sent, dict):
+            assert {k: v for k, v in got.items() if k in sent} == sent or _nan_equal(got, sent)
+        else:
+            assert got is sent
+
+
+def _nan_equal(got: dict, sent: dict) -> bool:
+    return all(got[k] is v or got[k] == v or (isinstance(v, float) and math.isnan(v)) for k, v in sent.items())
+
+
+def test_a_non_list_is_an_invalid_input_not_a_crash(reranker):
+    for junk in (None, 3, "abc", {"a": 1}):
+        res = reranker.rerank("q", junk)
+        assert res.fallback_reason == "invalid_input" and res.served == []
+
+
+def test_a_huge_integer_is_invalid_input(reranker):
+    query, cands = lists_of()[0]
+    cands = [dict(c) for c in cands]
+    cands[3]["brightness"] = 10**400
+    res = reranker.rerank(query, cands)
+    assert res.fallback_reason == "invalid_input" and "brightness" in res.detail
+    assert ids(res.served) == ids(sorted(cands, key=lambda c: -c["first_stage_score"]))
+
+
+def test_a_hung_model_costs_the_budget_not_the_hang(loaded, monkeypatch):
+    reranker = Reranker(loaded.run, Policy("full"))
+    release, still_blocked = threading.Event(), []
+
+    def hung(*a, **k):
+        release.wait(10)  # blocks until the test releases it, long after the budget
+        return np.zeros(a[1].shape), None
+
+    monkeypatch.setattr(reranker, "_forward", hung)
+    query, cands = lists_of()[0]
+    res = reranker.rerank(query, cands, time_budget_ms=50)
+    still_blocked.append(not release.is_set())
+    release.set()
+    assert res.fallback_reason == "timeout" and still_blocked == [True]
+    assert ids(res.served) == ids(sorted(cands, key=lambda c: -c["first_stage_score"]))
+    reranker._pool.shutdown(wait=True)  # the late result arrives and is counted, then discarded
+    assert reranker.stats()["late_results"] == 1
+
+
+def test_an_internal_error_is_logged_and_not_blamed_on_the_caller(loaded, monkeypatch, caplog):
+    reranker = Reranker(loaded.run, Policy("full"))
+
+    def bug(self, t, records, offsets):
+        raise KeyError("a bug in our code")
+
+    monkeypatch.setattr(type(reranker.featurizer), "_token", bug)
+    query, cands = lists_of()[0]
+    with caplog.at_level(logging.ERROR, logger="cotrr_core.serving.reranker"):
+        res = reranker.rerank(query, cands)
+    assert res.fallback_reason == "error:KeyError" and len(res.served) == len(cands)
+    assert any(r.exc_info for r in caplog.records), "the traceback must reach the log"
+    health = reranker.health()
+    assert health["status"] == "degraded" and health["last_error"]["type"] == "KeyError"
+
+
+def test_health_is_ok_on_clean_traffic(reranker):
+    for q, c in lists_of():
+        reranker.rerank(q, c)
+    assert reranker.health()["status"] == "ok" and reranker.health()["recent"]["fallback_rate"] == 0.0
+
+
+def test_columnar_path_matches_the_dict_path(reranker, loaded):
+    from cotrr_core.data import build_ranking_data
+    import pandas as pd
+
+    lists = lists_of()
+    frame = pd.DataFrame([dict(c, query_id=f"q{k}") for k, (_, cands) in enumerate(lists) for c in cands])
+    data = build_ranking_data(frame, loaded.run.spec, "t")
+    arrays = reranker.rerank_arrays(data.features, data.offsets, top_m=5, mc_samples=3)
+    dicts = reranker.rerank_batch([(None, c) for _, c in lists], top_m=5, mc_samples=3)
+    for q, res in enumerate(dicts):
+        r = data.rows(q)
+        assert list(data.candidate_ids[arrays.order[r]]) == ids(res.served)
+        served = {c["candidate_id"]: c for c in res.served}
+        got = dict(zip(data.candidate_ids[r], arrays.raw_score[r]))
+        for cid, c in served.items():
+            if c["raw_score"] is None:
+                assert np.isnan(got[cid])
+            else:
+                assert got[cid] == pytest.approx(c["raw_score"], abs=1e-5)
+    assert arrays.reranked.all() and arrays.fallback_reason == [None] * len(lists)
+
+
+def test_columnar_bad_rows_fall_back_per_list(reranker, loaded):
+    from cotrr_core.data import build_ranking_data
+    import pandas as pd
+
+    lists = lists_of(n_queries=3)
+    frame = pd.DataFrame([dict(c, query_id=f"q{k}") for k, (_, cands) in enumerate(lists) for c in cands])
+    data = build_ranking_data(frame, loaded.run.spec, "t")
+    feats = {k: v.astype(np.float64) for k, v in data.features.items()}
+    feats["visual"][data.offsets[1] + 2, 0] = 1e39  # finite in float64, inf in float32
+    res = reranker.rerank_arrays(feats, data.offsets)
+    assert res.fallback_reason[1] == "invalid_input" and res.fallback_reason[0] is None
+    r = data.rows(1)
+    assert list(res.order[r]) == list(range(r.start, r.stop)) and np.isnan(res.raw_score[r]).all()
