@@ -101,11 +101,11 @@ class TokenEncoder(nn.Module):
         states = []
         for name in self.names:
             # Zero padding first: arbitrary (even NaN) padded inputs must not reach gradients.
-            t = torch.where(keep, tokens[name], 0.0)
-            if name in self.list_constant:
-                states.append(self.proj[name](t[:, 0])[:, None, :].expand(b, l, -1))
+            if name in self.list_constant:  # only candidate 0's vector is read: [B, 1, d]
+                first = torch.where(keep[:, :1], tokens[name][:, :1], 0.0)
+                states.append(self.proj[name](first).expand(b, l, -1))
             else:
-                states.append(self.proj[name](t))
+                states.append(self.proj[name](torch.where(keep, tokens[name], 0.0)))
         return self.ln(torch.stack(states, dim=2) + self.type_emb)
 
 

@@ -2,6 +2,8 @@
 run them on a lent GPU with `python -m pytest -m cuda`."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -37,3 +39,15 @@ def test_fit_resume_and_serve_on_cuda(synthetic_file, tmp_path):
     test = bench.splits["test"]
     res = reranker.rerank(str(test.queries[0]), request_records(test, 0), mc_samples=5)
     assert res.fallback_reason is None and all(c["uncertainty"] is not None for c in res.served)
+
+
+def test_onnx_export_of_a_cuda_trained_run(synthetic_file, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cotrr_core.data.benchmarks import load_benchmark
+    from cotrr_core.serving.export import export_onnx
+    from cotrr_core.training.trainer import fit
+    from tests.training.test_trainer import tiny_config
+
+    fit(load_benchmark(str(synthetic_file)), tiny_config(epochs=1, device="cuda"), tmp_path, calibrate=False)
+    info = export_onnx(tmp_path, tmp_path / "m.onnx")
+    assert Path(info["path"]).exists()

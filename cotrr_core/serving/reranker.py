@@ -110,6 +110,7 @@ class Reranker:
         self.model = _prepare_model(run.model, precision)
         self.featurizer = Featurizer(run.spec, run.meta["token_dims"])
         self.token_names = [t.name for t in run.spec.tokens]
+        self._list_constant = {t.name for t in run.spec.tokens if t.list_constant}
         self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self._scale = run.scaler.tensors(run.device)  # token -> (mean [d], std [d])
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotrr-score")
@@ -167,7 +168,9 @@ class Reranker:
         for i, rows in enumerate(items):  # into original order where the input allows it
             if reasons[i] is None:
                 try:
-                    items[i] = [rows[k] for k in original_order(as_records(rows), self.run.spec)]
+                    if not all(isinstance(r, dict) for r in rows):
+                        raise DataError("rerank request", None, None, "every candidate must be a dict")
+                    items[i] = [rows[k] for k in original_order(rows, self.run.spec)]
                 except DataError as exc:
                     reasons[i], details[i] = INVALID, str(exc)
         todo = [i for i, d in enumerate(decisions) if d.score and reasons[i] is None]
@@ -229,11 +232,10 @@ class Reranker:
                 todo.append(q)
         todo = np.asarray(todo, dtype=np.int64)
         heads_len = np.minimum(lengths[todo], m)
-        rows = _ranges(offsets[todo], heads_len)  # the top-M rows of every list to score
-        heads = _Heads({k: np.asarray(features[k])[rows] for k in self.token_names},
+        heads = _Heads({k: np.asarray(features[k]) for k in self.token_names},
                        np.concatenate([[0], np.cumsum(heads_len)]).astype(np.int64),
                        reason=[None] * len(todo), detail=[None] * len(todo))
-        self._score_heads(heads, mc, t0, time_budget_ms)
+        self._score_heads(heads, mc, t0, time_budget_ms, starts=offsets[todo])
         out = _empty_array_result(n, n_lists, offsets)
         for k, q in enumerate(todo.tolist()):
             reasons[q], details[q] = heads.reason[k] or reasons[q], heads.detail[k] or details[q]
@@ -319,14 +321,14 @@ class Reranker:
         if not heads:
             return out
         try:
-            out.features = self.featurizer(as_records([r for h in heads for r in h]), offsets)
+            out.features = self.featurizer([r for h in heads for r in h], offsets)  # dicts, checked above
             return out
         except Exception:  # noqa: BLE001 - find the list(s) to blame below
             pass
         parts = []
         for k, h in enumerate(heads):
             try:
-                parts.append(self.featurizer(as_records(h)))
+                parts.append(self.featurizer(h))
             except Exception as exc:  # noqa: BLE001 - one list's problem must not fail the others
                 if isinstance(exc, DataError):
                     out.reason[k], out.detail[k] = INVALID, str(exc)
@@ -354,14 +356,16 @@ class Reranker:
                 out[q] = out[q] or f"token '{name}': NaN, infinite or out-of-float32-range value"
         return out
 
-    def _score_heads(self, heads: _Heads, mc: int, t0: float, budget_ms: float | None) -> None:
+    def _score_heads(self, heads: _Heads, mc: int, t0: float, budget_ms: float | None,
+                     starts: np.ndarray | None = None) -> None:
         """Score every list of `heads` in one padded forward (on a worker when there is a budget);
-        fill heads.scores [n], heads.std [n] and each list's fallback reason."""
+        fill heads.scores [n], heads.std [n] and each list's fallback reason. `starts`: where each
+        list's rows begin in heads.features (default: heads.offsets)."""
         todo = [k for k, r in enumerate(heads.reason) if r is None]
         if not todo:
             return
         try:
-            tokens, mask = self._tensors(heads.features, heads.offsets)
+            tokens, mask = self._tensors(heads.features, heads.offsets, starts)
             if budget_ms is None:
                 scores, std = self._forward(tokens, mask, mc)
             else:
@@ -389,18 +393,30 @@ class Reranker:
             if not finite[heads.offsets[k]:heads.offsets[k + 1]].all():
                 heads.reason[k], heads.detail[k] = "nan_score", "the model returned a NaN or infinite score"
 
-    def _tensors(self, features: dict[str, np.ndarray], offsets: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Gather K lists of rows into padded, standardised tensors: tokens {name: [K, L, d]}, mask [K, L]."""
+    def _tensors(self, features: dict[str, np.ndarray], offsets: np.ndarray,
+                 starts: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Gather K lists into padded, standardised tensors: tokens {name: [K, L, d]}, mask [K, L].
+
+        List k is rows starts[k] : starts[k] + (offsets[k + 1] - offsets[k]) of `features` (starts
+        default to offsets[:-1]). A list-constant token is gathered once per list and broadcast.
+        """
         lengths = np.diff(offsets)
+        starts = offsets[:-1] if starts is None else starts
         L = int(lengths.max())
         mask = np.arange(L)[None, :] < lengths[:, None]
-        idx = np.where(mask, offsets[:-1, None] + np.arange(L)[None, :], 0)  # padding reads row 0, masked later
-        device = self.run.device
+        idx = np.where(mask, starts[:, None] + np.arange(L)[None, :], starts[:, None])  # padding reads row 0
         tokens = {}
         for name in self.token_names:
-            x = torch.from_numpy(np.ascontiguousarray(features[name][idx], dtype=np.float32)).to(device)
-            tokens[name] = standardise(x, *self._scale[name], self.run.scaler.log_transform).to(self._dtype)
-        return tokens, torch.from_numpy(mask).to(device)
+            rows = idx[:, :1] if name in self._list_constant else idx
+            x = self._to_device(torch.from_numpy(np.ascontiguousarray(features[name][rows], dtype=np.float32)))
+            x = standardise(x, *self._scale[name], self.run.scaler.log_transform).to(self._dtype)
+            tokens[name] = x.expand(-1, L, -1) if name in self._list_constant else x
+        return tokens, self._to_device(torch.from_numpy(mask))
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if self.run.device.type == "cuda":  # pinned host memory: an asynchronous copy
+            return x.pin_memory().to(self.run.device, non_blocking=True)
+        return x.to(self.run.device)
 
     def _forward(self, tokens: dict[str, torch.Tensor], mask: torch.Tensor,
                  mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
@@ -468,14 +484,6 @@ def _annotate(rows: list, order: np.ndarray, raw: np.ndarray | None, probs: np.n
 def _fail(heads: _Heads, todo: list[int], reason: str, detail: str) -> None:
     for k in todo:
         heads.reason[k], heads.detail[k] = reason, detail
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated aranges: [starts[k], starts[k] + lengths[k]) for every k, as one int64 index."""
-    if not len(lengths):
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    return np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
 
 
 def _empty_array_result(n: int, n_lists: int, offsets: np.ndarray) -> ArrayResult:
