@@ -4,7 +4,7 @@ import streamlit as st
 
 from cotrr_core.views import find_queries, query_lists, query_metrics, wins_ties_losses
 from pages._charts import candidate_cards, chart, csv_button
-from pages._shared import context, shown_errors, sidebar
+from pages._shared import _write_url, context, default_query, shown_errors, sidebar
 
 sidebar()
 st.title("Compare original vs reranked")
@@ -35,15 +35,19 @@ options = ranked["query_index"].astype(int).tolist()
 if not options:
     st.warning(f"No query matches {text!r}.")
     st.stop()
-if st.session_state.get("cmp-query") not in options:
-    st.session_state["cmp-query"] = options[0]
+default_query(test, "cmp-query")  # the URL's query, else one with a relevant candidate
+if st.session_state.get("cmp-query") not in options or st.session_state.get("cmp-last-sort", order) != order:
+    st.session_state["cmp-query"] = options[0]  # a new sort order opens its first query
+st.session_state["cmp-last-sort"] = order
 delta = dict(zip(per_query["query_index"], per_query["change"]))
 q = st.selectbox("Query", options, key="cmp-query",
                  format_func=lambda i: f"{test.query_ids[i]} · {test.queries[i]} (ΔnDCG@10 {delta[i]:+.3f})")
 
+_write_url(query=str(test.query_ids[q]))
 original, reranked = query_lists(test, q, scored)
 st.markdown(f"### “{test.queries[q]}”")
-top = st.slider("Show top", 3, int(test.list_lengths[q]), min(10, int(test.list_lengths[q])), key="cmp-top")
+n = int(test.list_lengths[q])
+top = n if n <= 3 else st.slider("Show top", 3, n, min(10, n), key="cmp-top")
 left, right = st.columns(2)
 with left:
     st.markdown("**Original order (first stage)**")
@@ -66,7 +70,8 @@ c[0].metric("wins", counts["win"])
 c[1].metric("ties", counts["tie"], help=f"{counts['no_relevant']} queries have no relevant candidate (0 in both)")
 c[2].metric("losses", counts["loss"])
 c[3].metric("queries", counts["queries"])
-fig = px.histogram(per_query, x="change", color="outcome", nbins=30, title="ΔnDCG@10 per query (reranked − original)")
+fig = px.histogram(per_query, x="change", color="outcome", nbins=30, title="ΔnDCG@10 per query (reranked − original)",
+                   color_discrete_map={"win": "#2e7d32", "tie": "#9e9e9e", "loss": "#c62828"})
 chart(fig.update_layout(height=300), per_query, "per_query_ndcg", "wtl")
 st.markdown("**Worst regressions** (click to open)")
 for _, row in per_query[per_query["outcome"] == "loss"].head(5).iterrows():

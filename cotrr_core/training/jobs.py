@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cotrr_core.io import REPO_ROOT
-from cotrr_core.training.runs import list_runs, new_run_dir, read_status, runs_root, write_status
+from cotrr_core.training.runs import (dataset_identity, list_runs, new_run_dir, read_status, runs_for_dataset, runs_root,
+                                      write_dataset_identity, write_status)
 
 __all__ = ["runs_root", "launch_training", "is_alive", "ensure_default_run", "start_default_run",
            "default_run_state", "validate_overrides", "DEFAULT_DATASET", "DEFAULT_NAME", "overrides_to_args"]
@@ -55,7 +56,9 @@ def launch_training(dataset: str, overrides: dict[str, Any] | None = None, name:
                     fast: bool = False, root: Path | None = None) -> Path:
     """Start training in a separate process; returns the run directory (status.json already 'queued')."""
     root = Path(root or runs_root())
+    dataset_identity(dataset)  # a missing file fails here, before a run directory exists
     run_dir = new_run_dir(name, root=root)
+    write_dataset_identity(run_dir, dataset)  # how the app finds the run again (name + content hash)
     write_status(run_dir, "queued", 0.0, "starting the training process")
     cmd = [sys.executable, "-m", "cotrr_core", "train", "--dataset", str(dataset), "--run-dir", str(run_dir),
            *(["--fast"] if fast else []), *overrides_to_args(overrides or {})]
@@ -105,12 +108,9 @@ def _reap() -> None:
 
 
 def ensure_default_run(dataset: str | None = None, root: Path | None = None) -> Path | None:
-    """The newest finished run on `dataset` (default: the demo), or None."""
-    dataset = dataset or default_dataset()
-    for run in list_runs(Path(root or runs_root())):
-        if run.state == "done" and run.config.get("dataset") == dataset and (run.path / "model.pt").exists():
-            return run.path
-    return None
+    """The best finished run on `dataset` (default: the demo), or None."""
+    runs = runs_for_dataset(dataset or default_dataset(), Path(root or runs_root()))
+    return runs[0].path if runs else None
 
 
 def _default_runs(dataset: str, root: Path) -> list:

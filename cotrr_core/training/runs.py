@@ -7,6 +7,7 @@ progress in [0, 1], a message, and the pid of the training process.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -17,7 +18,8 @@ from typing import Any
 from cotrr_core.io import REPO_ROOT, read_json, write_json
 
 __all__ = ["runs_root", "RunInfo", "new_run_dir", "write_status", "read_status", "list_runs",
-           "request_cancel", "cancel_requested", "append_log", "read_history", "STATES", "LoadedRun", "load_run"]
+           "request_cancel", "cancel_requested", "append_log", "read_history", "STATES", "LoadedRun", "load_run",
+           "dataset_identity", "write_dataset_identity", "runs_for_dataset", "best_first", "registry"]
 
 # Keys of configs written by earlier versions that no longer exist; dropped when an old run is loaded.
 _RETIRED_KEYS = {"calibration": ("mc_samples",), "loss": ("relevance_threshold",)}
@@ -42,6 +44,101 @@ class RunInfo:
     @property
     def state(self) -> str:
         return self.status.get("state", "unknown")
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        """The dataset identity recorded at launch (dataset.json), else derived from config.json."""
+        recorded = _read_optional(self.path / _IDENTITY)
+        if recorded.get("name"):
+            return recorded
+        name = self.config.get("dataset")
+        return dataset_identity(name, missing_ok=True) if name else {"key": None, "name": None}
+
+    @property
+    def test_ndcg(self) -> float | None:
+        return self.metrics.get("test", {}).get("cotrr", {}).get("ndcg@10")
+
+    @property
+    def usable(self) -> bool:
+        """Finished with weights on disk: the app can load and show it."""
+        return self.state == "done" and (self.path / "model.pt").exists()
+
+
+_IDENTITY = "dataset.json"
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if cache_key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[cache_key] = h.hexdigest()
+    return _HASHES[cache_key]
+
+
+def dataset_identity(dataset: str | Path, missing_ok: bool = False) -> dict[str, Any]:
+    """A dataset's stable identity: {"key", "name", "file", "sha256"}.
+
+    A built-in benchmark is its name; a file is its name plus the sha256 of its bytes, so the same
+    upload is recognised wherever it is stored and a changed file is a different dataset. A file that
+    no longer exists (missing_ok) keeps only its name (key None): matched by name, as old runs were.
+    """
+    from cotrr_core.data.benchmarks import BENCHMARKS
+
+    text = str(dataset)
+    if text in BENCHMARKS:
+        return {"key": text, "name": text, "file": None, "sha256": None}
+    path = Path(text)
+    if not path.is_file():
+        if missing_ok:
+            return {"key": None, "name": path.name, "file": str(path), "sha256": None}
+        raise FileNotFoundError(f"dataset {text!r}: not a benchmark ({', '.join(BENCHMARKS)}) nor a file")
+    sha = _sha256(path)
+    return {"key": f"{path.name}@{sha[:12]}", "name": path.name, "file": str(path), "sha256": sha}
+
+
+def write_dataset_identity(run_dir: Path, dataset: str | Path) -> dict[str, Any]:
+    """Record which dataset (name + content hash) a run trains on, before it starts."""
+    ident = dataset_identity(dataset)
+    write_json(Path(run_dir) / _IDENTITY, ident)
+    return ident
+
+
+def _same_dataset(run: "RunInfo", ident: dict[str, Any]) -> bool:
+    mine = run.dataset
+    if mine.get("key") and ident.get("key"):
+        return mine["key"] == ident["key"]
+    return bool(mine.get("name")) and mine.get("name") == ident.get("name")  # a run from before identities
+
+
+def best_first(runs: list["RunInfo"]) -> list["RunInfo"]:
+    """Highest test nDCG@10 first (runs without one last), then newest."""
+    newest = sorted(runs, key=lambda r: r.run_id, reverse=True)
+    return sorted(newest, key=lambda r: -r.test_ndcg if r.test_ndcg is not None else float("inf"))
+
+
+def runs_for_dataset(dataset: str | Path, root: Path | None = None) -> list["RunInfo"]:
+    """Finished runs (weights on disk) trained on `dataset` (same name and content), best first."""
+    ident = dataset_identity(dataset, missing_ok=True)
+    return best_first([r for r in list_runs(root) if r.usable and _same_dataset(r, ident)])
+
+
+def registry(root: Path | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready row per run, newest first: id, dataset identity, state, test nDCG@10, created."""
+    rows = []
+    for r in list_runs(root):
+        try:
+            created = _dt.datetime.fromtimestamp(r.path.stat().st_ctime, _dt.timezone.utc)
+        except OSError:
+            created = None
+        rows.append({"id": r.run_id, "dataset": r.dataset, "state": r.state, "test_ndcg@10": r.test_ndcg,
+                     "created": created.isoformat(timespec="seconds") if created else None, "path": str(r.path),
+                     "message": r.status.get("message", "")})
+    return rows
 
 
 def new_run_dir(name: str = "run", root: Path | None = None) -> Path:
