@@ -1,4 +1,5 @@
-"""Serving benchmark: Reranker latency / throughput vs a naive PyTorch loop and LightGBM, on this CPU.
+"""Serving benchmark: Reranker latency / throughput vs the model alone, a naive PyTorch loop and LightGBM,
+plus the serving guarantees under stress (concurrent MC dropout, a hung model), on this CPU.
 
     python bench/serve.py [--run RUN_DIR] --json OUT [--calls 500]
 
@@ -75,8 +76,8 @@ def _once(fn: Callable[[], object]) -> float:
 
 # ---------------------------------------------------------------------------- baselines
 class NaiveReranker:
-    """The straightforward way: per-candidate dict -> tensor, one forward per list, MC in a Python loop,
-    autograd left on, list-constant tokens converted for every candidate."""
+    """The straightforward way: per-candidate dict -> tensor, one forward per list, MC in a Python loop
+    (switching the model to train mode), list-constant tokens converted for every candidate; inference mode."""
 
     def __init__(self, reranker: Reranker) -> None:
         self.run = reranker.run
@@ -95,28 +96,25 @@ class NaiveReranker:
         tokens = {t.name: torch.stack([r[t.name] for r in rows])[None] for t in self.layout}
         mask = torch.ones(1, len(rows), dtype=torch.bool)
         self.model.eval()
-        scores = self.model(tokens, mask)[0]  # autograd left on, as the naive way does
-        stds = None
-        if mc_samples:
-            self.model.train()
-            samples = [self.model(tokens, mask)[0] for _ in range(mc_samples)]
-            self.model.eval()
-            stds = torch.stack(samples).std(0)
-        probs = self.run.calibrator.predict(scores.detach().double().numpy())
+        with torch.inference_mode():
+            scores = self.model(tokens, mask)[0]
+            stds = None
+            if mc_samples:
+                self.model.train()
+                samples = [self.model(tokens, mask)[0] for _ in range(mc_samples)]
+                self.model.eval()
+                stds = torch.stack(samples).std(0)
+        probs = self.run.calibrator.predict(scores.double().numpy())
         order = np.argsort(-probs)
         return [dict(candidates[i], probability=float(probs[i]),
-                     uncertainty=None if stds is None else float(stds[i].detach())) for i in order]
+                     uncertainty=None if stds is None else float(stds[i])) for i in order]
 
 
-def lightgbm_model(train, layout):
-    import lightgbm as lgb
+def lightgbm_model(bench):
+    """The quality bench's LightGBM lambdarank: same feature builder, grid and early stopping on val."""
+    from cotrr_core.evaluation.baselines import LightGBMRanker
 
-    X = flat_features(train)
-    y = np.clip(np.round(train.labels * 4), 0, 4).astype(int)  # graded relevance 0..4
-    ds = lgb.Dataset(X, y, group=train.list_lengths, params={"max_bin": 63})
-    params = {"objective": "lambdarank", "num_leaves": 31, "learning_rate": 0.1, "feature_fraction": 0.3,
-              "verbose": -1, "num_threads": torch.get_num_threads()}
-    return lgb.train(params, ds, num_boost_round=100)
+    return LightGBMRanker(n_jobs=torch.get_num_threads()).fit(bench.splits["train"], bench.splits["val"])
 
 
 def int8_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -128,16 +126,18 @@ def int8_model(model: torch.nn.Module) -> torch.nn.Module:
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def flat_features(data) -> np.ndarray:
-    return np.concatenate([data.features[k] for k in sorted(data.features)], axis=1)
-
-
 # ---------------------------------------------------------------------------- measurements
+def padded_batch(reranker: Reranker, lists: list[tuple]) -> tuple[dict, torch.Tensor]:
+    """The standardised padded tensors the Reranker builds for these (query, candidates) lists."""
+    feats = reranker.featurizer([c for _, cands in lists for c in cands],
+                                np.cumsum([0] + [len(c) for _, c in lists]))
+    return reranker._tensors(feats, np.cumsum([0] + [len(c) for _, c in lists]))
+
+
 def flops_per_candidate(reranker: Reranker, lists: list[tuple]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    feats = reranker.featurizer(lists[0][1])
-    tokens, mask = reranker._tensors([feats])
+    tokens, mask = padded_batch(reranker, lists[:1])
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         reranker.model(tokens, mask)
     return counter.get_total_flops() / mask.sum().item()
@@ -156,6 +156,64 @@ def ndcg(reranker: Reranker, test) -> float:
     scores = np.concatenate([[c["raw_score"] for c in sorted(r.served, key=lambda c: c["original_rank"])]
                              for r in res])
     return evaluate_scores(test, scores)["ndcg@10"]
+
+
+def concurrent_mc_stress(rr: Reranker, lists: list[tuple], plain_threads: int = 6, mc_threads: int = 2,
+                         rounds: int = 10) -> dict:
+    """Plain requests on `plain_threads` threads while `mc_threads` ask for 5 MC samples: how many plain
+    answers differ (bit for bit) from the single-threaded ones, and how many come back in another order."""
+    import threading
+
+    lists = lists[:30]
+    expected = [[c["raw_score"] for c in rr.rerank(q, c, time_budget_ms=BIG).served] for q, c in lists]
+    wrong, reordered, total = [0], [0], [0]
+    lock = threading.Lock()
+
+    def plain():
+        for _ in range(rounds):
+            for k, (q, c) in enumerate(lists):
+                got = rr.rerank(q, c, time_budget_ms=BIG).served
+                with lock:
+                    total[0] += 1
+                    wrong[0] += [x["raw_score"] for x in got] != expected[k]
+                    reordered[0] += sorted(expected[k], reverse=True) != [x["raw_score"] for x in got]
+
+    def mc():
+        for _ in range(rounds):
+            for q, c in lists:
+                rr.rerank(q, c, mc_samples=5, time_budget_ms=BIG)
+
+    threads = [threading.Thread(target=plain) for _ in range(plain_threads)] + \
+        [threading.Thread(target=mc) for _ in range(mc_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"plain_threads": plain_threads, "mc_threads": mc_threads, "plain_answers": total[0],
+            "wrong_scores": wrong[0], "reordered": reordered[0]}
+
+
+def hung_model_slack(rr: Reranker, lists: list[tuple], budget_ms: float = 50.0, calls: int = 20,
+                     hang_s: float = 2.0) -> dict:
+    """A model that hangs `hang_s` per call, under a `budget_ms` budget: wall time the caller waits."""
+    hung = Reranker(rr.run, rr.policy)
+
+    def forward(*a, **k):
+        time.sleep(hang_s)
+        raise RuntimeError("hung")
+
+    hung._forward = forward
+    waits, reasons = [], set()
+    for k in range(calls):
+        a = time.perf_counter()
+        res = hung.rerank(*lists[k % len(lists)], time_budget_ms=budget_ms)
+        waits.append(1e3 * (time.perf_counter() - a))
+        reasons.add(res.fallback_reason)
+    hung.close()
+    w = np.asarray(waits)
+    return {"budget_ms": budget_ms, "hang_s": hang_s, "calls": calls, "reasons": sorted(map(str, reasons)),
+            "wait_p50_ms": float(np.percentile(w, 50)), "wait_max_ms": float(w.max()),
+            "slack_max_ms": float(w.max() - budget_ms)}
 
 
 def main() -> int:
@@ -192,7 +250,7 @@ def main() -> int:
     out.update(p50_ms=lat0["p50"], p99_ms=lat0["p99"], p50_ms_mc5=lat5["p50"], p99_ms_mc5=lat5["p99"])
 
     # inference_mode on/off: the model call alone for one top-20 list
-    tokens, mask = rr._tensors([rr.featurizer(top20[0][1])])
+    tokens, mask = padded_batch(rr, top20[:1])
     with torch.inference_mode():
         on = timed(lambda: rr.model(tokens, mask), args.calls // 2)
     t2, m2 = {k: v.clone() for k, v in tokens.items()}, mask.clone()
@@ -204,6 +262,13 @@ def main() -> int:
     batch = lists[:64]
     n_batch = sum(len(c) for _, c in batch)
     out["throughput_cps"] = throughput(lambda: rr.rerank_batch(batch, top_m=64), n_batch)
+    b_tokens, b_mask = padded_batch(rr, batch)
+    with torch.inference_mode():
+        out["model_only_throughput_cps"] = throughput(lambda: rr.model(b_tokens, b_mask), n_batch)
+    sub = test.subset(range(len(batch)))
+    out["columnar_throughput_cps"] = throughput(lambda: rr.rerank_arrays(sub.features, sub.offsets, top_m=64), n_batch)
+    out["throughput_vs_model"] = out["throughput_cps"] / out["model_only_throughput_cps"]
+    out["columnar_vs_model"] = out["columnar_throughput_cps"] / out["model_only_throughput_cps"]
     loop_cps = throughput(lambda: [rr.rerank(q, c, top_m=64, time_budget_ms=BIG) for q, c in batch], n_batch, 2)
     steps["batch_vs_loop"] = {"batch_cps": out["throughput_cps"], "loop_cps": loop_cps}
 
@@ -226,11 +291,13 @@ def main() -> int:
     out["naive_throughput_cps"] = throughput(lambda: [naive.rerank(c) for _, c in batch], n_batch, 2)
     out["naive_p50_ms"] = timed(lambda: naive.rerank(top20[next(cycle) % len(top20)][1]), args.calls // 5)["p50"]
     out["naive_p50_ms_mc5"] = timed(lambda: naive.rerank(top20[next(cycle) % len(top20)][1], 5), args.calls // 10)["p50"]
-    booster = lightgbm_model(bench.splits["train"], rr.featurizer.layout)
-    sub = test.subset(range(min(64, test.num_queries)))
-    X = flat_features(sub)
-    out["lightgbm_throughput_cps"] = throughput(lambda: booster.predict(X, num_threads=best_threads), len(X))
-    out["lightgbm_ndcg@10"] = evaluate_scores(test, booster.predict(flat_features(test)))["ndcg@10"]
+    lgb = lightgbm_model(bench)
+    out["lightgbm_throughput_cps"] = throughput(lambda: lgb.predict(sub), sub.num_candidates)
+    out["lightgbm_ndcg@10"] = evaluate_scores(test, lgb.predict(test))["ndcg@10"]
+    out["lightgbm_params"] = lgb.best_params_
+
+    out["concurrency"] = concurrent_mc_stress(rr, top20)
+    out["hung_model"] = hung_model_slack(rr, top20)
 
     # arithmetic: FLOPs per candidate and share of the measured matmul peak
     out["flops_per_candidate"] = flops_per_candidate(rr, top20)
@@ -263,10 +330,14 @@ def print_table(o: dict) -> None:
     print(f"{'  model call: inference_mode on / off':<40}{im['on_p50']:9.2f}{im['off_p50']:9.2f}")
     print(f"{'throughput (candidates/s)':<40}{'cand/s':>9}{'ratio':>9}")
     print(f"{'  rerank_batch (64 lists x 20-50)':<40}{o['throughput_cps']:9.0f}{1.0:9.2f}")
+    print(f"{'  rerank_arrays (columnar, same lists)':<40}{o['columnar_throughput_cps']:9.0f}"
+          f"{o['columnar_throughput_cps'] / o['throughput_cps']:9.2f}")
+    print(f"{'  model forward alone (same batch)':<40}{o['model_only_throughput_cps']:9.0f}"
+          f"{o['model_only_throughput_cps'] / o['throughput_cps']:9.2f}")
     print(f"{'  loop of rerank() calls':<40}{s['batch_vs_loop']['loop_cps']:9.0f}"
           f"{s['batch_vs_loop']['loop_cps'] / o['throughput_cps']:9.2f}")
     print(f"{'  naive PyTorch':<40}{o['naive_throughput_cps']:9.0f}{o['naive_throughput_cps'] / o['throughput_cps']:9.2f}")
-    print(f"{'  LightGBM predict (100 trees)':<40}{o['lightgbm_throughput_cps']:9.0f}"
+    print(f"{'  LightGBM predict (tuned, quality bench)':<40}{o['lightgbm_throughput_cps']:9.0f}"
           f"{o['lightgbm_throughput_cps'] / o['throughput_cps']:9.2f}")
     print(f"{'precision':<12}{'nDCG@10':>9}{'delta':>9}{'p50':>8}{'p50 mc5':>9}{'cand/s':>9}")
     for name, v in s["precision"].items():
@@ -275,6 +346,11 @@ def print_table(o: dict) -> None:
     print(f"FLOPs/candidate {o['flops_per_candidate'] / 1e6:.2f} M; batch path {o['batch_gflops']:.1f} GFLOP/s = "
           f"{100 * o['batch_share_of_peak']:.0f}% of measured matmul peak {o['matmul_peak_gflops']:.1f} GFLOP/s")
     print(f"LightGBM nDCG@10 {o['lightgbm_ndcg@10']:.4f}; bench took {o['seconds']:.0f} s")
+    c, h = o["concurrency"], o["hung_model"]
+    print(f"concurrency: {c['plain_answers']} plain answers on {c['plain_threads']} threads beside {c['mc_threads']} MC "
+          f"threads: {c['wrong_scores']} wrong scores, {c['reordered']} reordered")
+    print(f"hung model ({h['hang_s']} s) under a {h['budget_ms']:g} ms budget: caller waited p50 "
+          f"{h['wait_p50_ms']:.1f} ms, max {h['wait_max_ms']:.1f} ms ({h['reasons']})")
 
 
 if __name__ == "__main__":
