@@ -16,7 +16,7 @@ from cotrr_core.config import ConfigError
 from cotrr_core.data import DataError, load_dataset
 from cotrr_core.data.benchmarks import BENCHMARKS, Benchmark, load_benchmark, shared_datasets_dir
 from cotrr_core.io import REPO_ROOT, read_json
-from cotrr_core.training.runs import RunInfo, list_runs, read_status
+from cotrr_core.training.runs import RunInfo, dataset_identity, read_status, runs_for_dataset
 
 # what a page shows as st.error instead of a traceback
 ERRORS = (DataError, ConfigError, RuntimeError, ValueError, KeyError, OSError)
@@ -73,8 +73,8 @@ def split_scores(run_dir: str, stamp: float, dataset: str, split: str = "test", 
 # ---------- datasets and runs --------------------------------------------------------------------
 
 def dataset_key(name: str) -> str:
-    """The name a run's config.json records for a dataset (file datasets: the file name)."""
-    return name if name in BENCHMARKS else Path(name).name
+    """A dataset's stable key (benchmark name, or file name @ content hash): cotrr_core.training.runs."""
+    return dataset_identity(name, missing_ok=True)["key"] or Path(name).name
 
 
 def dataset_label(name: str) -> str:
@@ -95,9 +95,8 @@ def dataset_options() -> list[str]:
 
 
 def done_runs(dataset: str) -> list[RunInfo]:
-    key = dataset_key(dataset)
-    return [r for r in list_runs(jobs.runs_root())
-            if r.state == "done" and r.config.get("dataset") == key and (r.path / "model.pt").exists()]
+    """Finished runs on this dataset (same name and content), best test nDCG@10 first."""
+    return runs_for_dataset(dataset, jobs.runs_root())
 
 
 def run_label(r: RunInfo) -> str:
@@ -141,6 +140,7 @@ def sidebar() -> None:
     sb = st.sidebar
     sb.title("CoTRR-Stable")
     opts = dataset_options()
+    _read_url(opts)
     default = jobs.default_dataset()
     if st.session_state.get("dataset") not in opts and default in opts:
         st.session_state["dataset"] = default
@@ -158,9 +158,41 @@ def sidebar() -> None:
     runs = done_runs(st.session_state["dataset"])
     if runs:
         labels = {r.run_id: run_label(r) for r in runs}
-        _picker(sb, "Run", list(labels), "run_id", format_func=labels.get)
+        _picker(sb, "Run", list(labels), "run_id", format_func=labels.get,
+                help="Finished runs on this dataset, best test nDCG@10 first")
     else:
         sb.caption("No finished run on this dataset yet.")
+    _write_url(run=st.session_state.get("run_id") if runs else None)
+
+
+def _url_name(dataset: str) -> str:
+    return dataset if dataset in BENCHMARKS else Path(dataset).name
+
+
+def _read_url(opts: list[str]) -> None:
+    """First run of a session: the URL's ?dataset=&run=&query= win (a shared link, a reload)."""
+    if st.session_state.get("_url_read"):
+        return
+    st.session_state["_url_read"] = True
+    params = st.query_params
+    want = params.get("dataset")
+    match = next((o for o in opts if _url_name(o) == want), None) if want else None
+    if match:
+        st.session_state["dataset"] = match
+    if params.get("run"):
+        st.session_state["run_id"] = params["run"]
+    if params.get("query"):
+        st.session_state["url_query"] = params["query"]
+
+
+def _write_url(**extra) -> None:
+    """Keep the selections in the URL so a view can be shared and survives a reload."""
+    want = {"dataset": _url_name(st.session_state["dataset"]), **extra}
+    for key, value in want.items():
+        if value is None:
+            st.query_params.pop(key, None)
+        elif st.query_params.get(key) != str(value):
+            st.query_params[key] = str(value)
 
 
 @dataclass
@@ -247,13 +279,25 @@ def run_progress(run_dir: Path, rerun_app_when_done: bool = False) -> None:
                  f"{s.get('message', '')}" + (f"\n\n```\n{tail}\n```" if tail and state != "cancelled" else ""))
 
 
+def default_query(data, key: str) -> None:
+    """Set session_state[key] to the URL's query (by id), else keep a valid one, else the first query
+    that has a relevant candidate (so metrics and ablations are defined)."""
+    ids = [str(i) for i in data.query_ids]
+    url = st.session_state.pop("url_query", None)
+    if url in ids:
+        st.session_state[key] = ids.index(url)
+    elif st.session_state.get(key) not in range(data.num_queries):
+        rel = data.relevant()
+        st.session_state[key] = next((q for q in range(data.num_queries) if rel[data.rows(q)].any()), 0)
+
+
 def query_picker(data, key: str, label: str = "Query") -> int:
-    """Selectbox over the split's queries (text + id); returns the query index."""
-    opts = list(range(data.num_queries))
-    if st.session_state.get(key) not in opts:
-        st.session_state[key] = 0
-    return st.selectbox(label, opts, key=key,
-                        format_func=lambda q: f"{data.query_ids[q]} · {data.queries[q]} ({data.list_lengths[q]})")
+    """Selectbox over the split's queries (text + id); returns the query index (also put in the URL)."""
+    default_query(data, key)
+    q = st.selectbox(label, list(range(data.num_queries)), key=key,
+                     format_func=lambda q: f"{data.query_ids[q]} · {data.queries[q]} ({data.list_lengths[q]})")
+    _write_url(query=str(data.query_ids[q]))
+    return q
 
 
 @st.cache_resource(show_spinner="Loading the serving path (Reranker)...", max_entries=4)
