@@ -26,13 +26,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
     import time
 
-    from cotrr_core.data.demo import SIZES, generate_demo_frame, write_demo_jsonl
+    from cotrr_core.data.demo import SIZES, generate_demo_frame, tile_demo_frame, write_demo_jsonl, write_demo_parquet
 
     size = "small" if args.small else "default"
     t0 = time.perf_counter()
     frame = generate_demo_frame(**SIZES[size], seed=args.seed)
-    out = Path(args.out) / f"demo_{size}_scored.jsonl"
-    write_demo_jsonl(frame, out)
+    if args.queries:
+        frame, size = tile_demo_frame(frame, args.queries), f"{args.queries}q"
+    ext = "parquet" if args.format == "parquet" else "jsonl"
+    out = Path(args.out) / f"demo_{size}_scored.{ext}"
+    (write_demo_parquet if ext == "parquet" else write_demo_jsonl)(frame, out)
     print(f"wrote {out}: {frame['query_id'].nunique()} queries, {len(frame)} candidates "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -119,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("make-demo-data", help="write the built-in demo benchmark as Step5 JSONL")
     s.add_argument("--small", action="store_true")
+    s.add_argument("--queries", type=int, help="N lists, the demo's lists repeated with fresh ids (scale tests)")
+    s.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
     s.add_argument("--out", default="artifacts/datasets")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_make_demo_data)

@@ -27,7 +27,7 @@ from .scenes import (
     Query, candidate_specs, colour_delta_e, compliance, expected_for_detectors, make_query,
 )
 
-__all__ = ["SIZES", "COLUMNS", "VECTOR_COLUMNS", "generate_demo_frame", "render_candidate_image", "demo_cache_path",
+__all__ = ["SIZES", "COLUMNS", "VECTOR_COLUMNS", "generate_demo_frame", "tile_demo_frame", "render_candidate_image", "demo_cache_path",
            "read_demo_frame", "write_demo_parquet", "write_demo_jsonl"]
 
 SIZES: dict[str, dict] = {
@@ -149,6 +149,27 @@ def generate_demo_frame(n_queries: int = 600, min_candidates: int = 30, max_cand
     df["render_spec"] = [json.dumps(r["_spec"], sort_keys=True) for r in rows]
     df["image"] = "demo://" + df["candidate_id"]
     return _rank(df)
+
+
+def tile_demo_frame(frame: pd.DataFrame, n_queries: int) -> pd.DataFrame:
+    """`n_queries` lists made by repeating the frame's lists with fresh ids (q0001 -> q0001-t1, ...).
+
+    For scale tests only: the copies add rows, not information.
+    """
+    qids = frame["query_id"].unique()
+    if n_queries <= len(qids):
+        return frame[frame["query_id"].isin(qids[:n_queries])].reset_index(drop=True)
+    parts = []
+    for copy in range(-(-n_queries // len(qids))):
+        keep = qids[:min(len(qids), n_queries - copy * len(qids))]
+        part = frame[frame["query_id"].isin(keep)].copy()
+        if copy:
+            suffix = f"-t{copy}"
+            part["query_id"] = part["query_id"] + suffix
+            part["candidate_id"] = part["query_id"] + "_" + part["candidate_id"].str.split("_").str[-1]
+            part["image"] = "demo://" + part["candidate_id"]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _rank(df: pd.DataFrame) -> pd.DataFrame:
