@@ -7,13 +7,17 @@ q's candidates, original rank 1 first.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cotrr_core.data.errors import DataError, LoadReport
+from cotrr_core.data.limits import F32_MAX
 from cotrr_core.data.spec import FeatureSpec, TokenSpec
 
 __all__ = ["RankingData", "PaddedLists", "build_ranking_data", "token_columns"]
@@ -136,12 +140,15 @@ class RankingData:
 
 
 def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, require_labels: bool = True,
-                       line_label: str = "line",
-                       min_candidates: int = 2, on_small_list: SmallListPolicy = "skip") -> RankingData:
+                       line_label: str = "line", min_candidates: int = 2, on_small_list: SmallListPolicy = "skip",
+                       vectors: dict[str, np.ndarray] | None = None) -> RankingData:
     """Validate a frame of candidates (one row per candidate, `_line` = its line in `source`).
 
-    Raises DataError naming file, line, field and problem for the first bad value.
+    `vectors` holds vector columns a reader already decoded to [N, d] arrays (Parquet), so a
+    million rows need no per-row objects. Raises DataError naming file, line, field and problem
+    for the first bad value.
     """
+    vectors = vectors or {}
     lines = frame["_line"].to_numpy() if "_line" in frame else np.arange(1, len(frame) + 1)
     report = LoadReport(source=source, lines=len(frame))
 
@@ -170,20 +177,27 @@ def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, r
     features = {}
     for tok in spec.tokens:
         cols = token_columns(tok)
+        if len(cols) == 1 and cols[0] in vectors:
+            features[tok.name] = _checked_vectors(vectors[cols[0]], cols[0], tok.dim, fail)
+            continue
         for f in cols:
             _require(frame, f, fail)
-        if len(cols) == 1 and _is_vector_column(frame[cols[0]]):
+        if len(cols) == 1 and (tok.dim is not None or _is_vector_column(frame[cols[0]])):
             features[tok.name] = _vector(frame, cols[0], tok.dim, fail)
         else:
-            features[tok.name] = np.stack([_scalar(frame, f, fail) for f in cols], axis=1)
+            features[tok.name] = np.stack([_scalar(frame, f, fail) for f in cols], axis=1).astype(np.float32)
 
-    dup = pd.Series(list(zip(qid, cid))).duplicated().to_numpy()
+    dup = pd.DataFrame({"q": qid, "c": cid}).duplicated().to_numpy()
     if dup.any():
         r = int(np.flatnonzero(dup)[0])
         raise fail(r, "candidate_id", f"duplicate candidate '{cid[r]}' in query '{qid[r]}'")
 
     order_key, report.order_from = _order_key(frame, fail)
     codes, uniq = pd.factorize(pd.Series(qid), sort=False)
+    for tok in spec.tokens:
+        if tok.list_constant:
+            _check_list_constant(features[tok.name], codes, ",".join(token_columns(tok)), fail,
+                                 lambda r: f"{line_label} {int(lines[r])}")
     perm = np.lexsort((np.arange(len(frame)), order_key, codes))
     lengths = np.bincount(codes, minlength=len(uniq))
 
@@ -197,6 +211,9 @@ def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, r
         report.queries_skipped = len(small)
         report.candidates_skipped = int(lengths[small].sum())
         report.skip_reasons[f"query with fewer than {min_candidates} candidates"] = len(small)
+        if not keep_q.any():
+            raise fail(0, "query_id", f"no query has at least {min_candidates} candidates "
+                                      f"({len(uniq)} queries, all too small to rank)")
     perm = perm[keep_q[codes[perm]]]
     kept_lengths = lengths[keep_q]
     report.queries_kept, report.candidates_kept = int(keep_q.sum()), len(perm)
@@ -228,61 +245,171 @@ def _require(frame: pd.DataFrame, col: str, fail) -> None:
 
 
 def _ids(frame: pd.DataFrame, col: str, fail) -> np.ndarray:
-    values = frame[col]
+    """Ids as text; numbers are allowed, but 7 and "7" in one file would silently merge: refused."""
+    values = frame[col].to_numpy(dtype=object)
+    is_text = np.fromiter((isinstance(v, str) for v in values), bool, len(values))
+    if not is_text.all():
+        ok = np.fromiter((isinstance(v, (str, int, float, np.integer, np.floating))
+                          and not isinstance(v, (bool, np.bool_)) for v in values), bool, len(values))
+        if not ok.all():
+            r = int(np.flatnonzero(~ok)[0])
+            raise fail(r, col, f"expected a text or integer id, got {type(values[r]).__name__}")
     out = np.asarray([str(v) for v in values], dtype=object)
     empty = np.flatnonzero(out == "")
     if len(empty):
         raise fail(int(empty[0]), col, "empty id")
+    if is_text.any() and not is_text.all():
+        clash = np.isin(out, out[~is_text]) & is_text
+        if clash.any():
+            r = int(np.flatnonzero(clash)[0])
+            raise fail(r, col, f"id \"{out[r]}\" is given both as text and as the number {out[r]}; "
+                               "they would merge into one: write every id the same way")
     return out
 
 
+def _bad_number(value) -> str | None:
+    """Why `value` is not a plain number (None when it is). Text is refused: only CSV cells are text,
+    and the CSV reader converts those strictly before this runs."""
+    if isinstance(value, (bool, np.bool_)):
+        return f"expected a number, got a boolean ({value})"
+    if isinstance(value, (int, float, np.integer, np.floating, Decimal)):
+        return None
+    if isinstance(value, str):
+        return f"not a number: {value[:40]!r}"
+    return f"expected a number, got {type(value).__name__}"
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float64: out of range like any other
+        return math.inf if value > 0 else -math.inf
+
+
 def _scalar(frame: pd.DataFrame, col: str, fail) -> np.ndarray:
+    """A scalar column as float64, every value a real number finite in float32."""
     raw = frame[col]
-    if raw.map(lambda v: isinstance(v, (list, tuple, np.ndarray, dict, bool))).any():
-        r = int(np.flatnonzero(raw.map(lambda v: isinstance(v, (list, tuple, np.ndarray, dict, bool))).to_numpy())[0])
-        raise fail(r, col, f"expected a number, got {type(raw.iloc[r]).__name__}")
-    num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(num))
-    if len(bad):
-        r = int(bad[0])
-        value = raw.iloc[r]
-        why = "value is NaN or infinite" if isinstance(value, (float, int, np.number)) else f"not a number: {value!r}"
-        raise fail(r, col, why)
+    dtype = raw.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        raise fail(0, col, "expected a number, got a boolean column")
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
+        num = raw.to_numpy(dtype=np.float64)
+    elif isinstance(dtype, np.dtype) and dtype.kind != "O" or pd.api.types.is_datetime64_any_dtype(dtype):
+        raise fail(0, col, f"expected a number, got a {dtype} column")
+    else:
+        values = raw.to_numpy(dtype=object)
+        why = [_bad_number(v) for v in values]
+        bad = next((r for r, w in enumerate(why) if w), None)
+        if bad is not None:
+            raise fail(bad, col, why[bad])
+        num = np.fromiter((_as_float(v) for v in values), np.float64, len(values))
+    _check_finite(num[:, None], col, fail)
     return num
 
 
+def _check_finite(arr: np.ndarray, col: str, fail, vector: bool = False) -> None:
+    """Every value of [N, d] finite in float32 (what the model computes in)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = np.isfinite(arr) & (np.abs(arr) <= F32_MAX)
+    if ok.all():
+        return
+    r = int(np.flatnonzero(~ok.all(axis=1))[0])
+    j = int(np.flatnonzero(~ok[r])[0])
+    value = float(arr[r, j])
+    where = f"element {j} " if vector else ""
+    if math.isfinite(value):
+        raise fail(r, col, f"{where}value {value:g} is outside the float32 range (|x| <= {F32_MAX:.4g})")
+    raise fail(r, col, f"{where}is NaN or infinite" if vector else "value is NaN or infinite")
+
+
 def _is_vector_column(col: pd.Series) -> bool:
-    first = col.iloc[0]
-    return isinstance(first, (list, tuple, np.ndarray))
+    """Most rows hold a sequence (so one odd row is blamed, not every other row)."""
+    is_seq = col.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).to_numpy(dtype=bool)
+    return bool(is_seq.sum() * 2 > len(is_seq))
+
+
+def _expected_length(lengths: np.ndarray, dim: int | None) -> int:
+    """The spec's dim, else the most common length (ties: the earliest row's)."""
+    if dim is not None:
+        return dim
+    uniq, first, counts = np.unique(lengths, return_index=True, return_counts=True)
+    best = np.lexsort((first, -counts))[0]
+    return int(uniq[best])
 
 
 def _vector(frame: pd.DataFrame, col: str, dim: int | None, fail) -> np.ndarray:
-    values = frame[col].to_numpy()
+    """A vector column as [N, d] float32: flat sequences of real numbers of one length."""
+    values = frame[col].to_numpy(dtype=object)
     is_seq = np.fromiter((isinstance(v, (list, tuple, np.ndarray)) for v in values), bool, len(values))
     if not is_seq.all():
         r = int(np.flatnonzero(~is_seq)[0])
         raise fail(r, col, f"expected a vector (list of numbers), got {type(values[r]).__name__}")
     lengths = np.fromiter((len(v) for v in values), np.int64, len(values))
-    expected = dim if dim is not None else int(lengths[0])
+    expected = _expected_length(lengths, dim)
     bad = np.flatnonzero(lengths != expected)
     if len(bad):
         r = int(bad[0])
-        raise fail(r, col, f"vector has length {lengths[r]}, expected {expected}")
-    try:
-        arr = np.asarray(np.stack([np.asarray(v, dtype=np.float64) for v in values]), dtype=np.float64)
-    except (TypeError, ValueError):
-        for r, v in enumerate(values):
-            try:
-                np.asarray(v, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise fail(r, col, "vector holds a value that is not a number") from None
-        raise
-    bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
-    if len(bad_rows):
-        r = int(bad_rows[0])
-        j = int(np.flatnonzero(~np.isfinite(arr[r]))[0])
-        raise fail(r, col, f"element {j} is NaN or infinite")
+        raise fail(r, col, f"vector has length {lengths[r]}, expected {expected}"
+                           + ("" if dim is not None else f" (the length of {int((lengths == expected).sum())} "
+                                                         f"of {len(values)} rows)"))
+    if expected == 0:
+        raise fail(0, col, "empty vector")
+    _check_elements(values, col, fail)
+    with np.errstate(over="ignore"):
+        try:
+            arr = np.array(values.tolist(), dtype=np.float32)
+        except OverflowError:  # a Python int beyond float64 (checked row by row below)
+            arr = np.array([[_as_float(x) for x in v] for v in values], dtype=np.float32)
+    if not np.isfinite(arr).all():
+        r = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        _check_finite(np.array([[_as_float(x) for x in values[r]]]), col,
+                      lambda _r, f, why: fail(r, f, why), vector=True)
     return arr
+
+
+def _check_elements(values: np.ndarray, col: str, fail) -> None:
+    """Every element a real number: no nested lists, booleans, text or None."""
+    arrays = [v for v in values if isinstance(v, np.ndarray)]
+    if len(arrays) == len(values):  # Parquet: typed arrays
+        for r, v in enumerate(values):
+            if v.dtype.kind not in "fiu" or v.ndim != 1:
+                bad = next((x for x in v.ravel() if _bad_number(x)), v.dtype)
+                raise fail(r, col, f"vector holds a value that is not a number ({_element_kind(bad)})")
+        return
+    if set(map(type, itertools.chain.from_iterable(values))) <= {float, int}:
+        return
+    for r, v in enumerate(values):
+        for j, x in enumerate(v):
+            if type(x) not in (float, int) and _bad_number(x):
+                raise fail(r, col, f"element {j} is not a number ({_element_kind(x)})")
+
+
+def _element_kind(x) -> str:
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return "a nested list: vectors are flat"
+    return f"{type(x).__name__} {str(x)[:40]!r}"
+
+
+def _checked_vectors(arr: np.ndarray, col: str, dim: int | None, fail) -> np.ndarray:
+    """A reader's decoded [N, d] vector column: the spec's length, finite in float32."""
+    if dim is not None and arr.shape[1] != dim:
+        raise fail(0, col, f"vector has length {arr.shape[1]}, expected {dim}")
+    if arr.shape[1] == 0:
+        raise fail(0, col, "empty vector")
+    _check_finite(arr, col, fail, vector=True)
+    return arr.astype(np.float32, copy=False)
+
+
+def _check_list_constant(arr: np.ndarray, codes: np.ndarray, col: str, fail, where) -> None:
+    """A list-constant token is read from one candidate per list: every candidate must carry the same."""
+    first = np.zeros(codes.max() + 1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]  # first row of each query
+    ref = first[codes]
+    differs = np.flatnonzero((arr != arr[ref]).any(axis=1))
+    if len(differs):
+        r = int(differs[0])
+        raise fail(r, col, f"differs from the first candidate of its list ({where(int(ref[r]))}): "
+                           "this token must be identical for every candidate of a list")
 
 
 def _order_key(frame: pd.DataFrame, fail) -> tuple[np.ndarray, str]:

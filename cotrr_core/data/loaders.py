@@ -5,9 +5,11 @@ Each reader turns a file into a frame with a `_line` column and hands it to
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ import pandas as pd
 
 from cotrr_core.data.dataset import RankingData, SmallListPolicy, build_ranking_data, token_columns
 from cotrr_core.data.errors import DataError
+from cotrr_core.data.limits import (F32_MAX, MAX_CSV_CELL, MAX_FEATURE_INDEX, MAX_GRADE, MAX_JSON_DEPTH, MAX_ROWS,
+                                    MAX_SPARSE_EXPANSION, MAX_VALUES, SPARSE_FLOOR)
 from cotrr_core.data.spec import FeatureSpec, builtin_spec, default_letor_spec
 
 __all__ = ["load_dataset", "infer_format", "FORMATS"]
@@ -34,7 +38,7 @@ def infer_format(path: str | Path) -> str:
 
 def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | None = None, *,
                  min_candidates: int = 2, on_small_list: SmallListPolicy = "skip", require_labels: bool = True,
-                 display_name: str | None = None) -> RankingData:
+                 display_name: str | None = None, max_features: int = MAX_FEATURE_INDEX) -> RankingData:
     """Load and validate a ranking file.
 
     Args:
@@ -45,6 +49,7 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
         min_candidates, on_small_list: lists shorter than `min_candidates` are skipped (counted in
             the report) or, with "reject", refused.
         require_labels: False for scoring-only files (rerank).
+        max_features: the highest LETOR feature index accepted without a spec (bounds the dense table).
     Returns:
         RankingData: per query ids and text, per candidate (N rows, original order) ids, labels and
         token features {name: [N, d] float32}, plus the load report.
@@ -60,7 +65,7 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
         raise DataError(name, None, None, "file not found")
     kwargs = dict(min_candidates=min_candidates, on_small_list=on_small_list, require_labels=require_labels)
     if fmt == "letor":
-        frame, num_features, max_label = _read_letor(path, name, spec)
+        frame, num_features, max_label = _read_letor(path, name, spec, max_features)
         spec = spec or default_letor_spec(num_features, max_label=max(max_label, 1.0))
         return build_ranking_data(frame, spec, name, **kwargs)
     spec = spec or builtin_spec("step5")
@@ -68,7 +73,8 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
         return build_ranking_data(_read_jsonl(path, name), spec, name, **kwargs)
     if fmt == "csv":
         return build_ranking_data(_read_csv(path, name, spec), spec, name, **kwargs)
-    return build_ranking_data(_read_parquet(path, name), spec, name, line_label="row", **kwargs)
+    frame, vectors = _read_parquet(path, name, spec)
+    return build_ranking_data(frame, spec, name, line_label="row", vectors=vectors, **kwargs)
 
 
 def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
@@ -76,10 +82,7 @@ def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
     for n, line in _text_lines(path, name):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line, parse_constant=_Constant)
-        except json.JSONDecodeError as exc:
-            raise DataError(name, n, None, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
+        obj = _json_value(line, name, n, None)
         if not isinstance(obj, dict):
             raise DataError(name, n, None, f"expected a JSON object, got {type(obj).__name__}")
         if "NaN" in line or "Infinity" in line:  # JSON has no NaN/Infinity; Python's json accepts them
@@ -92,6 +95,47 @@ def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
     frame["_line"] = np.asarray(lines, dtype=np.int64)
     return frame
+
+
+def _json_value(text: str, name: str, line: int, field: str | None, what: str = "malformed JSON"):
+    """json.loads with the errors a user can cause turned into DataError: malformed text, nesting deeper
+    than MAX_JSON_DEPTH (Python's parser would raise RecursionError), integers beyond Python's digit
+    limit, duplicate keys (the first value would be dropped silently)."""
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nesting(text) > MAX_JSON_DEPTH:
+        raise DataError(name, line, field, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise DataError(name, line, field, f"{what}: {exc.msg} (column {exc.colno})") from None
+    except _DuplicateKey as exc:
+        raise DataError(name, line, exc.key, "key given twice in one object") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise DataError(name, line, field, f"{what}: {exc}") from None
+
+
+def _nesting(text: str) -> int:
+    """Deepest bracket nesting outside JSON strings (vectorised: a hostile line can be megabytes)."""
+    outside = _JSON_STRING.sub('""', text).encode()
+    b = np.frombuffer(outside, dtype=np.uint8)
+    step = np.isin(b, (ord("["), ord("{"))).astype(np.int64) - np.isin(b, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max(initial=0))
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def _text_lines(path: Path, name: str):
@@ -112,43 +156,84 @@ class _Constant:
 
 
 def _find_constant(value) -> "_Constant | None":
-    if isinstance(value, _Constant):
-        return value
-    items = value if isinstance(value, list) else value.values() if isinstance(value, dict) else ()
-    return next((c for c in map(_find_constant, items) if c is not None), None)
+    """The first NaN/Infinity placeholder inside `value` (iterative: nesting is bounded, recursion need not be)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, _Constant):
+            return v
+        if isinstance(v, list):
+            stack.extend(reversed(v))
+        elif isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
+    return None
 
 
-def _reject_constant(token: str) -> float:
-    # JSON has no NaN/Infinity; Python's json accepts them unless told otherwise.
-    raise ValueError(f"value {token} is not a finite number")
+# ---------- CSV ----------
+
+# a CSV number: ASCII digits only (Python's float() also takes '1_0', '١' and ' inf ')
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+_INTEGER = re.compile(r"\s*[+-]?\d{1,18}\s*", re.ASCII)
+_NULLS = frozenset({"", "NA", "N/A", "n/a", "null", "NULL", "None", "nan", "NaN", "-nan", "#N/A", "<NA>"})
 
 
 def _read_csv(path: Path, name: str, spec: FeatureSpec) -> pd.DataFrame:
+    """Parse with the csv module, so every record knows its first line (quoted cells may span lines)
+    and a record with more or fewer cells than the header is refused instead of shifting columns."""
+    csv.field_size_limit(MAX_CSV_CELL)
+    texts = (text for _, text in _text_lines(path, name))
+    reader = csv.reader(texts, strict=True)
+    header, records, starts, prev = None, [], [], 0
     try:
-        frame = pd.read_csv(path, dtype={"query_id": str, "candidate_id": str})
-    except pd.errors.ParserError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        raise DataError(name, int(m.group(1)) if m else None, None, f"malformed CSV: {exc}") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(name, None, None, "empty file") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(name, None, None, f"not UTF-8 text: {exc}") from None
-    frame["_line"] = _csv_line_numbers(path, len(frame))
+        for rec in reader:
+            start, prev = prev + 1, reader.line_num
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue  # a blank line
+            if header is None:
+                header = _csv_header(rec, name, start)
+            elif len(rec) != len(header):
+                raise DataError(name, start, None, f"{len(rec)} cells, but the header (line 1) has {len(header)}")
+            else:
+                records.append(rec)
+                starts.append(start)
+                if len(records) > MAX_ROWS:
+                    raise DataError(name, start, None, f"more than {MAX_ROWS} rows")
+    except csv.Error as exc:
+        raise DataError(name, prev + 1, None, f"malformed CSV: {exc}") from None
+    if header is None:
+        raise DataError(name, None, None, "empty file")
+    columns = list(zip(*records)) if records else [()] * len(header)
+    frame = pd.DataFrame({h: _csv_column(h, col) for h, col in zip(header, columns)})
+    frame["_line"] = np.asarray(starts, dtype=np.int64)
     for tok in spec.tokens:
         cols = token_columns(tok)
-        # pandas >= 3 reads text columns as the `str` dtype, older versions as object
-        if len(cols) == 1 and cols[0] in frame and not pd.api.types.is_numeric_dtype(frame[cols[0]]):
+        if len(cols) == 1 and cols[0] in frame:
             frame[cols[0]] = _parse_vector_cells(frame, cols[0], name)
     return frame
 
 
-def _csv_line_numbers(path: Path, rows: int) -> np.ndarray:
-    """File line of each data row: pandas skips blank lines, so count the non-blank ones (line 1 is the header)."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        numbers = [n for n, line in enumerate(fh, start=1) if line.strip()]
-    if len(numbers) == rows + 1:
-        return np.asarray(numbers[1:], dtype=np.int64)
-    return np.arange(2, rows + 2)  # e.g. quoted cells spanning lines: best effort
+def _csv_header(rec: list[str], name: str, line: int) -> list[str]:
+    names = [h.strip() for h in rec]
+    dup = next((h for i, h in enumerate(names) if h in names[:i]), None)
+    if dup is not None or "" in names:
+        raise DataError(name, line, dup or None, "column given twice in the header" if dup else "empty column name")
+    return names
+
+
+def _csv_column(header: str, cells: tuple) -> pd.Series:
+    """Text cells typed as pandas would (int, float, else text), but strictly: only ASCII decimal numbers
+    count as numbers; ids stay text; in a mixed column the numbers are converted and the rest is kept
+    as text for the validator to name."""
+    values = [None if c.strip() in _NULLS else c for c in cells]
+    if header in ("query_id", "candidate_id"):
+        return pd.Series(values, dtype=object)
+    present = [v for v in values if v is not None]
+    if present and len(present) == len(values) and all(_INTEGER.fullmatch(v) for v in present):
+        return pd.Series([int(v) for v in values], dtype=np.int64)
+    numeric = [v is not None and _NUMBER.fullmatch(v) is not None for v in values]
+    if present and all(n or v is None for n, v in zip(numeric, values)):
+        return pd.Series([float(v) if v is not None else np.nan for v in values], dtype=np.float64)
+    return pd.Series([float(v) if n else v for v, n in zip(values, numeric)], dtype=object)
 
 
 def _parse_vector_cells(frame: pd.DataFrame, col: str, name: str) -> list:
@@ -156,26 +241,84 @@ def _parse_vector_cells(frame: pd.DataFrame, col: str, name: str) -> list:
     out = []
     for value, line in zip(frame[col], frame["_line"]):
         if isinstance(value, str) and value.lstrip().startswith("["):
-            try:
-                value = json.loads(value, parse_constant=_reject_constant)
-            except ValueError as exc:
-                raise DataError(name, int(line), col, f"malformed vector: {exc}") from None
+            value = _json_value(value, name, int(line), col, "malformed vector")
+            if _find_constant(value) is not None:
+                raise DataError(name, int(line), col, f"malformed vector: value {_find_constant(value).token} "
+                                                      "is not a finite number")
         out.append(value)
     return out
 
 
-def _read_parquet(path: Path, name: str) -> pd.DataFrame:
+# ---------- Parquet ----------
+
+def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Rows and decoded size are checked from the footer before reading; vector columns of one length
+    are decoded straight to [N, d] arrays (no per-row objects)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        frame = pd.read_parquet(path)
+        meta = pq.ParquetFile(path).metadata
+        values = sum(meta.row_group(g).column(c).num_values
+                     for g in range(meta.num_row_groups) for c in range(meta.num_columns))
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
+    if meta.num_rows > MAX_ROWS:
+        raise DataError(name, None, None, f"{meta.num_rows} rows; at most {MAX_ROWS} are read")
+    if values > MAX_VALUES:
+        raise DataError(name, None, None, f"{values} values once decoded; at most {MAX_VALUES} are read")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
+    vectors = {}
+    for tok in spec.tokens:
+        col = token_columns(tok)[0] if len(token_columns(tok)) == 1 else None
+        if col in table.column_names:
+            arr = _fixed_vectors(table.column(col), pa)
+            if arr is not None:
+                vectors[col] = arr
+    try:
+        frame = table.drop_columns(list(vectors)).to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        raise DataError(name, None, None, f"cannot convert Parquet columns: {exc}") from None
     frame["_line"] = np.arange(1, len(frame) + 1)
-    return frame
+    return frame, vectors
 
 
-def _read_letor(path: Path, name: str, spec: FeatureSpec | None) -> tuple[pd.DataFrame, int, float]:
-    """Parse `label qid:N i:v ... #comment` lines (dense or sparse; the comment is stripped)."""
-    labels, qids, cids, lines, feats = [], [], [], [], []
+def _fixed_vectors(column, pa) -> np.ndarray | None:
+    """A list column whose rows are all present, numeric and of one length, as [N, d] float64; else None
+    (the validator then explains the odd row)."""
+    col = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    t = col.type
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        return None
+    vt = t.value_type
+    if col.null_count or not (pa.types.is_floating(vt) or pa.types.is_integer(vt)) or len(col) == 0:
+        return None
+    lengths = np.asarray(col.value_lengths())
+    if (lengths != lengths[0]).any():
+        return None
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float64).reshape(len(col), int(lengths[0]))
+
+
+# ---------- LETOR ----------
+
+_INDEX = re.compile(r"[0-9]{1,9}", re.ASCII)
+_LETOR_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _read_letor(path: Path, name: str, spec: FeatureSpec | None,
+                max_features: int) -> tuple[pd.DataFrame, int, float]:
+    """Parse `label qid:N i:v ... #comment` lines (dense or sparse; the comment is stripped).
+
+    Work and memory are bounded: an index above the limit is refused on its line, and the dense
+    table is only built when it is not far larger than the values the file actually holds.
+    """
+    limit = spec.num_features if spec and spec.num_features else max_features
+    labels, qids, cids, lines = [], [], [], []
+    rows, idx, vals, val_lines = array("q"), array("q"), array("d"), array("q")
     max_index = 0
     for n, raw in _text_lines(path, name):
         body, _, comment = raw.partition("#")
@@ -185,48 +328,74 @@ def _read_letor(path: Path, name: str, spec: FeatureSpec | None) -> tuple[pd.Dat
         labels.append(_letor_number(parts[0], name, n, "label"))
         if len(parts) < 2 or not parts[1].startswith("qid:") or not parts[1][4:]:
             raise DataError(name, n, "qid", "expected 'qid:<id>' after the label")
-        qids.append(parts[1][4:])
-        row: dict[int, float] = {}
+        seen: set[int] = set()
         for item in parts[2:]:
-            idx, sep, val = item.partition(":")
-            if not sep or not idx.isdigit() or int(idx) < 1:
+            index, sep, val = item.partition(":")
+            if not sep or not _INDEX.fullmatch(index) or int(index) < 1:
                 raise DataError(name, n, item, "expected '<index>:<value>' with index >= 1")
-            i = int(idx)
-            if i in row:
+            i = int(index)
+            if i > limit:
+                what = f"the spec's {limit} features" if spec and spec.num_features else \
+                    f"the limit of {limit} features (pass max_features= or a spec for more)"
+                raise DataError(name, n, f"feature {i}", f"index exceeds {what}")
+            if i in seen:
                 raise DataError(name, n, f"feature {i}", "feature index given twice")
-            row[i] = _letor_number(val, name, n, f"feature {i}")
-        max_index = max(max_index, max(row, default=0))
-        feats.append(row)
+            seen.add(i)
+            rows.append(len(lines))
+            idx.append(i - 1)
+            vals.append(_letor_number(val, name, n, f"feature {i}"))
+            val_lines.append(n)
+            max_index = max(max_index, i)
+        qids.append(parts[1][4:])
         m = re.search(r"docid\s*=\s*(\S+)", comment)
         cids.append(m.group(1) if m else f"line{n}")
         lines.append(n)
-    if not feats:
+        if len(lines) > MAX_ROWS:
+            raise DataError(name, n, None, f"more than {MAX_ROWS} rows")
+    if not lines:
         raise DataError(name, None, None, "no candidates found (empty input)")
+    if max_index == 0:
+        raise DataError(name, lines[0], "features", "no '<index>:<value>' feature on any line")
     num_features = spec.num_features if spec and spec.num_features else max_index
-    if max_index > num_features:
-        n, top = next((ln, max(r)) for ln, r in zip(lines, feats) if max(r, default=0) > num_features)
-        raise DataError(name, n, f"feature {top}", f"index exceeds the spec's {num_features} features")
-    dense = np.zeros((len(feats), num_features), dtype=np.float64)
-    for r, row in enumerate(feats):
-        for i, v in row.items():
-            dense[r, i - 1] = v
-    frame = pd.DataFrame(dense, columns=[f"f{i}" for i in range(1, num_features + 1)])
+    dense_values = len(lines) * num_features
+    if dense_values > MAX_VALUES or (dense_values > SPARSE_FLOOR and dense_values > MAX_SPARSE_EXPANSION * len(vals)):
+        raise DataError(name, None, None, f"{len(lines)} rows x {num_features} features would expand "
+                                          f"{len(vals)} given values to {dense_values} (limits: {MAX_VALUES} values, "
+                                          f"{MAX_SPARSE_EXPANSION}x the values given)")
+    dense = np.zeros((len(lines), num_features), dtype=np.float32)
+    value_arr = np.frombuffer(vals, dtype=np.float64) if len(vals) else np.zeros(0)
+    _letor_range(value_arr, np.frombuffer(val_lines, dtype=np.int64) if len(vals) else value_arr, idx, name)
+    dense[np.frombuffer(rows, dtype=np.int64), np.frombuffer(idx, dtype=np.int64)] = value_arr
+    frame = pd.DataFrame(dense, columns=[f"f{i}" for i in range(1, num_features + 1)], copy=False)
     frame.insert(0, "label", labels)
     frame.insert(0, "candidate_id", cids)
     frame.insert(0, "query_id", qids)
     frame["_line"] = lines
     label_arr = np.asarray(labels)
-    if spec is None and (label_arr != np.round(label_arr)).any():
-        r = int(np.flatnonzero(label_arr != np.round(label_arr))[0])
-        raise DataError(name, lines[r], "label", f"LETOR grades are integers, got {labels[r]:g}")
+    if spec is None:
+        bad = np.flatnonzero((label_arr != np.round(label_arr)) | (np.abs(label_arr) > MAX_GRADE))
+        if len(bad):
+            r = int(bad[0])
+            raise DataError(name, lines[r], "label", f"LETOR grades are integers in 0..{MAX_GRADE}, "
+                                                     f"got {labels[r]:g} (pass a spec for other labels)")
     return frame, num_features, float(label_arr.max())
 
 
+def _letor_range(values: np.ndarray, lines: np.ndarray, idx, name: str) -> None:
+    bad = np.flatnonzero(np.abs(values) > F32_MAX)
+    if len(bad):
+        k = int(bad[0])
+        raise DataError(name, int(lines[k]), f"feature {idx[k] + 1}",
+                        f"value {values[k]:g} is outside the float32 range (|x| <= {F32_MAX:.4g})")
+
+
 def _letor_number(text: str, name: str, line: int, field: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(name, line, field, f"not a number: {text!r}") from None
+    """A plain ASCII decimal number: Python's float() would also take '1_0' (as 10), '١' or 'inf'."""
+    if not _LETOR_NUMBER.fullmatch(text):
+        if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise DataError(name, line, field, f"value {text} is NaN or infinite")
+        raise DataError(name, line, field, f"not a number: {text[:40]!r}")
+    value = float(text)
     if not math.isfinite(value):
-        raise DataError(name, line, field, f"value {text} is NaN or infinite")
+        raise DataError(name, line, field, f"value {text[:40]} is NaN or infinite")
     return value

@@ -466,11 +466,11 @@ def test_min_candidates_threshold(tmp_path):
     assert data.query_ids.tolist() == ["q2"] and data.report.candidates_skipped == 2
 
 
-def test_all_lists_too_small_gives_empty_data_not_a_crash(tmp_path):
-    data = load_dataset(write_jsonl(tmp_path / "s.jsonl", [step5_row("q1", "a"), step5_row("q2", "b")]))
-    assert data.num_queries == 0 and data.num_candidates == 0
-    assert data.offsets.tolist() == [0]
-    assert data.report.queries_skipped == 2
+def test_all_lists_too_small_is_an_error_not_an_empty_dataset(tmp_path):
+    # 0 queries used to load "fine" and fail only in training (need at least one array to concatenate)
+    path = write_jsonl(tmp_path / "s.jsonl", [step5_row("q1", "a"), step5_row("q2", "b")])
+    expect_error(path, 1, "query_id", "no query has at least 2 candidates")
+    assert load_dataset(path, min_candidates=1).num_queries == 2  # scoring (rerank) keeps single candidates
 
 
 # ---------- LETOR ----------
