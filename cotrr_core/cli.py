@@ -225,9 +225,21 @@ def _add_serving_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; bad input (and an unreadable file) is one `error: ...` line and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (DataError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RecursionError) as exc:
+        print(f"error: the input is too large or too deeply nested to process ({type(exc).__name__})",
+              file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).splitlines())

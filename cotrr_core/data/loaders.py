@@ -278,8 +278,9 @@ def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFram
             arr = _fixed_vectors(table.column(col), pa)
             if arr is not None:
                 vectors[col] = arr
-    try:
-        frame = table.drop_columns(list(vectors)).to_pandas()
+    table = table.drop_columns(list(vectors))
+    try:  # self_destruct frees each Arrow column once converted: the peak is one copy, not two
+        frame = table.to_pandas(split_blocks=True, self_destruct=True)
     except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
         raise DataError(name, None, None, f"cannot convert Parquet columns: {exc}") from None
     frame["_line"] = np.arange(1, len(frame) + 1)

@@ -6,12 +6,14 @@ fields grouped into one token); LETOR specs name 1-based feature indices.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cotrr_core.config import ConfigError
+from cotrr_core.data.limits import MAX_FEATURE_INDEX
 
 __all__ = ["TokenSpec", "FeatureSpec", "builtin_spec", "default_letor_spec", "BUILTIN_SPECS"]
 
@@ -59,9 +61,12 @@ class FeatureSpec:
     def from_dict(cls, raw: dict[str, Any], where: str = "feature spec") -> "FeatureSpec":
         known = {"name", "format", "tokens", "label_field", "label_min", "label_max",
                  "relevance_threshold", "log_transform", "num_features", "notes"}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+        _check_types(raw, where)
         if raw.get("format") not in ("step5", "letor"):
             raise ConfigError(f"{where}: 'format' must be 'step5' or 'letor', got {raw.get('format')!r}")
         tokens = []
@@ -96,10 +101,41 @@ class FeatureSpec:
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSpec":
         try:
-            raw = json.loads(Path(path).read_text())
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from exc
+        except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a JSON feature spec: {type(exc).__name__}") from None
         return cls.from_dict(raw, where=str(path))
+
+
+_NUMBER_KEYS = ("label_min", "label_max", "relevance_threshold")
+
+
+def _check_types(raw: Any, where: str) -> None:
+    """A spec file is user input: wrong types are a ConfigError naming the key, never a TypeError later."""
+    for key in _NUMBER_KEYS:
+        v = raw.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{where}: '{key}' must be a finite number, got {v!r}")
+    n = raw.get("num_features")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_FEATURE_INDEX * 64):
+        raise ConfigError(f"{where}: 'num_features' must be a positive integer, got {n!r}")
+    for key in ("name", "label_field", "notes"):
+        if not isinstance(raw.get(key, ""), str):
+            raise ConfigError(f"{where}: '{key}' must be text")
+    tokens = raw.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
+        raise ConfigError(f"{where}: 'tokens' must be a list of objects")
+    for i, t in enumerate(tokens):
+        fields, indices, dim = t.get("fields", []), t.get("indices", []), t.get("dim")
+        if not isinstance(t.get("name"), str) or not isinstance(fields, list) or \
+                not all(isinstance(f, str) for f in fields):
+            raise ConfigError(f"{where}: tokens[{i}]: 'name' and 'fields' must be text")
+        if not isinstance(indices, list) or not all(isinstance(j, int) and not isinstance(j, bool) for j in indices):
+            raise ConfigError(f"{where}: tokens[{i}]: 'indices' must be a list of integers")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ConfigError(f"{where}: tokens[{i}]: 'dim' must be a positive integer")
 
 
 def builtin_spec(name: str) -> FeatureSpec:
