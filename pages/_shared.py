@@ -13,7 +13,7 @@ import streamlit as st
 
 from cotrr_core.training import jobs
 from cotrr_core.config import ConfigError
-from cotrr_core.data import DataError, load_dataset
+from cotrr_core.data import DataError
 from cotrr_core.data.benchmarks import BENCHMARKS, Benchmark, load_benchmark, shared_datasets_dir
 from cotrr_core.io import REPO_ROOT, read_json
 from cotrr_core.training.runs import RunInfo, dataset_identity, read_status, runs_for_dataset
@@ -105,20 +105,41 @@ def run_label(r: RunInfo) -> str:
 
 
 def _save_upload(upload) -> None:
-    """Save into artifacts/uploads/, validate with load_dataset; keep only files that load."""
-    target = uploads_dir() / Path(upload.name).name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(upload.getvalue())
-    try:
-        data = load_dataset(target)
-    except (DataError, ConfigError, ValueError) as exc:
-        target.unlink(missing_ok=True)
-        st.session_state["upload_error"] = str(exc)
-        st.session_state.pop("upload_ok", None)
-        return
+    """Stage the upload and start validating it in a child process (cotrr_core.data.uploads); the file
+    only replaces one of the same name once it loads, so a broken upload never costs a good file."""
+    from cotrr_core.data.uploads import start_upload
+
+    old = st.session_state.pop("upload_job", None)
+    if old is not None:
+        old.cancel()
+    st.session_state.pop("upload_ok", None)
     st.session_state.pop("upload_error", None)
-    st.session_state["upload_ok"] = str(data.report)
-    st.session_state["dataset"] = str(target)
+    try:
+        st.session_state["upload_job"] = start_upload(upload.name, upload.getvalue(), uploads_dir())
+    except DataError as exc:
+        st.session_state["upload_error"] = str(exc)
+
+
+@st.fragment(run_every=1.0)
+def _upload_progress() -> None:
+    """Poll the validating upload off the UI thread; when it is done, show its outcome on the whole app."""
+    job = st.session_state.get("upload_job")
+    if job is None:
+        return
+    result = job.poll()
+    if result is None:
+        share = min(job.elapsed / job.timeout_s, 1.0)
+        st.progress(share, text=f"Validating {job.name}... {job.elapsed:.0f} s")
+        return
+    st.session_state.pop("upload_job", None)
+    if result.ok:
+        get_benchmark.clear()  # a file of the same name may have been replaced
+        split_fingerprint.clear()
+        st.session_state["upload_ok"] = result.report
+        st.session_state["dataset"] = str(result.path)
+    else:
+        st.session_state["upload_error"] = result.error
+    st.rerun(scope="app")
 
 
 def _persist(widget_key: str, state_key: str) -> None:
@@ -150,7 +171,8 @@ def sidebar() -> None:
         if up is not None and st.session_state.get("upload_seen") != (up.name, up.size):
             st.session_state["upload_seen"] = (up.name, up.size)
             _save_upload(up)
-            st.rerun()
+        if st.session_state.get("upload_job") is not None:
+            _upload_progress()
         if st.session_state.get("upload_ok"):
             st.success(st.session_state["upload_ok"])
     if st.session_state.get("upload_error"):

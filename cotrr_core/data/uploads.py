@@ -1,0 +1,182 @@
+"""Safe ingestion of uploaded files: staged, validated in a bounded child process, then renamed.
+
+An upload is written to a hidden temporary file beside its target, validated by `load_dataset`
+in a separate process (memory and time capped, so a hostile file can neither hang nor exhaust
+the app), and only then moved onto its name with os.replace. A rejected upload is deleted and
+never touches an existing file of the same name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cotrr_core.data.errors import DataError
+from cotrr_core.data.loaders import infer_format
+
+__all__ = ["MAX_UPLOAD_BYTES", "VALIDATE_TIMEOUT_S", "VALIDATE_MEMORY_BYTES", "UploadJob", "UploadResult",
+           "start_upload", "ingest_upload", "clean_stale_uploads"]
+
+# 2x the built-in demo benchmark as Parquet (50 MB for 24k candidates with 1024-d CLIP vectors);
+# a larger file belongs on disk (`python -m cotrr_core validate` / train --dataset PATH), not in a browser upload
+MAX_UPLOAD_BYTES = 100 * 2**20
+VALIDATE_TIMEOUT_S = 180.0  # the demo Parquet validates in ~4 s on 2 cores
+VALIDATE_MEMORY_BYTES = 4 * 2**30  # address space of the validating process (the demo needs ~3 GiB)
+STALE_AFTER_S = 3600.0  # staged files older than this were left by a killed app: removed
+_TMP_PREFIX = ".upload-"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class UploadResult:
+    """The outcome: `path` and `report` when the file was kept, else `error`."""
+
+    name: str
+    path: Path | None = None
+    report: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.path is not None
+
+
+@dataclass
+class UploadJob:
+    """A staged upload being validated in a child process; poll() until it returns a result."""
+
+    name: str
+    target: Path
+    staged: Path
+    proc: subprocess.Popen
+    timeout_s: float = VALIDATE_TIMEOUT_S
+    started: float = field(default_factory=time.monotonic)
+    result: UploadResult | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def poll(self) -> UploadResult | None:
+        """None while validating; then the result (the file kept under its name, or deleted)."""
+        if self.result is not None:
+            return self.result
+        if self.proc.poll() is None:
+            if self.elapsed < self.timeout_s:
+                return None
+            self.proc.kill()
+            self.proc.wait()
+            return self._finish(None, f"validation took longer than {self.timeout_s:.0f} s; "
+                                      "validate the file with `python -m cotrr_core validate`")
+        out, err = self.proc.communicate()
+        try:
+            answer = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            tail = " ".join(err.strip().splitlines()[-1:]) or f"exit code {self.proc.returncode}"
+            return self._finish(None, f"{self.name}: could not be validated ({tail})")
+        return self._finish(answer.get("report", ""), answer.get("error", ""))
+
+    def cancel(self) -> None:
+        if self.result is None:
+            self.proc.kill()
+            self.proc.wait()
+            self._finish(None, "cancelled")
+
+    def _finish(self, report: str | None, error: str) -> UploadResult:
+        if report is not None and not error:
+            os.replace(self.staged, self.target)
+            self.result = UploadResult(self.name, path=self.target, report=report)
+        else:
+            self.staged.unlink(missing_ok=True)
+            self.result = UploadResult(self.name, error=error or "rejected")
+        return self.result
+
+
+def safe_name(name: str) -> str:
+    """The file name an upload is stored under: no folders, no hidden names, plain characters."""
+    base = _SAFE_NAME.sub("_", Path(name).name).lstrip(".")
+    if not base or base.startswith(_TMP_PREFIX.lstrip(".")):
+        raise DataError(name, None, None, "not a usable file name")
+    return base
+
+
+def start_upload(name: str, content: bytes, directory: str | Path, *, timeout_s: float = VALIDATE_TIMEOUT_S,
+                 memory_bytes: int = VALIDATE_MEMORY_BYTES) -> UploadJob:
+    """Stage `content` beside its target and start validating it; raises DataError for a file that is
+    too large or has no known format (nothing is written then)."""
+    base = safe_name(name)
+    fmt = infer_format(base)
+    if len(content) > MAX_UPLOAD_BYTES:
+        raise DataError(base, None, None, f"{len(content) / 2**20:.1f} MB; uploads are limited to "
+                                          f"{MAX_UPLOAD_BYTES // 2**20} MB")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    clean_stale_uploads(directory)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{base}.", suffix=".tmp", dir=directory)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content)
+    cmd = [sys.executable, "-m", "cotrr_core.data.uploads", tmp, fmt, base, str(memory_bytes)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env=_child_env())
+    return UploadJob(base, directory / base, Path(tmp), proc, timeout_s)
+
+
+def ingest_upload(name: str, content: bytes, directory: str | Path, **kwargs) -> UploadResult:
+    """start_upload and wait for its result (for scripts and tests; the app polls instead)."""
+    try:
+        job = start_upload(name, content, directory, **kwargs)
+    except DataError as exc:
+        return UploadResult(name, error=str(exc))
+    while (result := job.poll()) is None:
+        time.sleep(0.05)
+    return result
+
+
+def clean_stale_uploads(directory: str | Path, older_than_s: float = STALE_AFTER_S) -> int:
+    """Remove staged files a killed app left behind; returns how many."""
+    now, removed = time.time(), 0
+    for p in Path(directory).glob(f"{_TMP_PREFIX}*.tmp"):
+        try:
+            if now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _child_env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return env
+
+
+def _validate_main(path: str, fmt: str, name: str, memory_bytes: int) -> int:
+    """Child process: load under a memory cap, print one JSON line {"report"} or {"error"}."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    from cotrr_core.data.loaders import load_dataset
+
+    try:
+        data = load_dataset(path, fmt, display_name=name)
+        answer = {"report": str(data.report)}
+    except DataError as exc:
+        answer = {"error": str(exc)}
+    except MemoryError:
+        answer = {"error": f"{name}: needs more than {memory_bytes / 2**30:.1f} GiB to load"}
+    except RecursionError:
+        answer = {"error": f"{name}: nested too deeply to load"}
+    print(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_validate_main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
