@@ -249,11 +249,12 @@ def _ids(frame: pd.DataFrame, col: str, fail) -> np.ndarray:
     values = frame[col].to_numpy(dtype=object)
     is_text = np.fromiter((isinstance(v, str) for v in values), bool, len(values))
     if not is_text.all():
-        ok = np.fromiter((isinstance(v, (str, int, float, np.integer, np.floating))
-                          and not isinstance(v, (bool, np.bool_)) for v in values), bool, len(values))
+        ok = np.fromiter((isinstance(v, (str, int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                          or isinstance(v, (float, np.floating)) and math.isfinite(v) for v in values),
+                         bool, len(values))
         if not ok.all():
             r = int(np.flatnonzero(~ok)[0])
-            raise fail(r, col, f"expected a text or integer id, got {type(values[r]).__name__}")
+            raise fail(r, col, f"expected a text or integer id, got {type(values[r]).__name__} {values[r]!r:.40}")
     out = np.asarray([str(v) for v in values], dtype=object)
     empty = np.flatnonzero(out == "")
     if len(empty):

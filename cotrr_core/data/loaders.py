@@ -85,11 +85,11 @@ def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
         obj = _json_value(line, name, n, None)
         if not isinstance(obj, dict):
             raise DataError(name, n, None, f"expected a JSON object, got {type(obj).__name__}")
-        if "NaN" in line or "Infinity" in line:  # JSON has no NaN/Infinity; Python's json accepts them
+        if "NaN" in line or "Infinity" in line or _HUGE_INT.search(line):  # JSON has no NaN/Infinity
             for key, value in obj.items():
                 bad = _find_constant(value)
                 if bad is not None:
-                    raise DataError(name, n, key, f"value {bad.token} is not a finite number")
+                    raise DataError(name, n, key, f"value {bad.token} {bad.problem}")
         rows.append(obj)
         lines.append(n)
     frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
@@ -104,13 +104,25 @@ def _json_value(text: str, name: str, line: int, field: str | None, what: str = 
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nesting(text) > MAX_JSON_DEPTH:
         raise DataError(name, line, field, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique_keys, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise DataError(name, line, field, f"{what}: {exc.msg} (column {exc.colno})") from None
     except _DuplicateKey as exc:
         raise DataError(name, line, exc.key, "key given twice in one object") from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
         raise DataError(name, line, field, f"{what}: {exc}") from None
+
+
+def _parse_int(text: str) -> "int | _Constant":
+    """Integers beyond float64 (> 309 digits) become a placeholder, so the error names their field
+    (Python itself refuses more than 4300 digits, with a ValueError that cannot say which field)."""
+    if len(text) <= _MAX_INT_DIGITS:
+        return int(text)
+    return _Constant(f"{text[:12]}... ({len(text)} digits)", "is out of range")
+
+
+_MAX_INT_DIGITS = 320
+_HUGE_INT = re.compile(r"\d{%d}" % (_MAX_INT_DIGITS + 1))
 
 
 def _nesting(text: str) -> int:
@@ -149,10 +161,10 @@ def _text_lines(path: Path, name: str):
 
 
 class _Constant:
-    """Placeholder for a NaN / Infinity literal, so the error can name its field."""
+    """Placeholder for a NaN / Infinity literal (or a huge integer), so the error can name its field."""
 
-    def __init__(self, token: str):
-        self.token = token
+    def __init__(self, token: str, problem: str = "is not a finite number"):
+        self.token, self.problem = token, problem
 
 
 def _find_constant(value) -> "_Constant | None":
@@ -242,9 +254,9 @@ def _parse_vector_cells(frame: pd.DataFrame, col: str, name: str) -> list:
     for value, line in zip(frame[col], frame["_line"]):
         if isinstance(value, str) and value.lstrip().startswith("["):
             value = _json_value(value, name, int(line), col, "malformed vector")
-            if _find_constant(value) is not None:
-                raise DataError(name, int(line), col, f"malformed vector: value {_find_constant(value).token} "
-                                                      "is not a finite number")
+            bad = _find_constant(value)
+            if bad is not None:
+                raise DataError(name, int(line), col, f"malformed vector: value {bad.token} {bad.problem}")
         out.append(value)
     return out
 

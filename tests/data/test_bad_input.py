@@ -246,7 +246,7 @@ def _structure_case(draw, fmt: str, rows: list[dict], r: int, line: int) -> Case
                       "deep": (text[:-1] + ', "meta": ' + "[" * 3000 + "]" * 3000 + "}", "meta"),
                       "dup-key": (text[:-1] + ', "brightness": 0.5}', "brightness"),
                       "not-object": ("[1, 2]", None),
-                      "bigint-digits": (text[:-1] + ', "n": ' + "9" * 5000 + "}", None)}[kind]
+                      "bigint-digits": (text[:-1] + ', "n": ' + "9" * 5000 + "}", "n")}[kind]
         field = None if kind == "deep" else field
         return Case(fmt, jsonl_bytes(rows, {r: raw}), line, field, f"json-{kind}")
     if fmt == "csv":
