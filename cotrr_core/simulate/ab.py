@@ -3,9 +3,13 @@
 Units ("u0", "u1", ...) are assigned with cotrr_core.serving.policy.buckets, the same
 hash serving uses. Each unit issues Poisson(queries_per_unit_per_day) queries a
 day, drawn uniformly from the Q test queries; the served list is that arm's
-label row and clicks come from a click model. Simulated users are exchangeable,
-so queries are independent and query-level tests are valid here (with real
-per-user heterogeneity, analyse per unit instead).
+label row and clicks come from a click model.
+
+Unit of analysis: the user is the randomisation unit, and the Q test queries recur in
+both arms (a sample of the query population that more users never enlarge), so every
+lift is tested with a two-way (users x queries) cluster bootstrap (stats.clustered_diff),
+never as if each simulated query were independent. Latency is not a lift: it is the
+run's stored measurement (simulate.latency), resampled per query for the totals.
 
 nDCG@10 is cotrr_core.evaluation.metrics.ndcg_at_k of the served order (gain 2**label - 1,
 IDCG over the whole row); queries without a relevant candidate are NaN there
@@ -22,8 +26,7 @@ import pandas as pd
 from cotrr_core.evaluation.metrics import ndcg_at_k
 from cotrr_core.serving.policy import buckets
 from cotrr_core.simulate.clicks import ClickModel
-from cotrr_core.simulate.stats import (minimum_detectable_effect, srm_check,
-                                       two_proportion_test, welch_ttest_mean)
+from cotrr_core.simulate.stats import clustered_diff, srm_check
 
 __all__ = ["ABResult", "RampResult", "simulate_ab", "simulate_ramp", "served_ndcg"]
 
@@ -34,15 +37,16 @@ _ARMS = ["control", "treatment"]
 
 @dataclass
 class ABResult:
-    """daily: one row per (day, arm); totals: one row per arm; lifts: metric -> test dict
-    (ctr, success: two-proportion; ndcg@10, latency_ms: Welch); log: one row per query."""
+    """daily: one row per (day, arm); totals: one row per arm; lifts: metric -> clustered_diff dict
+    (ctr, success, ndcg@10); mde: relative MDE of ctr and success at this size (nan without both
+    arms); log: one row per query."""
 
     share: float
     daily: pd.DataFrame
     totals: pd.DataFrame
     lifts: dict[str, dict[str, float]]
     srm: dict[str, Any]
-    mde: dict[str, float]  # relative MDE (alpha, power 0.8) for the queries simulated
+    mde: dict[str, float]  # relative MDE (alpha, power 0.8) at the simulated size, from the clustered SE
     log: pd.DataFrame
     notes: list[str] = field(default_factory=list)
 
@@ -118,17 +122,14 @@ def _aggregate(log: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def _compare(metric: str, control: pd.DataFrame, treatment: pd.DataFrame, alpha: float,
-             alternative: str = "two-sided") -> dict[str, float]:
-    """Treatment vs control on one metric of two per-query logs."""
-    if metric in _RATE_COLUMN:
-        col = _RATE_COLUMN[metric]
-        return two_proportion_test(int(control[col].sum()), len(control), int(treatment[col].sum()),
-                                   len(treatment), alpha=alpha, alternative=alternative)
-    a, b = control[metric].to_numpy(), treatment[metric].to_numpy()
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if min(a.size, b.size) < 2:  # e.g. no query with a relevant candidate: nDCG undefined
-        return dict.fromkeys(("mean_a", "mean_b", "diff", "diff_rel", "ci_low", "ci_high", "p_value"), np.nan)
-    return welch_ttest_mean(a, b, alpha=alpha, alternative=alternative)
+             alternative: str = "two-sided", seed: int = 0) -> dict[str, float]:
+    """Treatment vs control on one metric of two per-query logs, clustered by unit and query
+    (queries without a relevant candidate have NaN nDCG and are left out)."""
+    col = _RATE_COLUMN.get(metric, metric)
+    both = pd.concat([control, treatment], ignore_index=True)
+    treated = np.r_[np.zeros(len(control), bool), np.ones(len(treatment), bool)]
+    return clustered_diff(both[col].to_numpy(np.float64), treated, both["unit"].to_numpy(),
+                          both["query"].to_numpy(), alpha=alpha, alternative=alternative, seed=seed)
 
 
 def simulate_ab(control_labels: np.ndarray, treatment_labels: np.ndarray, mask: np.ndarray, *,
@@ -163,14 +164,14 @@ def simulate_ab(control_labels: np.ndarray, treatment_labels: np.ndarray, mask: 
     mde: dict[str, float] = {}
     notes: list[str] = []
     if min(len(arms["control"]), len(arms["treatment"])) >= 2:
-        for metric in ("ctr", "success", "ndcg@10", "latency_ms"):
-            lifts[metric] = _compare(metric, arms["control"], arms["treatment"], alpha)
-        for metric, col in _RATE_COLUMN.items():
-            base = float(arms["control"][col].mean())
-            mde[metric] = (minimum_detectable_effect(base, len(log), alpha, 0.8, share)
-                           if 0 < base < 1 and 0 < share < 1 else float("nan"))
+        for metric in ("ctr", "success", "ndcg@10"):
+            lifts[metric] = _compare(metric, arms["control"], arms["treatment"], alpha, seed=seed)
+        for metric in _RATE_COLUMN:
+            t = lifts[metric]
+            mde[metric] = t["mde_abs"] / t["mean_a"] if t["mean_a"] and np.isfinite(t["mde_abs"]) else float("nan")
     else:
-        notes.append(f"share={share}: one arm has < 2 queries, no lift tests")
+        notes.append(f"share={share}: one arm has < 2 queries, no lift tests and no MDE")
+        mde = dict.fromkeys(_RATE_COLUMN, float("nan"))
     active = log.groupby("arm", observed=True)["unit"].nunique()
     srm = srm_check(int(active.get("control", 0)), int(active.get("treatment", 0)), share)
     return ABResult(share=share, daily=_aggregate(log, ["day", "arm"]),
@@ -188,10 +189,9 @@ def _step_row(i: int, res: ABResult, metric: str, control: pd.DataFrame | None, 
                            "compared_with": compared_with, "p95_treatment_ms": p95, "srm": res.srm["srm"]}
     reasons = []
     if control is not None and len(control) >= 2 and len(treatment) >= 2:
-        t = _compare(metric, control, treatment, alpha, alternative="less")
-        lift = t.get("lift_abs", t.get("diff"))
-        row.update(control=t.get("rate_a", t.get("mean_a")), treatment=t.get("rate_b", t.get("mean_b")),
-                   lift_abs=lift, ci_low=t["ci_low"], ci_high=t["ci_high"], p_worse=t["p_value"])
+        t = _compare(metric, control, treatment, alpha, alternative="less", seed=i)
+        row.update(control=t["mean_a"], treatment=t["mean_b"], lift_abs=t["diff"], ci_low=t["ci_low"],
+                   ci_high=t["ci_high"], p_worse=t["p_value"])
         if t["p_value"] < alpha:
             reasons.append(f"{metric} significantly worse (one-sided p={t['p_value']:.2g} < {alpha})")
     else:

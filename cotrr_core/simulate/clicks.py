@@ -68,6 +68,7 @@ class ClickModel:
     eps: float = 0.05  # attractiveness floor / ceiling margin
     eta: float = 1.0  # PBM examination decay 1 / rank**eta
     patience: float = 1.0  # cascade: P(look at the next result after skipping one)
+    depth: int | None = 10  # results shown (one page); nothing below is examined. None: the whole list
 
     def __post_init__(self) -> None:
         if self.name not in ("cascade", "pbm"):
@@ -80,6 +81,13 @@ class ClickModel:
             raise ValueError(f"ClickModel.eta: must be >= 0, got {self.eta}")
         if not 0.0 < self.patience <= 1.0:
             raise ValueError(f"ClickModel.patience: must be in (0, 1], got {self.patience}")
+        if self.depth is not None and self.depth < 1:
+            raise ValueError(f"ClickModel.depth: must be >= 1 or None, got {self.depth}")
+
+    def shown(self, mask: np.ndarray) -> np.ndarray:
+        """[n, L] the real results on the page: the mask cut at `depth`."""
+        mask = np.asarray(mask, dtype=bool)
+        return mask if self.depth is None else mask & (np.arange(mask.shape[1]) < self.depth)
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,13 +98,14 @@ class ClickModel:
     def clicks(self, labels: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Simulated clicks [n, L] bool for served lists of graded labels [n, L]."""
         probs = self.attractiveness(labels)
+        mask = self.shown(mask)
         if self.name == "cascade":
             return cascade_clicks(probs, mask, rng, self.patience)
         return pbm_clicks(probs, mask, rng, self.eta)
 
     def ctr(self, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Exact P(at least one click) per row [n]; lets tests know the true CTR."""
-        probs = np.where(mask, self.attractiveness(labels), 0.0)
+        probs = np.where(self.shown(mask), self.attractiveness(labels), 0.0)
         ranks = np.arange(probs.shape[1], dtype=np.float64)
         if self.name == "pbm":
             return 1.0 - np.prod(1.0 - probs * (ranks + 1) ** -float(self.eta), axis=1)

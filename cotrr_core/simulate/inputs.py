@@ -1,7 +1,7 @@
 """Inputs for the rollout simulators (cotrr_core.simulate), computed from a run's real outputs.
 
-Served label rows come from the run's scores on the test split; latencies are measured by
-timing the real scoring path (standardise, model forward, sort) one list at a time.
+Served label rows come from the run's scores on the test split; latencies time the serving path
+(cotrr_core.serving.reranker.Reranker) one list at a time, once per run (simulate.latency).
 """
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ import numpy as np
 import torch
 
 from cotrr_core.data.dataset import RankingData
-from cotrr_core.evaluation.compare import evaluate_scores, original_scores, pad_flat
+from cotrr_core.evaluation.compare import evaluate_scores, pad_flat
 from cotrr_core.scoring import score_data
 from cotrr_core.serving.features import request_records
 from cotrr_core.training.runs import LoadedRun
 
 __all__ = ["RolloutInputs", "rollout_inputs", "measure_list_latency", "topm_scores", "topm_inputs",
-           "default_m_values", "serving_threads",
-           "serving_latency"]
+           "default_m_values", "serving_threads", "serving_latency", "served_topm_scores"]
 
 ProgressFn = Callable[[float, str], None]
 
@@ -115,43 +114,66 @@ def _time_lists(run, data, qs, top_m, repeats, out) -> None:
         out.append(1000 * best)
 
 
-def _original_latency(data: RankingData, repeats: int = 3) -> np.ndarray:
-    """Per-query ms to return the first-stage order (the control path has no model)."""
-    orig = original_scores(data)
-    out = []
-    for q in range(data.num_queries):
-        r = data.rows(q)
-        best = np.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            np.argsort(-orig[r], kind="stable")
-            best = min(best, time.perf_counter() - t0)
-        out.append(1000 * best)
-    return np.asarray(out)
+def _served_latency(reranker, data: RankingData, what: str, dataset_key: str | None, repeats: int,
+                    measure: Callable[[], np.ndarray]) -> np.ndarray:
+    """Stored in the run's latency.json under (dataset, what) when dataset_key is given: measured once."""
+    if dataset_key is None:
+        return measure()
+    from cotrr_core.simulate.latency import latency_key, measurement_conditions, stored_latency
+
+    path = f"Reranker.rerank_batch of one list ({what}): featurise, standardise, forward, calibrate"
+    return stored_latency(reranker.run.run_dir, latency_key(dataset_key, what), measure,
+                          lambda: measurement_conditions(path, repeats, 1, str(reranker.run.device))).ms
+
+
+def _control_latency(reranker, data: RankingData, repeats: int = 3) -> np.ndarray:
+    """Per-query ms [Q] of the serving path with the model off (Policy 'off': the first-stage order)."""
+    from cotrr_core.serving.policy import Policy
+    from cotrr_core.serving.reranker import Reranker
+
+    off = Reranker(reranker.run, Policy(mode="off"))
+    try:
+        return serving_latency(off, data, repeats=repeats)
+    finally:
+        off.close()
+
+
+def _reranker_for(run: LoadedRun, reranker):
+    if reranker is not None:
+        return reranker
+    from cotrr_core.serving.reranker import Reranker
+
+    return Reranker(run)
 
 
 def rollout_inputs(run: LoadedRun, data: RankingData, scores: np.ndarray | None = None,
-                   reranker=None) -> RolloutInputs:
-    """A/B and shadow inputs from the run's scores on `data` (scored here when not given). Treatment
-    latency: Reranker.rerank per list when a reranker is given, else the model path timed here."""
+                   reranker=None, dataset_key: str | None = None, repeats: int = 3) -> RolloutInputs:
+    """A/B and shadow inputs from the run's scores on `data` (scored here when not given).
+
+    Latencies: Reranker.rerank_batch per list, the whole list (treatment) and with the model off
+    (control); stored in the run's latency.json and reused when `dataset_key` is given.
+    """
     if scores is None:
         scores = score_data(run, data)
+    reranker = _reranker_for(run, reranker)
     wouldbe, mask = _orders(data, scores)
     labels = pad_flat(data, data.labels.astype(np.float64))
     L = mask.shape[1]
     identity = np.broadcast_to(np.arange(L), mask.shape).copy()
     treatment = np.where(mask, np.take_along_axis(labels, wouldbe, axis=1), 0.0)
+    lat_c = _served_latency(reranker, data, "serve:model-off", dataset_key, repeats,
+                            lambda: _control_latency(reranker, data, repeats))
+    lat_t = _served_latency(reranker, data, "serve:all", dataset_key, repeats,
+                            lambda: serving_latency(reranker, data, None, repeats))
     return RolloutInputs(control_labels=np.where(mask, labels, 0.0), treatment_labels=treatment, mask=mask,
-                         original_order=identity, wouldbe_order=wouldbe,
-                         latency_control_ms=_original_latency(data),
-                         latency_treatment_ms=(serving_latency(reranker, data) if reranker is not None
-                                               else measure_list_latency(run, data)),
-                         relevance_threshold=float(data.spec.relevance_threshold))
+                         original_order=identity, wouldbe_order=wouldbe, latency_control_ms=lat_c,
+                         latency_treatment_ms=lat_t, relevance_threshold=float(data.spec.relevance_threshold))
 
 
 def topm_scores(data: RankingData, scores: np.ndarray, m: int) -> np.ndarray:
-    """[N] scores that rerank only each list's first M candidates (original order), the rest after them
-    in original order."""
+    """[N] scores that rerank only each list's first M candidates (original order) by `scores`, the rest
+    after them in original order. With list context, pass scores of the head alone (see served_topm_scores):
+    scores of the whole list would let the tail influence the head."""
     pos = np.arange(data.num_candidates) - np.repeat(data.offsets[:-1], data.list_lengths)
     top = pos < m
     out = np.empty(data.num_candidates, dtype=np.float64)
@@ -159,6 +181,26 @@ def topm_scores(data: RankingData, scores: np.ndarray, m: int) -> np.ndarray:
     span = float(np.ptp(scores)) + 1.0 if len(scores) else 1.0
     out[top] = scores[top] - float(np.min(scores)) + 1.0 + data.num_candidates + span
     out[~top] = -pos[~top].astype(np.float64)
+    return out
+
+
+def _request_lists(data: RankingData) -> list[tuple[str, list[dict]]]:
+    return [(str(data.queries[q]), request_records(data, q)) for q in range(data.num_queries)]
+
+
+def served_topm_scores(reranker, data: RankingData, m: int, lists: list | None = None,
+                       batch_lists: int = 64) -> np.ndarray:
+    """[N] scores (higher first) reproducing the order serving returns with top_m=M: Reranker.rerank_batch
+    scores only each list's first M candidates (no time budget, no MC), the tail keeps its order."""
+    lists = lists if lists is not None else _request_lists(data)
+    out = np.empty(data.num_candidates, dtype=np.float64)
+    for start in range(0, len(lists), batch_lists):
+        results = reranker.rerank_batch(lists[start:start + batch_lists], top_m=m, mc_samples=0)
+        for q, res in enumerate(results, start):
+            shown = res.wouldbe if res.wouldbe is not None else res.served  # a 1-candidate list is not scored
+            r = data.rows(q)
+            for new, row in enumerate(shown):
+                out[r.start + row["original_rank"] - 1] = -float(new)
     return out
 
 
@@ -170,18 +212,20 @@ def default_m_values(data: RankingData) -> list[int]:
 
 def topm_inputs(run: LoadedRun, data: RankingData, m_values: Sequence[int] | None = None,
                 scores: np.ndarray | None = None, repeats: int = 3, max_queries: int | None = None,
-                on_progress: ProgressFn | None = None,
-                reranker=None) -> tuple[dict[int, dict[str, float]], dict[int, np.ndarray]]:
-    """quality_by_m (test nDCG@10, C@1 of reranking the top M) and latency_by_m (measured ms per query)."""
-    if scores is None:
-        scores = score_data(run, data)
+                on_progress: ProgressFn | None = None, reranker=None,
+                dataset_key: str | None = None) -> tuple[dict[int, dict[str, float]], dict[int, np.ndarray]]:
+    """quality_by_m (test nDCG@10, C@1, MRR of the order serving returns with top_m=M) and latency_by_m
+    (ms per list of that call; stored in the run's latency.json and reused when dataset_key is given).
+    `scores` is accepted for compatibility and unused: quality comes from the serving call itself."""
+    reranker = _reranker_for(run, reranker)
     ms = list(m_values or default_m_values(data))
+    lists = _request_lists(data)
     quality, latency = {}, {}
     for i, m in enumerate(ms):
-        ev = evaluate_scores(data, topm_scores(data, scores, m))
+        ev = evaluate_scores(data, served_topm_scores(reranker, data, m, lists))
         quality[m] = {"ndcg@10": ev["ndcg@10"], "c@1": ev["c@1"], "mrr": ev["mrr"]}
-        latency[m] = (serving_latency(reranker, data, m, repeats, max_queries) if reranker is not None
-                      else measure_list_latency(run, data, top_m=m, repeats=repeats, max_queries=max_queries))
+        latency[m] = _served_latency(reranker, data, f"serve:top{m}", dataset_key if max_queries is None else None,
+                                     repeats, lambda m=m: serving_latency(reranker, data, m, repeats, max_queries))
         if on_progress:
             on_progress((i + 1) / len(ms), f"M = {m}: {len(latency[m])} lists timed")
     return quality, latency

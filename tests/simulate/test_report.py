@@ -27,7 +27,9 @@ def test_simulate_cli_prints_and_writes_json(kind, tiny_run, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["kind"] == kind and result["table"]
     if kind == "ab":
-        assert {"ctr", "success", "ndcg@10", "latency_ms"} <= set(result["summary"]["lifts"])
+        assert {"ctr", "success", "ndcg@10"} <= set(result["summary"]["lifts"])
+        lat = result["summary"]["latency_ms"]  # a stored measurement, not a lift with a p-value
+        assert 0 < lat["control"]["p95"] and 0 < lat["treatment"]["p95"]
         assert result["summary"]["srm"]["p_value"] > 0.001  # hashing splits units fairly
         arms = {row["arm"] for row in result["table"]}
         assert arms == {"control", "treatment"}
@@ -36,4 +38,10 @@ def test_simulate_cli_prints_and_writes_json(kind, tiny_run, tmp_path, capsys):
     if kind == "topm":
         ms = [row["M"] for row in result["table"]]
         assert ms == sorted(ms) and all(row["p50_ms"] > 0 for row in result["table"])
-        assert (tiny_run / "latency.json").exists()  # measurements are cached for the next call
+        stored = json.loads((tiny_run / "latency.json").read_text())  # measured once, reused next time
+        entry = next(v for k, v in stored.items() if k.endswith("serve:top5"))
+        assert {"measured_at", "load_avg_1m", "threads", "machine"} <= set(entry["conditions"])
+        again = tmp_path / "again.json"
+        assert main(["simulate", kind, str(tiny_run), "--json", str(again)]) == 0
+        p50 = {row["M"]: row["p50_ms"] for row in json.loads(again.read_text())["table"]}
+        assert p50 == {row["M"]: row["p50_ms"] for row in result["table"]}
