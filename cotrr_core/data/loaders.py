@@ -281,6 +281,8 @@ def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFram
         raise DataError(name, None, None, f"{values} values once decoded; at most {MAX_VALUES} are read")
     try:
         table = pq.read_table(path)
+    except MemoryError:  # Arrow's too: out of memory is not a corrupt file
+        raise
     except Exception as exc:
         raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
     vectors = {}
