@@ -5,8 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cotrr_core.simulate import (ClickModel, recommend_m, required_sample_size, shadow_analysis, simulate_ab,
-                                 simulate_ramp, topm_tradeoff)
+from cotrr_core.simulate import ClickModel, recommend_m, shadow_analysis, simulate_ab, simulate_ramp, topm_tradeoff
 from pages._charts import chart, csv_button
 from pages._shared import shown_errors
 
@@ -21,40 +20,46 @@ def click_model_picker() -> ClickModel:
     return ClickModel("pbm", eta=c2.slider("PBM examination decay η", 0.0, 2.0, 1.0, key="ab-eta"))
 
 
+_METRIC_NAMES = {"ctr": "CTR (any click)", "success": "success (click on a relevant result)", "ndcg@10": "nDCG@10"}
+
+
 def lifts_table(lifts: dict) -> pd.DataFrame:
-    rows = []
-    for metric, t in lifts.items():
-        a, b = t.get("rate_a", t.get("mean_a")), t.get("rate_b", t.get("mean_b"))
-        rows.append({"metric": metric, "control": a, "treatment": b, "lift": t.get("lift_abs", t.get("diff")),
-                     "lift_rel": t.get("lift_rel", t.get("diff_rel")), "ci_low": t["ci_low"],
-                     "ci_high": t["ci_high"], "p_value": t["p_value"]})
-    return pd.DataFrame(rows)
+    rows = [{"metric": _METRIC_NAMES.get(metric, metric), "control": t["mean_a"], "treatment": t["mean_b"],
+             "lift": t["diff"], "lift_rel": t["diff_rel"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+             "p_value": t["p_value"], "users": int(t["units"]), "queries compared": int(t["queries"])}
+            for metric, t in lifts.items()]
+    return pd.DataFrame(rows).round(4)
+
+
+@st.cache_data(show_spinner="Simulating the A/B test...", max_entries=32)
+def _ab(control, treatment, mask, **kwargs):
+    return simulate_ab(control, treatment, mask, **kwargs)
 
 
 def ab_section(inp, common: dict, share: float, days: int, seed: int) -> None:
     with shown_errors("A/B simulation failed", stop=False):
-        res = simulate_ab(inp.control_labels, inp.treatment_labels, inp.mask, share=share, days=days, seed=seed,
-                          **common)
+        res = _ab(inp.control_labels, inp.treatment_labels, inp.mask, share=share, days=days, seed=seed, **common)
         table = lifts_table(res.lifts)
         st.dataframe(table, hide_index=True, column_config={"p_value": st.column_config.NumberColumn(format="%.2e")})
+        st.caption("Lifts compare the arms within each test query and average over the queries both arms saw; "
+                   "CIs and p-values are two-way clustered by user (the randomisation unit) and query (the "
+                   f"{inp.mask.shape[0]} test queries recur, so more users never shrink that part of the error).")
         csv_button(table, "ab_lifts", "ab-lifts")
         srm = res.srm
         c = st.columns(3)
         c[0].metric("SRM check", "MISMATCH" if srm["srm"] else "ok", f"χ² p = {srm['p_value']:.3g}",
                     delta_color="off")
-        c[1].metric("MDE on success (power 0.8)", f"{res.mde.get('success', float('nan')):.2%}")
+        mde = res.mde.get("success", float("nan"))
+        c[1].metric("MDE on success (α 0.05, power 0.8)", f"{mde:.1%}" if mde == mde else "n/a",
+                    help="Smallest relative lift this simulated experiment would detect, from its clustered "
+                         "standard error" if mde == mde else "Needs traffic in both arms (0 < share < 1)")
         c[2].metric("queries simulated", f"{len(res.log):,}")
         long = res.daily.melt(id_vars=["day", "arm"], value_vars=["ctr", "success_rate", "ndcg@10"])
         fig = px.line(long, x="day", y="value", color="arm", facet_col="variable", markers=True)
+        fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
         chart(fig.update_yaxes(matches=None).update_layout(height=300), res.daily, "ab_daily", "ab-daily")
         for note in res.notes:
             st.caption(note)
-        base = float(res.totals.loc["control", "success_rate"]) if "control" in res.totals.index else None
-        if base and 0 < base < 1 and 0 < share < 1:
-            mde = st.slider("Lift to detect (relative)", 0.01, 0.30, 0.05, key="ab-mde")
-            need = required_sample_size(base, mde, power=0.8, share=share)
-            st.caption(f"Power: detecting a {mde:.0%} relative lift on success rate {base:.3f} at α=0.05 with "
-                       f"power 0.8 needs {need['n_total']:,} queries at this share ({len(res.log):,} simulated).")
 
 
 def ramp_section(inp, common: dict, seed: int) -> None:
@@ -67,17 +72,22 @@ def ramp_section(inp, common: dict, seed: int) -> None:
         st.caption("Pick at least one step.")
         return
     with shown_errors("Ramp simulation failed", stop=False):
-        res = simulate_ramp(inp.control_labels, inp.treatment_labels, inp.mask, steps=tuple(sorted(steps)),
-                            guardrail_metric=metric, latency_guardrail_ms=lat or None, seed=seed, **common)
+        res = _ramp(inp.control_labels, inp.treatment_labels, inp.mask, steps=tuple(sorted(steps)),
+                    guardrail_metric=metric, latency_guardrail_ms=lat or None, seed=seed, **common)
         (st.error if res.rolled_back else st.success)(f"{res.reason} · final share {res.final_share:.0%}")
         st.dataframe(res.table, hide_index=True)
         csv_button(res.table, "ramp", "ramp")
 
 
+@st.cache_data(show_spinner="Simulating the ramp...", max_entries=32)
+def _ramp(control, treatment, mask, **kwargs):
+    return simulate_ramp(control, treatment, mask, **kwargs)
+
+
 def shadow_section(inp) -> None:
     with shown_errors("Shadow analysis failed", stop=False):
         res = shadow_analysis(inp.original_order, inp.wouldbe_order, inp.control_labels, inp.mask,
-                              relevance_threshold=inp.relevance_threshold,
+                              relevance_threshold=inp.relevance_threshold, query_ids=inp.query_ids,
                               latency_original_ms=inp.latency_control_ms, latency_shadow_ms=inp.latency_treatment_ms)
         s = res.summary
         c = st.columns(4)
@@ -86,17 +96,19 @@ def shadow_section(inp) -> None:
         c[2].metric("Kendall τ (median)", f"{s['kendall_tau_median']:.3f}")
         if res.latency:
             c[3].metric("extra p95 if inline", f"{res.latency['extra_p95_ms']:.2f} ms")
-        deltas = pd.DataFrame([{"metric": k, **v} for k, v in res.deltas.items()])
+        deltas = pd.DataFrame([{"metric": k, **v} for k, v in res.deltas.items()]).round(4)
         st.dataframe(deltas, hide_index=True, column_config={"p_value": st.column_config.NumberColumn(format="%.2e")})
         csv_button(deltas, "shadow_deltas", "shadow-deltas")
         fig = px.histogram(res.per_query, x="kendall_tau", nbins=30, title="Kendall τ between orders per query")
         chart(fig.update_layout(height=280), res.per_query, "shadow_per_query", "shadow")
         st.markdown("**Queries where the orders disagree most**")
-        st.dataframe(res.most_disagreeing(10), hide_index=True)
+        st.dataframe(res.most_disagreeing(10).drop(columns="query").round(3), hide_index=True)
 
 
 def topm_section(quality: dict, latency: dict, source: str) -> None:
-    price = st.number_input("Price per CPU-second ($)", 0.0, 1.0, 0.0000133, format="%.7f", key="topm-price")
+    price = st.number_input("Price per CPU-second ($, your own)", 0.0, 1.0, 0.0000133, format="%.7f",
+                            key="topm-price", help="An assumption to edit: the default is an on-demand vCPU-hour "
+                                                   "at about $0.048. Cost = mean latency x 1 core x this price.")
     with shown_errors("Top-M trade-off failed", stop=False):
         df = topm_tradeoff(quality, latency, price_per_cpu_second=price)
         budget = st.slider("Latency budget (p95 ms)", 0.05, max(1.0, float(df["p95_ms"].max()) * 1.5),
@@ -112,4 +124,4 @@ def topm_section(quality: dict, latency: dict, source: str) -> None:
         fig.add_vline(x=budget, line_dash="dot", annotation_text="budget")
         fig.update_traces(textposition="top center", selector=dict(mode="markers+text"))
         chart(fig.update_layout(height=380, xaxis_title="p95 latency per list (ms)"), df, "topm_frontier", "topm")
-        st.dataframe(df, hide_index=True)
+        st.dataframe(df.round(4), hide_index=True)

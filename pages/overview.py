@@ -1,12 +1,11 @@
 """Overview: what the system does, and the selected run's headline numbers."""
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cotrr_core.views import headline, serving_latency, timed_scoring
+from cotrr_core.views import headline
 from pages._charts import chart, csv_button, fmt_ci
-from pages._shared import context, get_reranker, shown_errors, sidebar
+from pages._shared import context, serving_latency_cached, shown_errors, sidebar
 
 sidebar()
 st.title("CoTRR-Stable")
@@ -23,14 +22,20 @@ st.caption(f"Dataset **{ctx.bench.name}** ({ctx.bench.note}) · run **{ctx.run_d
 
 with shown_errors("Could not evaluate the run"):
     scored = ctx.scores()
-    table = headline(test, scored.scores)
+    table = headline(test, scored.scores, stored=ctx.metrics.get("test"))
 
 st.subheader("Test metrics: reranked vs original order")
 cols = st.columns(len(table))
 for col, (_, row) in zip(cols, table.iterrows()):
     col.metric(row["metric"], f"{row['reranked']:.3f}", f"{row['change']:+.3f} vs original {row['original']:.3f}")
-st.caption("Change with a paired bootstrap 95% CI over queries (queries without a relevant candidate excluded):")
-st.dataframe(table.assign(**{"change [95% CI]": table.apply(fmt_ci, axis=1)}), hide_index=True,
+st.caption("The run's test metrics as recorded when it finished (metrics.json: the same numbers as the sidebar, "
+           "the Train page and `python -m cotrr_core runs`), with a paired bootstrap 95% CI of the change over "
+           "queries (queries without a relevant candidate excluded). C@1: the top result complies with the query.")
+if not table["matches_stored"].all():
+    st.warning("Re-scoring this run now gives different test metrics than it recorded when it finished (model or "
+               "data code changed since): the CI column is computed from the re-scored lists.")
+st.dataframe(table.drop(columns="matches_stored").assign(**{"change [95% CI]": table.apply(fmt_ci, axis=1)}).round(4),
+             hide_index=True,
              column_config={"p_value": st.column_config.NumberColumn(format="%.4f")})
 fig = go.Figure([go.Bar(name=name, x=table["metric"], y=table[name]) for name in ("original", "reranked")])
 fig.update_layout(barmode="group", height=320, yaxis_title="mean over test queries")
@@ -57,17 +62,9 @@ with left:
 with right:
     st.subheader("Latency at a glance")
     with shown_errors("Could not time the model", stop=False):
-        reranker = get_reranker(ctx)
-        if reranker is not None:
-            ms = serving_latency(reranker, test)
-            lat = pd.DataFrame({"query_id": test.query_ids[:len(ms)], "latency_ms": ms})
-            st.metric("Serving latency p50 / p95", f"{np.median(ms):.2f} / {np.quantile(ms, 0.95):.2f} ms")
-            st.caption(f"Reranker.rerank (cotrr_core.serving.reranker) on each of the {len(ms)} test lists, one request at a "
-                       f"time on 1 thread ({reranker.health()['device']}, best of 3 per list).")
-        else:
-            t = timed_scoring(ctx.run, test)
-            lat = pd.DataFrame([t])
-            st.metric("Score time per query", f"{t['ms_per_query']:.2f} ms")
-            st.caption(f"Not a serving latency: a timed score_data call on the test split ({t['queries']} lists, "
-                       f"{t['candidates']} candidates, best of 3, 1 thread) divided by the number of queries.")
+        stored = serving_latency_cached(str(ctx.run_dir), ctx.stamp, ctx.dataset)
+        lat = pd.DataFrame({"query_id": test.query_ids[:len(stored.ms)], "latency_ms": stored.ms})
+        st.metric("Serving latency p50 / p95", f"{stored.p50:.2f} / {stored.p95:.2f} ms")
+        st.caption(f"Reranker (cotrr_core.serving.reranker) on each of the {len(stored.ms)} test lists, "
+                   f"{stored.describe()}. The Rollout page uses the same measurement.")
         csv_button(lat, "latency", "timing", "Download timings (CSV)")

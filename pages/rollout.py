@@ -1,18 +1,19 @@
 """Rollout: A/B simulator and ramp, shadow mode, Top-M frontier, all on the run's measured outputs."""
 import streamlit as st
 
-from cotrr_core.views import topm_inputs
 from pages._rollout_views import ab_section, click_model_picker, ramp_section, shadow_section, topm_section
-from pages._shared import context, get_reranker, rollout_inputs_cached, shown_errors, sidebar
+from pages._shared import (context, rollout_inputs_cached, serving_latency_cached, shown_errors, sidebar,
+                           topm_frontier_cached)
 
 sidebar()
 st.title("Safe rollout")
 ctx = context()
 with shown_errors("Could not measure the rollout inputs"):
     inp = rollout_inputs_cached(str(ctx.run_dir), ctx.stamp, ctx.dataset)
-st.caption(f"Served lists are the test split's {inp.mask.shape[0]} queries in each arm's order; control latency is "
-           f"measured returning the first-stage order, treatment latency timing "
-           f"{'Reranker.rerank (cotrr_core.serving.reranker)' if get_reranker(ctx) else 'the model path'} per list.")
+    lat = serving_latency_cached(str(ctx.run_dir), ctx.stamp, ctx.dataset)
+st.caption(f"Served lists are the test split's {inp.mask.shape[0]} queries in each arm's order. Latency (treatment "
+           f"p50 / p95 {lat.p50:.2f} / {lat.p95:.2f} ms; control = the same serving path with the model off) was "
+           f"{lat.describe()}. Every section reuses this one measurement.")
 
 ab_tab, shadow_tab, topm_tab = st.tabs(["A/B test & ramp", "Shadow mode", "Top-M frontier"])
 with ab_tab:
@@ -32,16 +33,10 @@ with shadow_tab:
     st.caption("Shadow mode: the model scores live traffic and logs its would-be order; users still see the original.")
     shadow_section(inp)
 with topm_tab:
-    st.caption("Rerank only the first M candidates of the original order; quality measured on test, latency timed.")
-    if st.toggle("Measure the frontier (times every test list for each M)", key="topm-on"):
-        bar = st.progress(0.0, text="timing")
-
-        @st.cache_data(show_spinner=False)
-        def frontier(run_dir: str, stamp: float, dataset: str):
-            return topm_inputs(ctx.run, ctx.test, scores=ctx.scores().scores, reranker=get_reranker(ctx),
-                               on_progress=lambda p, m: bar.progress(p, text=m))
-
+    st.caption("Serving reranks only the first M candidates of the original order: quality is that served order "
+               "on the test split, latency the same call timed.")
+    if st.toggle("Measure the frontier (serves every test list at each M; timings once per run, then stored)",
+                 key="topm-on"):
         with shown_errors("Could not measure the Top-M frontier"):
-            quality, latency = frontier(str(ctx.run_dir), ctx.stamp, ctx.dataset)
-        bar.empty()
-        topm_section(quality, latency, "Reranker.rerank timings" if get_reranker(ctx) else "model timings")
+            quality, latency = topm_frontier_cached(str(ctx.run_dir), ctx.stamp, ctx.dataset)
+        topm_section(quality, latency, "Reranker.rerank_batch with top_m=M")

@@ -20,7 +20,7 @@ from cotrr_core.serving.features import request_records
 from cotrr_core.training.runs import LoadedRun
 
 __all__ = ["RolloutInputs", "rollout_inputs", "measure_list_latency", "topm_scores", "topm_inputs",
-           "default_m_values", "serving_threads", "serving_latency", "served_topm_scores"]
+           "default_m_values", "serving_threads", "serving_latency", "served_topm_scores", "stored_serving_latency"]
 
 ProgressFn = Callable[[float, str], None]
 
@@ -37,6 +37,7 @@ class RolloutInputs:
     latency_control_ms: np.ndarray  # [Q] time to return the first-stage order (no model)
     latency_treatment_ms: np.ndarray  # [Q] time to rerank the list with the model
     relevance_threshold: float
+    query_ids: np.ndarray | None = None  # [Q] ids of the test queries, for display
 
 
 def _orders(data: RankingData, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,11 +120,19 @@ def _served_latency(reranker, data: RankingData, what: str, dataset_key: str | N
     """Stored in the run's latency.json under (dataset, what) when dataset_key is given: measured once."""
     if dataset_key is None:
         return measure()
+    return stored_serving_latency(reranker, data, dataset_key, what, repeats, measure).ms
+
+
+def stored_serving_latency(reranker, data: RankingData, dataset_key: str, what: str = "serve:all",
+                           repeats: int = 3, measure: Callable[[], np.ndarray] | None = None):
+    """simulate.latency.Latency of the serving path on every list of `data` (default: whole lists,
+    one request at a time), measured once per run and dataset and reused by every page and command."""
     from cotrr_core.simulate.latency import latency_key, measurement_conditions, stored_latency
 
     path = f"Reranker.rerank_batch of one list ({what}): featurise, standardise, forward, calibrate"
+    measure = measure or (lambda: serving_latency(reranker, data, None, repeats))
     return stored_latency(reranker.run.run_dir, latency_key(dataset_key, what), measure,
-                          lambda: measurement_conditions(path, repeats, 1, str(reranker.run.device))).ms
+                          lambda: measurement_conditions(path, repeats, 1, str(reranker.run.device)))
 
 
 def _control_latency(reranker, data: RankingData, repeats: int = 3) -> np.ndarray:
@@ -167,7 +176,8 @@ def rollout_inputs(run: LoadedRun, data: RankingData, scores: np.ndarray | None 
                             lambda: serving_latency(reranker, data, None, repeats))
     return RolloutInputs(control_labels=np.where(mask, labels, 0.0), treatment_labels=treatment, mask=mask,
                          original_order=identity, wouldbe_order=wouldbe, latency_control_ms=lat_c,
-                         latency_treatment_ms=lat_t, relevance_threshold=float(data.spec.relevance_threshold))
+                         latency_treatment_ms=lat_t, relevance_threshold=float(data.spec.relevance_threshold),
+                         query_ids=np.asarray(data.query_ids).astype(str))
 
 
 def topm_scores(data: RankingData, scores: np.ndarray, m: int) -> np.ndarray:

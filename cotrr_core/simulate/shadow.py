@@ -68,8 +68,10 @@ def shadow_analysis(original_order: np.ndarray, wouldbe_order: np.ndarray, label
                     mask: np.ndarray, *, relevance_threshold: float, k: int = 10, seed: int = 0,
                     n_boot: int = 2000, alpha: float = 0.05,
                     latency_original_ms: np.ndarray | None = None,
-                    latency_shadow_ms: np.ndarray | None = None) -> ShadowResult:
-    """Compare the served (original) and would-be orders, all [Q, L], query by query."""
+                    latency_shadow_ms: np.ndarray | None = None,
+                    query_ids: np.ndarray | None = None) -> ShadowResult:
+    """Compare the served (original) and would-be orders, all [Q, L], query by query
+    (query_ids [Q]: shown beside each query's index in per_query)."""
     mask = np.asarray(mask, dtype=bool)
     labels = np.where(mask, np.asarray(labels, dtype=np.float64), 0.0)
     n = mask.sum(axis=1)
@@ -84,7 +86,8 @@ def shadow_analysis(original_order: np.ndarray, wouldbe_order: np.ndarray, label
     served = {name: np.take_along_axis(labels, o, axis=1) for name, o in (("original", orig), ("wouldbe", wb))}
     first = np.broadcast_to(-np.arange(mask.shape[1], dtype=np.float64), mask.shape)
     per_query = pd.DataFrame({
-        "query": np.arange(len(n)), "n": n,
+        "query": np.arange(len(n)),
+        **({"query_id": np.asarray(query_ids).astype(str)} if query_ids is not None else {}), "n": n,
         "top1_agree": np.where(n > 0, orig[:, 0] == wb[:, 0], np.nan),
         "overlap@k": overlap, "kendall_tau": _kendall_tau(rank_o, rank_w, n),
         **{f"ndcg@10_{name}": served_ndcg(lab, mask, relevance_threshold) for name, lab in served.items()},

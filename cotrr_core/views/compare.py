@@ -108,14 +108,28 @@ def find_queries(data: RankingData, text: str) -> np.ndarray:
 
 
 def headline(data: RankingData, scores: np.ndarray, metrics: tuple[str, ...] = ("ndcg@10", "c@1", "mrr"),
-             seed: int = 0) -> pd.DataFrame:
-    """Reranked vs original means with paired bootstrap 95% CIs of the difference (excluded: no relevant)."""
+             seed: int = 0, stored: dict | None = None) -> pd.DataFrame:
+    """Reranked vs original means with paired bootstrap 95% CIs of the difference (excluded: no relevant).
+
+    stored: the run's metrics.json "test" section ({"cotrr": {...}, "original": {...}}). When given, the
+    means shown are those recorded numbers (one source for every page, the sidebar and the CLI) and
+    `matches_stored` says whether re-scoring reproduces them (to 1e-6).
+    """
     orig = original_scores(data)
     ci = compare_rankings(data, scores, orig, metrics=metrics, seed=seed)
     ev_a, ev_b = evaluate_scores(data, scores), evaluate_scores(data, orig)
-    return pd.DataFrame([{"metric": m, "original": ev_b[m], "reranked": ev_a[m], "change": ci[m]["diff"],
-                          "ci_low": ci[m]["lo"], "ci_high": ci[m]["hi"], "p_value": ci[m].get("p_value"),
-                          "queries": ci[m]["n"]} for m in metrics])
+    rows = []
+    for m in metrics:
+        row = {"metric": m, "original": ev_b[m], "reranked": ev_a[m]}
+        if stored and m in stored.get("cotrr", {}) and m in stored.get("original", {}):
+            rec = {"original": stored["original"][m], "reranked": stored["cotrr"][m]}
+            row["matches_stored"] = all(abs(row[k] - rec[k]) <= 1e-6 for k in rec)
+            row.update(rec)
+        else:
+            row["matches_stored"] = stored is None
+        rows.append({**row, "change": row["reranked"] - row["original"], "ci_low": ci[m]["lo"],
+                     "ci_high": ci[m]["hi"], "p_value": ci[m].get("p_value"), "queries": ci[m]["n"]})
+    return pd.DataFrame(rows)
 
 
 def timed_scoring(run: LoadedRun, data: RankingData, repeats: int = 3) -> dict[str, float]:
