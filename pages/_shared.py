@@ -337,10 +337,32 @@ def get_reranker(ctx: "Context"):
         return None
 
 
-@st.cache_data(show_spinner="Timing the serving path on every test list...", max_entries=8)
+@st.cache_data(show_spinner="Timing the serving path on every test list (once per run, then stored)...",
+               max_entries=8)
 def rollout_inputs_cached(run_dir: str, stamp: float, dataset: str):
     from cotrr_core.views import rollout_inputs
 
     ctx = Context(dataset, get_benchmark(dataset), Path(run_dir), stamp)
     scores = split_scores(run_dir, stamp, dataset, "test", 10).scores
-    return rollout_inputs(ctx.run, ctx.test, scores, reranker=get_reranker(ctx))
+    return rollout_inputs(ctx.run, ctx.test, scores, reranker=get_reranker(ctx), dataset_key=dataset_key(dataset))
+
+
+@st.cache_data(show_spinner="Timing the serving path on every test list (once per run, then stored)...",
+               max_entries=8)
+def serving_latency_cached(run_dir: str, stamp: float, dataset: str):
+    """The run's stored serving latency on this dataset's test lists (simulate.latency.Latency)."""
+    from cotrr_core.views import stored_serving_latency
+
+    ctx = Context(dataset, get_benchmark(dataset), Path(run_dir), stamp)
+    return stored_serving_latency(get_reranker(ctx), ctx.test, dataset_key(dataset))
+
+
+# module level and free of Streamlit calls: a cached function that draws (a progress bar) cannot be
+# replayed in another session (CacheReplayClosureError)
+@st.cache_data(show_spinner="Measuring the Top-M frontier: serving each test list at every M (latency once per "
+                            "run, then stored)...", max_entries=8)
+def topm_frontier_cached(run_dir: str, stamp: float, dataset: str):
+    from cotrr_core.views import topm_inputs
+
+    ctx = Context(dataset, get_benchmark(dataset), Path(run_dir), stamp)
+    return topm_inputs(ctx.run, ctx.test, reranker=get_reranker(ctx), dataset_key=dataset_key(dataset))
