@@ -92,3 +92,9 @@ def candidate_cards(df: pd.DataFrame, top: int, side: str) -> None:
                 if "cocktail" in row and "candidate_kind" in row else "")
         c_txt.markdown(f"**#{rank}**{move} {mark} `{row['candidate_id']}`{what}  \n"
                        f"compliance {row['compliance']:.2f} · P(relevant) {row['p_relevant']:.3f}{unc}")
+
+
+if __name__ == "__main__":  # opened as a page (cold deep link): it is a helper, not a page
+    from pages._shared import leave_automatic_navigation
+
+    leave_automatic_navigation()

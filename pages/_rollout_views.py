@@ -125,3 +125,9 @@ def topm_section(quality: dict, latency: dict, source: str) -> None:
         fig.update_traces(textposition="top center", selector=dict(mode="markers+text"))
         chart(fig.update_layout(height=380, xaxis_title="p95 latency per list (ms)"), df, "topm_frontier", "topm")
         st.dataframe(df.round(4), hide_index=True)
+
+
+if __name__ == "__main__":  # opened as a page (cold deep link): it is a helper, not a page
+    from pages._shared import leave_automatic_navigation
+
+    leave_automatic_navigation()
