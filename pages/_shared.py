@@ -156,8 +156,21 @@ def _picker(container, label: str, options: list, state_key: str, **kwargs):
                                **kwargs)
 
 
+def leave_automatic_navigation() -> None:
+    """On a fresh server a first request naming a page (/attention) runs it under Streamlit's automatic
+    pages/ navigation (every file in pages/, helpers included), because app.py has not yet called
+    st.navigation. Do what that call does (turn the pages/ mode off, process-wide and for good) and
+    rerun, so app.py's navigation serves the same page."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def sidebar() -> None:
     """Dataset and run pickers (session_state 'dataset', 'run_id'), and the upload box."""
+    leave_automatic_navigation()
     sb = st.sidebar
     sb.title("CoTRR-Stable")
     opts = dataset_options()
@@ -366,3 +379,7 @@ def topm_frontier_cached(run_dir: str, stamp: float, dataset: str):
 
     ctx = Context(dataset, get_benchmark(dataset), Path(run_dir), stamp)
     return topm_inputs(ctx.run, ctx.test, reranker=get_reranker(ctx), dataset_key=dataset_key(dataset))
+
+
+if __name__ == "__main__":  # opened as a page (cold deep link to /shared): it is a helper, not a page
+    leave_automatic_navigation()
