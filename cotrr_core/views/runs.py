@@ -1,6 +1,7 @@
 """Tables over the run registry: one row per run, config diffs, history frames for comparison."""
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +9,7 @@ import pandas as pd
 
 from cotrr_core.training.runs import RunInfo, read_history
 
-__all__ = ["runs_table", "flatten_config", "config_diff", "metrics_side_by_side", "history_frame"]
+__all__ = ["runs_table", "flatten_config", "config_diff", "metrics_side_by_side", "history_frame", "launch_steps"]
 
 _TEST_KEYS = ("ndcg@10", "c@1", "mrr")
 
@@ -74,3 +75,45 @@ def history_frame(runs: list[RunInfo] | list[Path]) -> pd.DataFrame:
         if hist:
             frames.append(pd.DataFrame(hist).assign(run_id=path.name))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "run_id"])
+
+
+_STEPS = ("Build or load the dataset", "Train", "Calibrate on the calibration split", "Measure serving latency")
+
+
+def _started(run_id: str) -> _dt.datetime | None:
+    """Launch time from the run id's UTC stamp (20261123-113414-name)."""
+    try:
+        return _dt.datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=_dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+def launch_steps(run_id: str, status: dict[str, Any], now: _dt.datetime | None = None,
+                 latency_measured: bool = False) -> tuple[list[dict[str, str]], str]:
+    """The first-launch step list from a run's status.json: rows {step, state: done|active|pending|failed}
+    and a one-line estimate ("about 2 min left"), extrapolated from the training progress so far."""
+    state, progress, message = status.get("state"), float(status.get("progress", 0.0)), status.get("message", "")
+    if state == "done":
+        active = 3 if not latency_measured else 4
+    elif state == "running" and "calibrat" in message:
+        active = 2
+    elif state == "running" and progress > 0:
+        active = 1
+    else:
+        active = 0  # queued: the process starts and loads (or builds) the dataset before the first step
+    failed = state in ("failed", "cancelled")
+    rows = [{"step": name, "state": "done" if i < active else ("failed" if failed and i == active else
+                                                                 "active" if i == active else "pending")}
+            for i, name in enumerate(_STEPS)]
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    start = _started(run_id)
+    elapsed = (now - start).total_seconds() if start else None
+    if failed or elapsed is None:
+        eta = ""
+    elif active == 0:
+        eta = f"{elapsed:.0f} s so far; building the demo data takes about a minute the first time"
+    elif active == 1 and progress >= 0.05:
+        eta = f"{elapsed:.0f} s so far, about {elapsed * (1 - progress) / progress / 60:.1f} min left (from progress)"
+    else:
+        eta = f"{elapsed:.0f} s so far"
+    return rows, eta

@@ -110,3 +110,23 @@ def test_serving_records_match_scoring(tiny_run, test_split, app_env):
     expected = test_split.candidate_ids[test_split.rows(1)][np.argsort(-s, kind="stable")]
     assert [r["candidate_id"] for r in res.served] == list(expected)
     assert len(I.serving_latency(reranker, test_split, top_m=5, repeats=1, max_queries=2)) == 2
+
+
+def test_launch_steps_follow_the_status():
+    import datetime as dt
+
+    from cotrr_core.views.runs import launch_steps
+
+    now = dt.datetime(2026, 1, 1, 12, 2, 0, tzinfo=dt.timezone.utc)
+    rid = "20260101-120000-default-fast"  # started 120 s before `now`
+    rows, eta = launch_steps(rid, {"state": "queued", "progress": 0.0, "message": "training process started"}, now)
+    assert [r["state"] for r in rows] == ["active", "pending", "pending", "pending"] and "120 s" in eta
+    rows, eta = launch_steps(rid, {"state": "running", "progress": 0.4, "message": "epoch 8/20"}, now)
+    assert [r["state"] for r in rows] == ["done", "active", "pending", "pending"]
+    assert "3.0 min left" in eta  # 120 s for 40%: 180 s more
+    rows, _ = launch_steps(rid, {"state": "running", "progress": 0.97, "message": "calibrating on the cal split"}, now)
+    assert [r["state"] for r in rows] == ["done", "done", "active", "pending"]
+    rows, _ = launch_steps(rid, {"state": "done", "progress": 1.0}, now, latency_measured=True)
+    assert all(r["state"] == "done" for r in rows)
+    rows, eta = launch_steps(rid, {"state": "failed", "progress": 0.0, "message": "boom"}, now)
+    assert rows[0]["state"] == "failed" and eta == ""
