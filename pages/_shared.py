@@ -304,6 +304,14 @@ def run_progress(run_dir: Path, rerun_app_when_done: bool = False) -> None:
     s = read_status(Path(run_dir))
     state, progress = s.get("state", "unknown"), float(s.get("progress", 0.0))
     st.progress(min(max(progress, 0.0), 1.0), text=f"{Path(run_dir).name}: {state} · {s.get('message', '')}")
+    if rerun_app_when_done:  # first launch: say which step it is in and how long it has taken
+        from cotrr_core.views.runs import launch_steps
+
+        steps, eta = launch_steps(Path(run_dir).name, s)
+        marks = {"done": "✅", "active": "⏳", "pending": "▫️", "failed": "❌"}
+        st.markdown("  \n".join(f"{marks[r['state']]} {i}. {r['step']}" for i, r in enumerate(steps, 1)))
+        if eta:
+            st.caption(eta)
     if state == "done":
         if rerun_app_when_done:
             st.rerun(scope="app")
