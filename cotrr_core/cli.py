@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cotrr_core.config import ConfigError, parse_override
 from cotrr_core.data import DataError, FeatureSpec, load_dataset
+from cotrr_core.data.limits import MAX_FEATURE_INDEX
 
 __all__ = ["main"]
 
@@ -17,7 +18,8 @@ def _spec(path: str | None) -> FeatureSpec | None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    data = load_dataset(args.file, args.format, _spec(args.spec), on_small_list=args.small_lists)
+    data = load_dataset(args.file, args.format, _spec(args.spec), on_small_list=args.small_lists,
+                        max_features=args.max_features)
     print(data.report)
     print(f"tokens: {data.token_dims}; relevant share: {data.relevant().mean():.3f}")
     return 0
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["jsonl", "csv", "parquet", "letor"])
     s.add_argument("--spec", help="feature spec JSON")
     s.add_argument("--small-lists", choices=["skip", "reject"], default="skip")
+    s.add_argument("--max-features", type=int, default=MAX_FEATURE_INDEX,
+                   help=f"highest LETOR feature index accepted without a spec (default {MAX_FEATURE_INDEX})")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("make-demo-data", help="write the built-in demo benchmark as Step5 JSONL")

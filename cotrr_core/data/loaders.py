@@ -236,9 +236,9 @@ def _csv_column(header: str, cells: tuple) -> pd.Series:
     """Text cells typed as pandas would (int, float, else text), but strictly: only ASCII decimal numbers
     count as numbers; ids stay text; in a mixed column the numbers are converted and the rest is kept
     as text for the validator to name."""
+    if header in ("query_id", "candidate_id"):  # "NA" or "null" can be a real id: only an empty cell is none
+        return pd.Series([c if c.strip() else None for c in cells], dtype=object)
     values = [None if c.strip() in _NULLS else c for c in cells]
-    if header in ("query_id", "candidate_id"):
-        return pd.Series(values, dtype=object)
     present = [v for v in values if v is not None]
     if present and len(present) == len(values) and all(_INTEGER.fullmatch(v) for v in present):
         return pd.Series([int(v) for v in values], dtype=np.int64)
@@ -302,7 +302,7 @@ def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFram
 
 
 def _fixed_vectors(column, pa) -> np.ndarray | None:
-    """A list column whose rows are all present, numeric and of one length, as [N, d] float64; else None
+    """A list column whose rows are all present, numeric and of one length, as [N, d]; else None
     (the validator then explains the odd row)."""
     col = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     t = col.type
@@ -315,7 +315,9 @@ def _fixed_vectors(column, pa) -> np.ndarray | None:
     if (lengths != lengths[0]).any():
         return None
     flat = col.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float64).reshape(len(col), int(lengths[0]))
+    # float64 stays float64 so an out-of-float32 value is named as such; narrower types fit float32
+    dtype = np.float64 if flat.dtype == np.float64 else np.float32
+    return np.asarray(flat, dtype=dtype).reshape(len(col), int(lengths[0]))
 
 
 # ---------- LETOR ----------
@@ -351,7 +353,7 @@ def _read_letor(path: Path, name: str, spec: FeatureSpec | None,
             i = int(index)
             if i > limit:
                 what = f"the spec's {limit} features" if spec and spec.num_features else \
-                    f"the limit of {limit} features (pass max_features= or a spec for more)"
+                    f"the limit of {limit} features (raise it with --max-features / max_features=, or pass a spec)"
                 raise DataError(name, n, f"feature {i}", f"index exceeds {what}")
             if i in seen:
                 raise DataError(name, n, f"feature {i}", "feature index given twice")

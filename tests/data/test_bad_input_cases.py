@@ -170,9 +170,11 @@ def test_letor_huge_feature_index_is_refused_before_allocating(tmp_path, index):
     assert peak_bytes(lambda: load_dataset(path)) < 2 * 2**20
 
 
-def test_letor_feature_limit_is_configurable(tmp_path):
+def test_letor_feature_limit_is_configurable(tmp_path, capsys):
     path = write_lines(tmp_path / "s.txt", ["1 qid:1 2000:1", "0 qid:1 1:1"])
     assert load_dataset(path, max_features=2000).spec.num_features == 2000
+    assert main(["validate", str(path)]) == 2 and "--max-features" in capsys.readouterr().err
+    assert main(["validate", str(path), "--max-features", "2000"]) == 0
 
 
 def test_letor_sparse_expansion_is_bounded(tmp_path, monkeypatch):
