@@ -28,7 +28,7 @@ CONFLICT = ["color_delta_e", "temperature_conflict", "clarity_conflict", "garnis
             "overall_conflict_prob"]
 SCALARS = VISUAL + CONFLICT + ["compliance_score", "first_stage_rank"]
 EXT = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet", "letor": "txt"}
-SEEN: Counter = Counter()  # kind -> inputs tried (printed at the end of the module with -s)
+SEEN: Counter = Counter()  # (format, kind) -> inputs tried (printed at the end of the module with -s)
 
 
 @dataclass
@@ -320,7 +320,7 @@ def check(case: Case, tmp_path: Path) -> DataError:
     """The one contract: a DataError naming file, line/row and field; anything else fails the test."""
     path = tmp_path / f"fuzz.{EXT[case.fmt]}"
     path.write_bytes(case.content)
-    SEEN[case.kind] += 1
+    SEEN[(case.fmt, case.kind)] += 1
     try:
         data = load_dataset(path)
     except DataError as err:
@@ -339,8 +339,12 @@ def check(case: Case, tmp_path: Path) -> DataError:
 def _summary():
     yield
     if SEEN:
+        by_format = Counter()
+        for (fmt, _), n in SEEN.items():
+            by_format[fmt] += n
         print(f"\nfuzzed bad inputs: {sum(SEEN.values())} -> DataError, other exceptions 0, accepted 0; "
-              f"by kind: {dict(sorted(SEEN.items()))}")
+              f"{len(SEEN)} kinds; by format: {dict(by_format)}; by kind: "
+              + ", ".join(f"{f}:{k} {n}" for (f, k), n in sorted(SEEN.items())))
 
 
 FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
