@@ -220,8 +220,8 @@ def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, r
 
     text = frame["query"].astype(str).to_numpy() if "query" in frame else np.full(len(frame), "", dtype=object)
     starts = np.concatenate([[0], np.cumsum(kept_lengths)])[:-1]
-    extras = frame.drop(columns=[c for c in frame.columns if c in _RESERVED or c == spec.label_field
-                                 or any(c in token_columns(t) for t in spec.tokens)])
+    used = {c for t in spec.tokens for c in token_columns(t)} | set(_RESERVED) | {spec.label_field}
+    extras = frame.drop(columns=[c for c in frame.columns if c in used])
     return RankingData(
         spec=spec, query_ids=np.asarray(qid[perm][starts], dtype=object) if len(perm) else np.zeros(0, object),
         queries=np.asarray(text[perm][starts], dtype=object) if len(perm) else np.zeros(0, object),

@@ -291,7 +291,7 @@ def letor_case(draw) -> Case:
         parts[j] = f"{j - 1}:{draw(st.sampled_from(LETOR_VALUE_BAD))}"
         field = f"feature {j - 1}"
     elif family == "duplicate-index":
-        parts.insert(2 + nf, f"1:0.5")
+        parts.insert(2 + nf, "1:0.5")
         field = "feature 1"
     elif family == "no-features":
         lines = [" ".join(ln.split(" ")[:2]) for ln in lines]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cotrr_core.data import uploads
+from cotrr_core.data import DataError, uploads
 from cotrr_core.data.uploads import clean_stale_uploads, ingest_upload, safe_name
 from tests.data.test_loaders import step5_row, write_jsonl
 
@@ -70,7 +70,7 @@ def test_names_are_plain_file_names():
     assert safe_name("../../etc/data.jsonl") == "data.jsonl"
     assert safe_name(".hidden.csv") == "hidden.csv"
     assert safe_name("my data (1).csv") == "my_data_1_.csv"
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match="file name"):
         safe_name("...")
 
 
