@@ -17,8 +17,8 @@ import pandas as pd
 
 from cotrr_core.data.dataset import RankingData, SmallListPolicy, build_ranking_data, token_columns
 from cotrr_core.data.errors import DataError
-from cotrr_core.data.limits import (F32_MAX, MAX_CSV_CELL, MAX_FEATURE_INDEX, MAX_GRADE, MAX_JSON_DEPTH, MAX_ROWS,
-                                    MAX_SPARSE_EXPANSION, MAX_VALUES, SPARSE_FLOOR)
+from cotrr_core.data.limits import (F32_MAX, MAX_COLUMNS, MAX_CSV_CELL, MAX_FEATURE_INDEX, MAX_GRADE, MAX_JSON_DEPTH,
+                                    MAX_ROWS, MAX_SPARSE_EXPANSION, MAX_VALUES, SPARSE_FLOOR)
 from cotrr_core.data.spec import FeatureSpec, builtin_spec, default_letor_spec
 
 __all__ = ["load_dataset", "infer_format", "FORMATS"]
@@ -78,13 +78,16 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
 
 
 def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
-    rows, lines = [], []
+    rows, lines, keys = [], [], set()
     for n, line in _text_lines(path, name):
         if not line.strip():
             continue
         obj = _json_value(line, name, n, None)
         if not isinstance(obj, dict):
             raise DataError(name, n, None, f"expected a JSON object, got {type(obj).__name__}")
+        keys.update(obj)
+        if len(keys) > MAX_COLUMNS or len(rows) >= MAX_ROWS:
+            raise DataError(name, n, None, f"more than {MAX_COLUMNS} distinct fields or {MAX_ROWS} rows")
         if "NaN" in line or "Infinity" in line or _HUGE_INT.search(line):  # JSON has no NaN/Infinity
             for key, value in obj.items():
                 bad = _find_constant(value)
@@ -226,7 +229,10 @@ def _read_csv(path: Path, name: str, spec: FeatureSpec) -> pd.DataFrame:
 
 def _csv_header(rec: list[str], name: str, line: int) -> list[str]:
     names = [h.strip() for h in rec]
-    dup = next((h for i, h in enumerate(names) if h in names[:i]), None)
+    if len(names) > MAX_COLUMNS:
+        raise DataError(name, line, None, f"{len(names)} columns; at most {MAX_COLUMNS} are read")
+    seen: set[str] = set()
+    dup = next((h for h in names if h in seen or seen.add(h)), None)
     if dup is not None or "" in names:
         raise DataError(name, line, dup or None, "column given twice in the header" if dup else "empty column name")
     return names
@@ -275,8 +281,9 @@ def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFram
                      for g in range(meta.num_row_groups) for c in range(meta.num_columns))
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
-    if meta.num_rows > MAX_ROWS:
-        raise DataError(name, None, None, f"{meta.num_rows} rows; at most {MAX_ROWS} are read")
+    if meta.num_rows > MAX_ROWS or meta.num_columns > MAX_COLUMNS:
+        raise DataError(name, None, None, f"{meta.num_rows} rows x {meta.num_columns} columns; at most "
+                                          f"{MAX_ROWS} rows and {MAX_COLUMNS} columns are read")
     if values > MAX_VALUES:
         raise DataError(name, None, None, f"{values} values once decoded; at most {MAX_VALUES} are read")
     try:

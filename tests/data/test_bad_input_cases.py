@@ -294,3 +294,10 @@ def test_cli_subprocess_deep_json_no_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-m", "cotrr_core", "validate", str(path)], capture_output=True, text=True,
                          cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error:") and "Traceback" not in out.stderr
+
+
+def test_wide_files_are_refused_early(tmp_path):
+    header = ",".join(f"c{i}" for i in range(200_000))  # a 1.5 MB header: was a quadratic duplicate check
+    expect_error(write_lines(tmp_path / "w.csv", [header, header]), 1, None, "columns; at most")
+    wide = dict(step5_row("q", "a"), **{f"x{i}": 1 for i in range(5000)})
+    expect_error(write_jsonl(tmp_path / "w.jsonl", [wide]), 1, None, "distinct fields")
