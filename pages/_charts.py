@@ -32,18 +32,25 @@ def history_charts(run_dirs: list[Path], key: str) -> None:
     if hist.empty:
         st.caption("No finished epoch yet.")
         return
-    loss_cols = [c for c in hist.columns if c.startswith("train_")]
+    # one panel per component, each on its own scale: ListMLE (~tens) and focal/RankNet (<1) share no axis,
+    # and the total jumps when the RankNet warm-up hands over to ListMLE + focal
+    loss_cols = [c for c in hist.columns if c.startswith("train_") and c != "train_temperature"]
     val_cols = [c for c in ("val_ndcg@10", "val_c@1", "val_mrr") if c in hist.columns]
     left, right = st.columns(2)
     with left:
         long = hist.melt(id_vars=["run_id", "epoch"], value_vars=loss_cols, var_name="loss", value_name="value")
-        fig = px.line(long, x="epoch", y="value", color="loss", line_dash="run_id", markers=True,
-                      title="Training losses")
-        chart(fig.update_layout(height=320), long, "train_losses", f"{key}-loss")
+        long["loss"] = long["loss"].str.removeprefix("train_")
+        fig = px.line(long.dropna(subset=["value"]), x="epoch", y="value", color="run_id", facet_col="loss",
+                      facet_col_wrap=2, markers=True, title="Training loss components (own scale each)")
+        fig.update_yaxes(matches=None, showticklabels=True).for_each_annotation(
+            lambda a: a.update(text=a.text.split("=")[-1]))
+        chart(fig.update_layout(height=420), long, "train_losses", f"{key}-loss")
+        st.caption("Epochs with only `ranknet` are the pairwise warm-up; `loss` is the weighted total "
+                   "(ListMLE + focal afterwards), so it changes scale at the switch.")
     with right:
         long = hist.melt(id_vars=["run_id", "epoch"], value_vars=val_cols, var_name="metric", value_name="value")
         fig = px.line(long, x="epoch", y="value", color="metric", line_dash="run_id", markers=True,
-                      title="Validation metrics")
+                      title="Validation metrics (c@1: the top result complies)")
         chart(fig.update_layout(height=320), long, "val_metrics", f"{key}-val")
 
 

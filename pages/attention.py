@@ -29,13 +29,14 @@ m = maps.token_matrix(cand, L, H)
 chart(heatmap(m, names, names, f"Token attention · layer {layer} · head {head}"), matrix_frame(m, names, names),
       "token_attention", "tok")
 
-with st.expander("Every layer and head of this candidate"):
+with st.expander("Every layer and head of this candidate (one colour scale: 0 to 1)"):
     for li in range(maps.layers):
         cols = st.columns(min(maps.heads, 4))
         for h in range(maps.heads):
             with cols[h % len(cols)]:
                 mh = maps.token_matrix(cand, li, h)
-                st.plotly_chart(heatmap(mh, names, names, f"L{li} H{h}").update_layout(height=260),
+                st.plotly_chart(heatmap(mh, names, names, f"L{li} H{h}", zmax=1.0)
+                                .update_layout(height=300).update_traces(showscale=h == 0),
                                 key=f"grid-{li}-{h}")
     csv_button(maps.token_frame(cand), "token_attention_all", "grid", "Download head-average (CSV)")
 
@@ -56,7 +57,7 @@ if st.toggle("Compute over the whole test split", key="att-dataset"):
         ds = attention_by_relevance(run, test, on_progress=lambda p, msg: bar.progress(p, text=msg))
     bar.empty()
     fig = px.bar(ds.received, x="token", y="mean_attention", color="group", barmode="group", error_y="std",
-                 title=f"Mean attention received ({ds.candidates})")
+                 title="Mean attention received (" + ", ".join(f"{k}: {v:,}" for k, v in ds.candidates.items()) + " candidates)")
     chart(fig, ds.received, "attention_by_relevance", "ds")
 
 st.subheader("Token ablation")

@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cotrr_core.views import calibration_view
-from cotrr_core.views.calibration import METHODS
+from cotrr_core.views.calibration import METHODS, risk_view
 from pages._charts import chart
 from pages._shared import context, shown_errors, sidebar
 
@@ -20,7 +20,12 @@ strategy = c3.selectbox("Binning", ["uniform", "quantile"], key="cal-strategy")
 
 @st.cache_data(show_spinner="Fitting the calibrator and scoring the test split...")
 def view(run_dir: str, stamp: float, dataset: str, method: str, n_bins: int, strategy: str):
-    return calibration_view(ctx.run, ctx.bench, method, n_bins, strategy)
+    return calibration_view(ctx.run, ctx.bench, method, n_bins, strategy, with_risk=False)
+
+
+@st.cache_data(show_spinner="MC-dropout samples on the test split...")
+def risk(run_dir: str, stamp: float, dataset: str, method: str):
+    return risk_view(ctx.run, ctx.bench, method)
 
 
 with shown_errors("Could not compute calibration"):
@@ -38,14 +43,18 @@ for stage, g in v.reliability.groupby("stage", sort=False):
         customdata=g["count"], hovertemplate="conf %{x:.3f}, freq %{y:.3f}, n=%{customdata}<extra></extra>"))
 fig.update_layout(height=420, xaxis_title="mean predicted P(relevant)", yaxis_title="observed frequency (Wilson 95%)")
 chart(fig, v.reliability, "reliability", "rel")
-st.dataframe(v.reliability, hide_index=True)
+st.dataframe(v.reliability.round(4), hide_index=True)
 
 fig = px.bar(v.histogram, x="bin_lower", y="count", color="stage", barmode="group",
              title="Histogram of predicted probabilities (test)")
 chart(fig.update_layout(height=300, xaxis_title="P(relevant) bin lower edge"), v.histogram, "confidence_hist", "hist")
 
 st.subheader("Metrics on the test split (lower is better)")
-table = v.table
+st.caption("Temperature scaling only rescales the score (one parameter, monotone, through 0.5): when the "
+           "uncalibrated probabilities are off in a way a single slope cannot fix (e.g. an offset), it can be "
+           "worse than no calibration; Platt adds an offset and isotonic is free-form. The run keeps the "
+           "calibrator its config names; this table is for comparison.")
+table = v.table.round(4)
 st.dataframe(table.style.highlight_min(subset=["ece", "adaptive_ece", "mce", "brier", "log_loss"], color="#d9f2d9"),
              hide_index=True)
 long = table.melt(id_vars="calibrator", var_name="metric", value_name="value")
@@ -53,13 +62,20 @@ chart(px.bar(long, x="metric", y="value", color="calibrator", barmode="group").u
       table, "calibration_table", "table")
 
 st.subheader("Risk-coverage: does MC-dropout uncertainty find the errors?")
-r = v.risk_summary
+with shown_errors("Could not compute risk-coverage"):
+    curve, r = risk(str(ctx.run_dir), ctx.stamp, ctx.dataset, method)
+recorded = ctx.metrics.get("calibration", {})
+if recorded.get("method") == method and "uncertainty" in recorded:
+    u = recorded["uncertainty"]
+    st.caption(f"Recorded when the run finished (metrics.json, {u['mc_samples']} MC samples): AURC {u['aurc']:.4f} "
+               f"(random {u['random_aurc']:.4f}, oracle {u['oracle_aurc']:.4f}). Below: recomputed with fresh "
+               "dropout samples, so it varies slightly; it does not depend on the reliability bins.")
 c = st.columns(3)
 c[0].metric("AURC (MC dropout)", f"{r['aurc']:.4f}", f"{r['aurc'] - r['random_aurc']:+.4f} vs random",
             delta_color="inverse")
 c[1].metric("random AURC", f"{r['random_aurc']:.4f}")
 c[2].metric("oracle AURC", f"{r['oracle_aurc']:.4f}")
-fig = px.line(v.risk, x="coverage", y="risk", title=f"Risk of |p - y| keeping the most certain first "
+fig = px.line(curve, x="coverage", y="risk", title=f"Risk of |p - y| keeping the most certain first "
               f"({int(r['mc_samples'])} MC samples, {method})")
 fig.add_hline(y=r["random_aurc"], line_dash="dot", annotation_text="random")
-chart(fig.update_layout(height=340), v.risk, "risk_coverage", "risk")
+chart(fig.update_layout(height=340), curve, "risk_coverage", "risk")

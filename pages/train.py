@@ -16,8 +16,10 @@ dataset = st.session_state.get("dataset") or jobs.default_dataset()
 st.caption(f"Runs train in their own process (they survive reloads) on the sidebar dataset: "
            f"**{dataset_label(dataset)}**.")
 
-base = fast_config()  # the form starts from the quick first-launch config
+base = fast_config()  # the form starts from the quick first-launch config, and so does the run it starts
 sizes = sorted({16, 32, 64, 128, 256, base.model.hidden})
+st.caption(f"Fields not in the form come from the same fast config: patience {base.train.patience}, warm-up "
+           f"{base.train.warmup_steps} steps, batch {base.train.batch_size}, calibrator {base.calibration.method}.")
 with st.form("train-form"):
     c1, c2, c3, c4 = st.columns(4)
     hidden = c1.selectbox("Hidden size", sizes, index=sizes.index(base.model.hidden))
@@ -43,7 +45,7 @@ if submitted:
                  "train.device": device}
     with shown_errors("Cannot start this run", stop=False):
         jobs.validate_overrides(overrides)
-        st.session_state["train_run"] = str(jobs.launch_training(dataset, overrides, name or "app"))
+        st.session_state["train_run"] = str(jobs.launch_training(dataset, overrides, name or "app", fast=True))
         st.toast("Training started")
 
 active = st.session_state.get("train_run")
@@ -72,8 +74,14 @@ table = runs_table(runs)
 if table.empty:
     st.info("No runs yet.")
     st.stop()
-st.dataframe(table, hide_index=True)
+st.dataframe(table.round(4), hide_index=True)
 csv_button(table, "runs", "runs")
+
+finished = [r for r in runs if r.state == "done"]
+if finished:
+    st.subheader("Learning curves of a run")
+    one = st.selectbox("Run", [r.run_id for r in finished], key="curve-run")
+    history_charts([next(r.path for r in finished if r.run_id == one)], "one")
 
 st.subheader("Compare two runs")
 done = [r for r in runs if r.state == "done"]
@@ -92,6 +100,6 @@ st.markdown("**Config differences**")
 st.dataframe(diff if len(diff) else diff.assign(note="identical configs"), hide_index=True)
 side = metrics_side_by_side([a, b])
 st.markdown("**Test metrics**")
-st.dataframe(side, hide_index=True)
+st.dataframe(side.round(4), hide_index=True)
 csv_button(side, "run_comparison_metrics", "cmp-metrics")
 history_charts([a.path, b.path], "cmp")
