@@ -165,7 +165,9 @@ def leave_automatic_navigation() -> None:
 
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        if not st.session_state.get("_left_automatic_navigation"):  # once: a rerun drops a form submit
+            st.session_state["_left_automatic_navigation"] = True
+            st.rerun()
 
 
 def sidebar() -> None:
@@ -312,10 +314,15 @@ def run_progress(run_dir: Path, rerun_app_when_done: bool = False) -> None:
         st.markdown("  \n".join(f"{marks[r['state']]} {i}. {r['step']}" for i, r in enumerate(steps, 1)))
         if eta:
             st.caption(eta)
+    watching = st.session_state.setdefault("_runs_in_progress", set())
     if state == "done":
-        if rerun_app_when_done:
+        # once, when this session saw it finish: the rest of the page (runs table, pickers) is stale
+        if rerun_app_when_done or str(run_dir) in watching:
+            watching.discard(str(run_dir))
             st.rerun(scope="app")
-    elif state in ("failed", "cancelled") or (state in ("queued", "running") and not jobs.is_alive(run_dir)):
+    elif state in ("queued", "running"):
+        watching.add(str(run_dir))
+    if state in ("failed", "cancelled") or (state in ("queued", "running") and not jobs.is_alive(run_dir)):
         log = Path(run_dir) / "process.log"
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
         st.error(f"Run {Path(run_dir).name} is {state if state != 'running' else 'no longer running'}: "
