@@ -24,7 +24,7 @@ from cotrr_core.data.benchmarks import Benchmark, load_benchmark  # noqa: E402
 from cotrr_core.data.dataset import RankingData  # noqa: E402
 from cotrr_core.io import write_json  # noqa: E402  (atomic; re-exported for the bench scripts)
 
-__all__ = ["REPO", "RESULTS", "CONFIGS", "machine", "files_benchmark", "get_benchmark", "dataset_config",
+__all__ = ["REPO", "RESULTS", "CONFIGS", "machine", "stamp", "files_benchmark", "get_benchmark", "dataset_config",
            "train_run", "score_run", "write_json", "finish", "md_table", "fmt", "Timer", "is_letor"]
 
 RESULTS = REPO / "bench" / "results"
@@ -48,6 +48,21 @@ def machine() -> str:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     return (f"{model} ({platform.system()} {platform.machine()}), {cpus} CPU cores, {dev}, Python {platform.python_version()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), lightgbm {lgb}")
+
+
+def stamp() -> dict:
+    """Commit (with '+dirty' when tracked files differ) and 1-minute load average at the start of a bench."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "bench", "cotrr_core"],
+                               cwd=REPO, capture_output=True, text=True).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"commit": commit, "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def files_benchmark(train: str, val: str, test: str, seed: int = 0) -> Benchmark:
@@ -125,8 +140,11 @@ def score_run(run_dir: Path, data: RankingData) -> np.ndarray:
 
 
 def finish(stem: str, result: dict, json_out: str | None, keep: bool, markdown) -> dict:
-    """Stamp machine and time, write OUT and bench/results/<stem>.json/.md (atomically)."""
+    """Stamp machine, commit, load average and time; write OUT and bench/results/<stem>.json/.md (atomically)."""
     result["machine"] = machine()
+    for k, v in stamp().items():
+        result.setdefault(k, v)
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     if json_out:
         write_json(json_out, result)
     if keep:

@@ -1,105 +1,217 @@
-"""Ranking quality on held-out test queries: original order vs LightGBM vs the CoTRR variants.
+"""Ranking quality on held-out test queries: original order vs tuned peers vs the CoTRR reranker.
 
-    python bench/quality.py [--datasets demo,mq2008,mslr-tiny] [--json OUT] [--quick]
+    python bench/quality.py [--datasets demo,mq2008,mslr-tiny] [--seeds 3] [--json OUT] [--quick]
     python bench/quality.py --train F --val F --test F [--json OUT]    # any LETOR / Step5 files
 
-In one run, on the same splits, with the same metric code (cotrr_core.evaluation.compare) and the same
-convention for queries without a relevant candidate ("exclude" is primary):
+In one run, on the same splits, with the same metric code (cotrr_core.evaluation.compare) and the
+same convention for queries without a relevant candidate ("exclude" is primary):
 
-* original       the first-stage order
-* lightgbm       LightGBM lambdarank on the same token features, small grid chosen on val
-* cotrr_percand  the reranker, list context off
-* cotrr_listctx  the reranker, list context on
-* cotrr          whichever variant has the higher VALIDATION nDCG@10 (never chosen on test)
+* original   the first-stage order
+* peers      lightgbm (lambdarank), ridge, xgboost (rank:ndcg), catboost (YetiRank / LambdaMart): each
+             on the same features, a 12-point grid chosen on validation nDCG@10, GBDTs early-stopped
+             on validation. Seeds: the grid runs with seed 0; the chosen point is refitted with seeds
+             1..S-1 (LightGBM and XGBoost are deterministic here: no row or column sampling).
+* cotrr_nn   the reranker alone: the automatic recipe (trainer.auto_config, or bench/configs/<name>.json
+             when present), a seed ensemble of --members runs (z-scored scores averaged)
+* cotrr      z(cotrr_nn) + w * z(lightgbm): the GBDT score as one more input of the final linear scorer,
+             w in BLEND_WEIGHTS chosen on validation nDCG@10 (w = 0 is the reranker alone)
 
-Paired bootstrap 95% CIs (over test queries) of cotrr - original and cotrr - lightgbm.
-Per-dataset configs: bench/configs/<dataset>.json (a RunConfig) when present.
-Writes bench/results/quality.json and quality.md (unless --no-results) and prints a table.
+Every choice (grid point, early-stop round, epoch, blend weight) is made on validation; test is read
+once, for the report. cotrr and the seeded peers are run S times (--seeds); tables give mean and
+spread (sd, min-max). Paired bootstrap 95% CIs (over test queries, per-query metric averaged over
+seeds) of cotrr and cotrr_nn against every peer; "best peer" = the peer with the highest seed-mean
+test nDCG@10 (the hardest comparison, not a selection). Writes bench/results/quality.json and .md.
 """
 from __future__ import annotations
 
 import argparse
-import copy
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (finish, Timer, dataset_config, files_benchmark, fmt, get_benchmark,  # noqa: E402
+from bench.common import (finish, Timer, files_benchmark, fmt, get_benchmark, CONFIGS,  # noqa: E402
                           is_letor, md_table, score_run, train_run)
+from cotrr_core.config import RunConfig  # noqa: E402
 from cotrr_core.data.benchmarks import Benchmark  # noqa: E402
-from cotrr_core.evaluation.compare import HEADLINE, compare_rankings, evaluate_scores, original_scores  # noqa: E402
+from cotrr_core.evaluation.compare import HEADLINE, evaluate_scores, original_scores, per_query_metrics  # noqa: E402
+from cotrr_core.evaluation.metrics import paired_bootstrap_ci  # noqa: E402
 
-MODELS = ("original", "lightgbm", "cotrr", "cotrr_percand", "cotrr_listctx")
-VARIANTS = {"cotrr_percand": False, "cotrr_listctx": True}
+PEERS = ("lightgbm", "ridge", "xgboost", "catboost")
+SEEDED = {"catboost"}  # peers whose fit depends on the seed with these settings
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 PRIMARY = "exclude"
-QUICK_GRID = {"num_leaves": (15,), "learning_rate": (0.1,), "min_data_in_leaf": (20,)}
+QUICK_GRIDS = {"lightgbm": {"num_leaves": (15,), "learning_rate": (0.1,), "min_data_in_leaf": (20,)},
+               "ridge": {"alpha": (1.0,), "log1p": (False,)},
+               "xgboost": {"max_depth": (6,), "learning_rate": (0.1,), "min_child_weight": (1.0,)},
+               "catboost": {"loss_function": ("YetiRank",), "depth": (6,), "learning_rate": (0.1,)}}
 
 
-def _headline(data, scores, convention: str = PRIMARY) -> dict[str, float]:
-    m = evaluate_scores(data, scores, convention)
-    return {k: m[k] for k in HEADLINE} | {"queries": m["queries"]}
+def _z(s: np.ndarray) -> np.ndarray:
+    return (s - s.mean()) / max(float(s.std()), 1e-12)
 
 
-def run_dataset(bench: Benchmark, cfg, quick: bool = False, run_root: Path | None = None,
-                log=print) -> dict:
+def _ndcg(data, scores) -> float:
+    return evaluate_scores(data, scores, PRIMARY)["ndcg@10"]
+
+
+def make_peer(name: str, quick: bool, seed: int = 0):
+    """A fresh, unfitted peer (None when its package is not installed)."""
+    from cotrr_core.evaluation.baselines import LightGBMRanker
+    from cotrr_core.evaluation.peers import PEERS as CLASSES
+
+    n = 200 if quick else 1000
+    grid = QUICK_GRIDS[name] if quick else None
+    if name == "lightgbm":
+        return LightGBMRanker(grid=grid, n_estimators=n, seed=seed)
+    try:
+        __import__({"ridge": "sklearn", "xgboost": "xgboost", "catboost": "catboost"}[name])
+    except ImportError:
+        return None
+    return CLASSES[name](grid=grid, n_estimators=n, seed=seed)
+
+
+def fit_peer(name: str, train, val, test, seeds: int, quick: bool, log=print) -> dict | None:
+    """Grid on val with seed 0, the chosen point refitted with the other seeds (seeded peers only)."""
+    t = Timer()
+    peer = make_peer(name, quick)
+    if peer is None:
+        log(f"  {name}: not installed, skipped")
+        return None
+    peer.fit(train, val)
+    test_scores, val_scores = [peer.predict(test)], [peer.predict(val)]
+    params = dict(peer.best_params_)
+    if name in SEEDED:
+        point = {k: v for k, v in params.items() if k not in ("iterations", "num_boost_round")}
+        for seed in range(1, seeds):
+            p = make_peer(name, quick, seed)
+            p.grid = {k: (v,) for k, v in point.items()}
+            p.fit(train, val)
+            test_scores.append(p.predict(test))
+            val_scores.append(p.predict(val))
+    log(f"  {name}: {params} ({t()} s)")
+    return {"test": test_scores, "val": val_scores, "params": params, "seconds": t(),
+            "search": getattr(peer, "search_", [])}
+
+
+def recipe(bench: Benchmark, override: str | None, quick: bool) -> tuple[RunConfig, str]:
+    """The reranker's config: --config, else bench/configs/<name>.json, else the automatic recipe."""
+    from cotrr_core.training.trainer import auto_config
+
+    path = Path(override) if override else CONFIGS / f"{bench.name}.json"
+    if path.exists():
+        cfg, rule = RunConfig.load(path), f"config file {path.name}"
+    else:
+        cfg, rule = auto_config(bench.splits["train"])
+    if quick:
+        cfg.train.epochs, cfg.train.patience = min(cfg.train.epochs, 4), min(cfg.train.patience, 4)
+        cfg.train.warmup_steps = min(cfg.train.warmup_steps, 4)
+    return cfg, rule
+
+
+def train_cotrr(bench: Benchmark, cfg: RunConfig, rep: int, members: int, root: Path, log=print):
+    """One seed repetition: `members` runs (seeds rep*members + j); z-averaged val and test scores."""
+    val, test = bench.splits["val"], bench.splits["test"]
+    zs_val, zs_test, epochs = [], [], []
+    for j in range(members):
+        c = RunConfig.from_dict(cfg.to_dict())
+        c.train.seed = rep * members + j
+        run_dir, metrics = train_run(bench, c, f"s{c.train.seed}", root)
+        epochs.append(metrics["best_epoch"])
+        zs_val.append(_z(score_run(run_dir, val)))
+        zs_test.append(_z(score_run(run_dir, test)))
+    log(f"  cotrr rep {rep}: best epochs {epochs}")
+    return np.mean(zs_val, axis=0), np.mean(zs_test, axis=0), epochs
+
+
+def _spread(values: list[float]) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "seeds": [float(x) for x in v]}
+
+
+def _per_query_mean(test, scores_list: list[np.ndarray], metric: str = "ndcg@10") -> np.ndarray:
+    return np.mean([per_query_metrics(test, s, PRIMARY)[metric] for s in scores_list], axis=0)
+
+
+def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool = False, config: str | None = None,
+                run_root: Path | None = None, peers: tuple[str, ...] = PEERS, log=print) -> dict:
     """Everything for one benchmark; returns its JSON section."""
     timer = Timer()
     train, val, test = bench.splits["train"], bench.splits["val"], bench.splits["test"]
-    scores_test: dict[str, object] = {"original": original_scores(test)}
-    scores_val: dict[str, object] = {"original": original_scores(val)}
-    seconds: dict[str, float] = {}
+    scores: dict[str, list[np.ndarray]] = {"original": [original_scores(test)]}
+    val_scores: dict[str, list[np.ndarray]] = {"original": [original_scores(val)]}
+    seconds, params, search = {}, {}, {}
+    for name in peers:
+        r = fit_peer(name, train, val, test, seeds, quick, log)
+        if r is not None:
+            scores[name], val_scores[name] = r["test"], r["val"]
+            seconds[name], params[name], search[name] = r["seconds"], r["params"], r["search"]
+    if "lightgbm" not in scores:
+        raise SystemExit("the quality bench needs lightgbm (the blend's GBDT score)")
 
-    from cotrr_core.evaluation.baselines import LightGBMRanker
-
+    cfg, rule = recipe(bench, config, quick)
+    log(f"  cotrr recipe: {rule}")
     t = Timer()
-    lgb = LightGBMRanker(grid=QUICK_GRID if quick else None, n_estimators=200 if quick else 1000)
-    lgb.fit(train, val)
-    scores_test["lightgbm"], scores_val["lightgbm"] = lgb.predict(test), lgb.predict(val)
-    seconds["lightgbm"] = t()
-    log(f"  [{bench.name}] lightgbm {lgb.best_params_} ({seconds['lightgbm']} s)")
+    tmp = None if run_root else Path(tempfile.mkdtemp(prefix="cotrr-quality-"))
+    lgb_val, lgb_test = _z(val_scores["lightgbm"][0]), _z(scores["lightgbm"][0])
+    scores["cotrr_nn"], val_scores["cotrr_nn"], scores["cotrr"], val_scores["cotrr"] = [], [], [], []
+    weights, epochs = [], []
+    try:
+        for rep in range(seeds):
+            nn_val, nn_test, ep = train_cotrr(bench, cfg, rep, members, run_root or tmp, log)
+            blend_val = {w: _ndcg(val, nn_val + w * lgb_val) for w in BLEND_WEIGHTS}
+            w = max(BLEND_WEIGHTS, key=lambda x: (round(blend_val[x], 10), -x))  # ties -> less GBDT
+            weights.append(w)
+            epochs.append(ep)
+            scores["cotrr_nn"].append(nn_test)
+            val_scores["cotrr_nn"].append(nn_val)
+            scores["cotrr"].append(nn_test + w * lgb_test)
+            val_scores["cotrr"].append(nn_val + w * lgb_val)
+            log(f"  cotrr rep {rep}: val nDCG@10 by blend weight {blend_val} -> w = {w}")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    seconds["cotrr"] = t()
 
-    runs, best_epoch = {}, {}
-    for variant, list_context in VARIANTS.items():
-        t = Timer()
-        vcfg = copy.deepcopy(cfg)
-        vcfg.model.list_context = list_context
-        run_dir, metrics = train_run(bench, vcfg, variant.removeprefix("cotrr_"), run_root)
-        runs[variant], best_epoch[variant] = str(run_dir), metrics["best_epoch"]
-        scores_test[variant], scores_val[variant] = score_run(run_dir, test), score_run(run_dir, val)
-        seconds[variant] = t()
-        log(f"  [{bench.name}] {variant}: best epoch {metrics['best_epoch']}, "
-            f"val nDCG@10 {metrics['best_val_ndcg@10']:.4f} ({seconds[variant]} s)")
-
-    val_ndcg = {k: evaluate_scores(val, s, PRIMARY)["ndcg@10"] for k, s in scores_val.items()}
-    selected = max(VARIANTS, key=lambda v: val_ndcg[v])  # ties -> per-candidate (listed first)
-    scores_test["cotrr"], val_ndcg["cotrr"] = scores_test[selected], val_ndcg[selected]
-
-    out: dict = {m: _headline(test, scores_test[m]) for m in MODELS}
-    n_test = test.num_queries
-    n_used = out["original"]["queries"]
+    models = list(scores)
+    out: dict = {}
+    for m in models:
+        per_seed = [{k: v for k, v in evaluate_scores(test, s, PRIMARY).items()} for s in scores[m]]
+        row = {k: float(np.mean([p[k] for p in per_seed])) for k in HEADLINE}
+        row["queries"] = per_seed[0]["queries"]
+        row["ndcg@10_spread"] = _spread([p["ndcg@10"] for p in per_seed])
+        row["val_ndcg@10"] = float(np.mean([_ndcg(val, s) for s in val_scores[m]]))
+        out[m] = row
+    peer_names = [p for p in peers if p in scores]
+    best_peer = max(peer_names, key=lambda p: out[p]["ndcg@10"])
+    pq = {m: _per_query_mean(test, scores[m]) for m in models}
+    out["ci"] = {"method": "paired bootstrap over test queries (2000 resamples, 95% percentile interval) of the "
+                           "per-query nDCG@10 averaged over seeds",
+                 **{f"{a}_vs_{b}": paired_bootstrap_ci(pq[a], pq[b])
+                    for a in ("cotrr", "cotrr_nn") for b in peer_names + ["original"]}}
+    out["best_peer"] = best_peer
+    out["models"] = models
+    out["recipe"] = rule
+    out["blend_weights"] = weights
+    out["blend"] = f"cotrr = z(cotrr_nn) + w * z(lightgbm), w in {list(BLEND_WEIGHTS)} chosen on val nDCG@10"
+    out["best_epochs"] = epochs
+    out["seeds"], out["members"] = seeds, members
     out["convention"] = (f"{PRIMARY}: test queries without a relevant candidate (label >= "
                          f"{test.spec.relevance_threshold:g}) are left out of every mean and CI; "
-                         f"{n_used} of {n_test} test queries are scored")
-    out["selected"] = selected
-    out["selection"] = "cotrr = the variant with the higher validation nDCG@10 (exclude convention)"
-    out["val_ndcg@10"] = val_ndcg
-    out["ci"] = {
-        "method": "paired bootstrap over test queries, 2000 resamples, 95% percentile interval of the mean difference",
-        "cotrr_vs_original": compare_rankings(test, scores_test["cotrr"], scores_test["original"], PRIMARY),
-        "cotrr_vs_lightgbm": compare_rankings(test, scores_test["cotrr"], scores_test["lightgbm"], PRIMARY),
-    }
+                         f"{out['original']['queries']} of {test.num_queries} test queries are scored")
     if is_letor(test):
-        out["ndcg@10_one"] = {m: evaluate_scores(test, scores_test[m], "one")["ndcg@10"] for m in MODELS}
-        out["ndcg@10_one_note"] = ("nDCG@10 with queries without a relevant document scored 1 "
-                                   "(LightGBM/allRank convention, comparable with the SOURCE.md anchors)")
-    out["lightgbm_params"] = lgb.best_params_
-    out["lightgbm_features"] = {"mode": lgb.features_.clip, "width": len(lgb.features_.names_)}
-    out["best_epoch"] = best_epoch
-    out["runs"] = runs
+        out["ndcg@10_one"] = {m: float(np.mean([evaluate_scores(test, s, "one")["ndcg@10"] for s in scores[m]]))
+                              for m in models}
+    out["peer_params"], out["peer_search"] = params, search
     out["config"] = cfg.to_dict()
     out["splits"] = {k: {"queries": d.num_queries, "candidates": d.num_candidates} for k, d in bench.splits.items()}
     out["note"] = bench.note
+    out["val_is_train"] = bench.splits["val"] is bench.splits["train"]
     out["quick"] = quick
     seconds["total"] = timer()
     out["seconds"] = seconds
@@ -108,29 +220,37 @@ def run_dataset(bench: Benchmark, cfg, quick: bool = False, run_root: Path | Non
 
 def table(name: str, sec: dict) -> str:
     cols = list(HEADLINE)
-    rows = [[m + (" *" if m == "cotrr" else "")] + [sec[m][c] for c in cols] + [sec["val_ndcg@10"][m]]
-            for m in MODELS]
-    text = [f"### {name}", "", md_table(["model"] + cols + ["val nDCG@10"], rows), "",
-            f"\\* cotrr = {sec['selected']} (chosen on validation nDCG@10). Convention: {sec['convention']}.", ""]
+    val_note = "val nDCG@10 (val = train!)" if sec.get("val_is_train") else "val nDCG@10"
+    rows = []
+    for m in sec["models"]:
+        sp = sec[m]["ndcg@10_spread"]
+        rows.append([m] + [sec[m][c] for c in cols]
+                    + [f"{sp['sd']:.3f} [{sp['min']:.3f}, {sp['max']:.3f}]", len(sp["seeds"]), sec[m]["val_ndcg@10"]])
+    text = [f"### {name}", "", md_table(["model"] + cols + ["nDCG@10 sd [min, max]", "seeds", val_note], rows), "",
+            f"Recipe: {sec['recipe']}. {sec['blend']}; chosen w per seed: {sec['blend_weights']}. "
+            f"Ensemble of {sec['members']} runs per seed, {sec['seeds']} seeds. Convention: {sec['convention']}.", ""]
+    if sec.get("val_is_train"):
+        text += ["**val = cal = train on this dataset (smoke test only): nothing here is chosen on held-out "
+                 "data, and the CIs below are descriptive, not evidence.**", ""]
     ci_rows = []
-    for pair in ("cotrr_vs_original", "cotrr_vs_lightgbm"):
-        for metric in ("ndcg@10", "c@1", "mrr", "map"):
-            c = sec["ci"][pair][metric]
-            ci_rows.append([pair.replace("_vs_", " - "), metric, c["diff"], f"[{c['lo']:.3f}, {c['hi']:.3f}]",
-                            c["p_value"], c["n"]])
-    text += [md_table(["difference", "metric", "mean", "95% CI", "p", "queries"], ci_rows), ""]
+    for key, c in sec["ci"].items():
+        if key == "method":
+            continue
+        a, b = key.split("_vs_")
+        ci_rows.append([f"{a} - {b}" + (" (best peer)" if b == sec["best_peer"] else ""), c["diff"],
+                        f"[{c['lo']:.3f}, {c['hi']:.3f}]", "-" if sec.get("val_is_train") else c["p_value"], c["n"]])
+    text += [md_table(["nDCG@10 difference", "mean", "95% CI", "p", "queries"], ci_rows), ""]
     if "ndcg@10_one" in sec:
-        one = sec["ndcg@10_one"]
         text += ["nDCG@10 with queries without a relevant document scored 1: "
-                 + ", ".join(f"{m} {fmt(one[m])}" for m in MODELS), ""]
-    text += [f"LightGBM: {sec['lightgbm_params']}; features {sec['lightgbm_features']}. "
-             f"Seconds: {sec['seconds']}.", ""]
+                 + ", ".join(f"{m} {fmt(v)}" for m, v in sec["ndcg@10_one"].items()), ""]
+    text += [f"Peers (chosen on val): {sec['peer_params']}. Seconds: {sec['seconds']}.", ""]
     return "\n".join(text)
 
 
 def markdown(result: dict) -> str:
-    parts = ["# Ranking quality on held-out test queries", "",
-             f"Machine: {result['machine']}. Total {result['seconds']} s.", ""]
+    parts = ["# Ranking quality on held-out test queries", "", f"Command: `{result['command']}`", "",
+             f"Machine: {result['machine']}. Commit {result.get('commit')}, load average at start "
+             f"{result.get('load_average')}. Total {result['seconds']} s.", ""]
     for name, sec in result.items():
         if isinstance(sec, dict) and "ci" in sec:
             parts.append(table(name, sec))
@@ -144,9 +264,13 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--val")
     p.add_argument("--test")
     p.add_argument("--json", help="also write the result here")
-    p.add_argument("--quick", action="store_true", help="at most 4 epochs, one LightGBM grid point (smoke)")
-    p.add_argument("--config", help="a RunConfig JSON for every dataset (default: bench/configs/<dataset>.json)")
-    p.add_argument("--run-root", help="where to put the bench- run directories (default artifacts/runs)")
+    p.add_argument("--seeds", type=int, default=3, help="repetitions of cotrr and of the seeded peers")
+    p.add_argument("--members", type=int, default=3, help="runs per cotrr seed ensemble")
+    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--quick", action="store_true", help="at most 4 epochs, one grid point per peer (smoke)")
+    p.add_argument("--config", help="a RunConfig JSON for every dataset (default: bench/configs/<name>.json, "
+                                    "else the automatic recipe)")
+    p.add_argument("--run-root", help="keep the bench run directories here (default: a temporary directory)")
     p.add_argument("--no-results", action="store_true", help="do not write bench/results/")
     p.add_argument("--seed", type=int, default=0, help="query split seed (hash-split benchmarks)")
     return p.parse_args(argv)
@@ -154,8 +278,11 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse(argv)
+    from bench.common import stamp
+
     timer = Timer()
-    result: dict = {}
+    result: dict = {"command": "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    result.update(stamp())
     if args.train or args.val or args.test:
         if not (args.train and args.val and args.test):
             raise SystemExit("--train, --val and --test go together")
@@ -163,12 +290,12 @@ def main(argv=None) -> dict:
     else:
         jobs = [(n, (lambda n=n: get_benchmark(n, args.seed))) for n in args.datasets.split(",") if n]
     run_root = Path(args.run_root) if args.run_root else None
+    peers = tuple(p for p in args.peers.split(",") if p)
     for name, make in jobs:
         print(f"== {name}", flush=True)
         bench = make()
-        cfg = dataset_config(name, args.quick, args.config)
-        result[name] = run_dataset(bench, cfg, args.quick, run_root,
-                                   log=lambda m: print(m, flush=True))
+        result[name] = run_dataset(bench, args.seeds, 1 if args.quick else args.members, args.quick, args.config,
+                                   run_root, peers, log=lambda m: print(m, flush=True))
         print(table(name, result[name]), flush=True)
     result["seconds"] = timer()
     return finish("quality", result, args.json, not args.no_results, markdown)

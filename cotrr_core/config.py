@@ -150,6 +150,9 @@ class LossConfig(_Config):
     label_smoothing: float = 0.05
     learn_temperature: bool = True
     pairwise_warmup_epochs: int = 1
+    # the listwise term: "listmle" (Plackett-Luce) or "softmax" (softmax cross-entropy against
+    # 2^label - 1 gains, Qin et al. ICLR 2021), the stronger one on graded LTR labels
+    listwise: typing.Literal["listmle", "softmax"] = "listmle"
 
     def validate(self) -> None:
         _check(self.listmle_weight >= 0 and self.focal_weight >= 0, "LossConfig.weights", "must be >= 0")
@@ -177,6 +180,10 @@ class TrainConfig(_Config):
     seed: int = 0
     device: str = "auto"
     max_list_len: int = 0  # 0: no truncation
+    # std of Gaussian noise added to the standardised training features (Qin et al. 2021); 0: off
+    input_noise: float = 0.0
+    # signed log1p before standardising: "spec" follows the feature spec, "on"/"off" force it
+    log_features: typing.Literal["spec", "on", "off"] = "spec"
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "TrainConfig.epochs", "must be >= 1")
@@ -188,13 +195,15 @@ class TrainConfig(_Config):
         _check(self.grad_accum >= 1, "TrainConfig.grad_accum", "must be >= 1")
         _check(self.grad_clip >= 0, "TrainConfig.grad_clip", "must be >= 0")
         _check(self.patience >= 1, "TrainConfig.patience", "must be >= 1")
+        _check(self.input_noise >= 0, "TrainConfig.input_noise", "must be >= 0")
         _check(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
                "TrainConfig.device", f"must be auto/cpu/cuda/mps, got {self.device!r}")
 
 
 @dataclass
 class CalibrationConfig(_Config):
-    method: typing.Literal["temperature", "platt", "isotonic"] = "isotonic"
+    # "auto": the method with the lowest out-of-fold ECE on the cal split (never chosen on test)
+    method: typing.Literal["temperature", "platt", "isotonic", "auto"] = "isotonic"
     # "head": sample only list context + head over one deterministic trunk pass (fast serving);
     # "all": dropout in every layer (S full forwards)
     mc_scope: typing.Literal["all", "head"] = "head"

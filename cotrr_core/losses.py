@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from cotrr_core.config import LossConfig
 
-__all__ = ["listmle_loss", "focal_loss", "ranknet_loss", "smooth_targets", "CombinedLoss"]
+__all__ = ["listmle_loss", "softmax_ce_loss", "focal_loss", "ranknet_loss", "smooth_targets", "CombinedLoss"]
 
 
 def _mean_over_lists(per_list: Tensor, valid: Tensor) -> Tensor:
@@ -43,6 +43,21 @@ def listmle_loss(scores: Tensor, labels: Tensor, mask: Tensor, generator: torch.
     terms = torch.logcumsumexp(s_sorted, dim=-1) - s_sorted  # [B, L]
     per_list = torch.where(m_sorted, terms, 0.0).sum(dim=-1)
     return _mean_over_lists(per_list, mask.sum(dim=-1) >= 2)
+
+
+def softmax_ce_loss(scores: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
+    """Listwise softmax cross-entropy (Qin et al. ICLR 2021): -sum_i t_i log softmax(s)_i with
+    t = (2^label - 1) / sum(2^label - 1) over the list's real candidates.
+
+    scores, labels, mask: [B, L] -> scalar; mean over lists with >= 2 real candidates and a positive gain.
+    """
+    s = torch.where(mask, scores.float(), float("-inf"))
+    gain = torch.where(mask, torch.exp2(labels.float().clamp_min(0)) - 1, 0.0)
+    total = gain.sum(dim=-1, keepdim=True)
+    t = gain / total.clamp_min(1e-12)
+    logp = torch.log_softmax(torch.where(mask.any(-1, keepdim=True), s, 0.0), dim=-1)
+    per_list = -torch.where(mask, t * logp, 0.0).sum(dim=-1)
+    return _mean_over_lists(per_list, (mask.sum(dim=-1) >= 2) & (total.squeeze(-1) > 0))
 
 
 def focal_loss(
@@ -87,7 +102,9 @@ def smooth_targets(labels: Tensor, threshold: float, smoothing: float) -> Tensor
 
 
 class CombinedLoss(nn.Module):
-    """RankNet warm-up, then listmle_weight * ListMLE(s / T) + focal_weight * focal(s / T, smoothed).
+    """RankNet warm-up, then listmle_weight * listwise(s / T) + focal_weight * focal(s / T, smoothed).
+
+    listwise is ListMLE or the softmax cross-entropy (``config.listwise``); listmle_weight weighs either.
 
     T = exp(log_t) is a learned temperature when ``config.learn_temperature`` (else fixed at 1):
     include ``loss_fn.parameters()`` in the optimiser together with the model's parameters.
@@ -119,9 +136,12 @@ class CombinedLoss(nn.Module):
             stats = {"ranknet": loss.item()}
         else:
             z = scores / temperature
-            listmle = listmle_loss(z, labels, mask, generator)
+            if cfg.listwise == "softmax":
+                listwise = softmax_ce_loss(z, labels, mask)
+            else:
+                listwise = listmle_loss(z, labels, mask, generator)
             targets = smooth_targets(labels, self.relevance_threshold, cfg.label_smoothing)
             focal = focal_loss(z, targets, mask, cfg.focal_alpha, cfg.focal_gamma)
-            loss = cfg.listmle_weight * listmle + cfg.focal_weight * focal
-            stats = {"listmle": listmle.item(), "focal": focal.item()}
+            loss = cfg.listmle_weight * listwise + cfg.focal_weight * focal
+            stats = {cfg.listwise: listwise.item(), "focal": focal.item()}
         return loss, {"loss": loss.item(), **stats, "temperature": temperature.item()}

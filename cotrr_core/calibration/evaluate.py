@@ -14,7 +14,7 @@ from cotrr_core.scoring import mc_samples_data, score_data
 from cotrr_core.training.runs import LoadedRun, load_run
 
 __all__ = ["CalibrationFit", "fit_calibrators", "calibrate_run", "calibration_table", "uncalibrated_probs",
-           "probability_std", "METHODS"]
+           "probability_std", "METHODS", "cal_cv_table", "select_method"]
 
 METHODS = ("temperature", "platt", "isotonic")
 
@@ -62,6 +62,34 @@ class CalibrationFit:
         return {name: getattr(cal, "fit_note_", "") for name, cal in self.fitted.items()}
 
 
+def cal_cv_table(s_cal: np.ndarray, y_cal: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0,
+                 n_bins: int = 15) -> dict[str, dict[str, float]]:
+    """Out-of-fold calibration metrics on the cal split alone, per method in METHODS.
+
+    Cal queries (`groups` [N], a query index per candidate) are cut into `folds` folds; each
+    method is fitted on the other folds and predicts the held-out one, and the pooled out-of-fold
+    probabilities are scored. In-sample cal ECE would always crown isotonic (it fits the bins).
+    """
+    uniq = np.unique(groups)
+    fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % folds))
+    fold = np.array([fold_of[g] for g in groups])
+    out = {}
+    for name in METHODS:
+        p = np.empty(len(s_cal))
+        for k in range(folds):
+            held = fold == k
+            if not held.any():
+                continue
+            p[held] = make_calibrator(name).fit(s_cal[~held], y_cal[~held]).predict(s_cal[held])
+        out[name] = calibration_table(p, y_cal, n_bins)
+    return out
+
+
+def select_method(cv_table: dict[str, dict[str, float]]) -> str:
+    """The method with the lowest out-of-fold cal ECE (ties: the simpler, earlier in METHODS)."""
+    return min(METHODS, key=lambda m: (round(cv_table[m]["ece"], 6), METHODS.index(m)))
+
+
 def fit_calibrators(run: LoadedRun, bench: Benchmark) -> CalibrationFit:
     """Score 'cal' and 'test' with the run's model and fit every method in METHODS on 'cal'."""
     cal, test = bench.splits["cal"], bench.splits["test"]
@@ -79,7 +107,8 @@ def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: s
     Args:
         run_dir: a trained run's directory.
         bench: its benchmark (default: reloaded from the run's config).
-        method: the calibrator to keep ("temperature", "platt" or "isotonic").
+        method: the calibrator to keep ("temperature", "platt", "isotonic"), or "auto": the one
+            with the lowest out-of-fold ECE on the cal split (cal_cv_table; test never decides).
         mc_samples: MC-dropout samples for the uncertainty check.
     Returns:
         The 'calibration' section added to metrics.json: per calibrator ECE / adaptive ECE / MCE /
@@ -89,6 +118,11 @@ def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: s
     run = run or load_run(run_dir, device="cpu")
     bench = bench or load_benchmark(run.meta["dataset"])
     fit = fit_calibrators(run, bench)
+    cal = bench.splits["cal"]
+    cv = cal_cv_table(fit.s_cal, fit.y_cal, np.repeat(np.arange(cal.num_queries), cal.list_lengths))
+    configured = method
+    if method == "auto":
+        method = select_method(cv)
     chosen = fit.fitted[method]
     save_calibrator(chosen, run_dir / "calibrator.json")
 
@@ -97,7 +131,8 @@ def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: s
     error = np.abs(p_test - fit.y_test)
     rc = risk_coverage(error, std_test)
     section = {
-        "method": method, "fit_split": "cal", "eval_split": "test", "n_cal": int(len(fit.y_cal)),
+        "method": method, "configured_method": configured, "selected_on": "out-of-fold ECE on cal (5 folds by query)",
+        "cal_cv": cv, "fit_split": "cal", "eval_split": "test", "n_cal": int(len(fit.y_cal)),
         "n_test": int(len(fit.y_test)), "cal_queries": bench.splits["cal"].num_queries,
         "test_queries": bench.splits["test"].num_queries, "table": fit.table(), "fit_notes": fit.notes(),
         "uncertainty": {"mc_samples": mc_samples, "error": "|p_calibrated - y|",

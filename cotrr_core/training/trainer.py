@@ -28,7 +28,7 @@ from cotrr_core.losses import CombinedLoss
 from cotrr_core.training.runs import append_log, cancel_requested, read_history, write_status
 from cotrr_core.scoring import build_model, pick_device, score_padded
 
-__all__ = ["fit", "TrainingCancelled", "fast_config"]
+__all__ = ["fit", "TrainingCancelled", "fast_config", "auto_config", "PlateauFactor"]
 
 ProgressFn = Callable[[float, str], None]
 
@@ -52,25 +52,98 @@ def fast_config() -> RunConfig:
     return cfg
 
 
+def auto_config(train: RankingData) -> tuple[RunConfig, str]:
+    """Settings from the training split's size and feature kinds (no search, no test data).
+
+    Returns (config, the rule as one line). The rule, measured on validation (bench/results):
+    * embeddings (a token >= 64 wide, the demo's CLIP vectors): width 128, 2 layers, 8 heads,
+      list context, dropout 0.15, up to 20 epochs with patience 5 (the app's fast config).
+    * tabular (LETOR-style numeric features): a small model (width 64, 1 layer, 4 heads) with
+      list context, dropout 0.1 (0.2 under 300 training lists), weight decay 0.05 under 300,
+      batch 16, up to 40 epochs with patience 8.
+    * heavy-tailed features (some feature's 99th percentile |x| > 10, e.g. raw counts): signed
+      log1p before standardising, else the spec's choice.
+    Both: ListMLE + focal (RankNet warm-up for epoch 1 only), cosine schedule, and the calibrator
+    with the lowest out-of-fold ECE on the cal split ("auto").
+    """
+    n_q = train.num_queries
+    wide = any(d >= 64 for d in train.token_dims.values())
+    cfg = RunConfig()
+    small = n_q < 300
+    if wide:
+        cfg.model.hidden, cfg.model.layers, cfg.model.heads, cfg.model.dropout = 128, 2, 8, 0.15
+        cfg.train.epochs, cfg.train.patience, cfg.train.batch_size, cfg.train.warmup_steps = 20, 5, 32, 10
+        kind = "embeddings"
+    else:
+        cfg.model.hidden, cfg.model.layers, cfg.model.heads = 64, 1, 4
+        cfg.model.dropout = 0.2 if small else 0.1
+        cfg.train.weight_decay = 0.05 if small else 0.01
+        cfg.train.epochs, cfg.train.patience, cfg.train.batch_size, cfg.train.warmup_steps = 40, 8, 16, 10
+        kind = "tabular"
+    cfg.model.list_context = True
+    heavy = any(np.percentile(np.abs(v), 99) > 10 for v in train.features.values() if v.size)
+    if heavy:
+        cfg.train.log_features = "on"
+    cfg.calibration.method = "auto"
+    rule = (f"auto: {kind} features, {n_q} training lists ({'small' if small else 'large'}), "
+            f"log1p {'on (heavy-tailed)' if heavy else 'as spec'}; width {cfg.model.hidden}, "
+            f"{cfg.model.layers} layer(s), dropout {cfg.model.dropout}, list context, ListMLE+focal")
+    return cfg, rule
+
+
 def _package_version() -> str:
     from cotrr_core import __version__
 
     return __version__
 
 
-def _lr_lambda(cfg: RunConfig, total_steps: int) -> Callable[[int], float]:
+class PlateauFactor:
+    """The plateau part of the LR multiplier: halves after `patience` epochs without a val gain.
+
+    One LambdaLR multiplies it in (warm-up x cosine x plateau), so nothing else rewrites the rate
+    (a separate ReduceLROnPlateau would be undone by LambdaLR recomputing from base_lrs).
+    """
+
+    def __init__(self, factor: float = 0.5, patience: int = 2) -> None:
+        self.factor, self.patience = factor, patience
+        self.value, self.best, self.bad = 1.0, -math.inf, 0
+
+    def step(self, metric: float) -> None:
+        if metric > self.best + 1e-5:
+            self.best, self.bad = metric, 0
+        else:
+            self.bad += 1
+            if self.bad > self.patience:
+                self.value, self.bad = self.value * self.factor, 0
+
+    def state_dict(self) -> dict:
+        return {"value": self.value, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value, self.best, self.bad = state["value"], state["best"], state["bad"]
+
+
+def _lr_lambda(cfg: RunConfig, total_steps: int, plateau: PlateauFactor | None = None) -> Callable[[int], float]:
     # capped at 10% of the run: 50 steps is 10 of MQ2008's 5-step epochs, which starved short runs
     warm = max(min(cfg.train.warmup_steps, int(0.1 * total_steps)), 1)
 
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
+        if cfg.train.schedule == "plateau" and plateau is not None:
+            return plateau.value
         if cfg.train.schedule != "cosine":
             return 1.0
         progress = min((step - warm) / max(total_steps - warm, 1), 1.0)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
+
+
+def log_features(config: RunConfig, spec_log: bool) -> bool:
+    """Signed log1p before standardising? TrainConfig.log_features, "spec" = the feature spec's choice."""
+    mode = config.train.log_features
+    return spec_log if mode == "spec" else mode == "on"
 
 
 def _validate(model, padded: PaddedLists, data: RankingData, device) -> dict[str, float]:
@@ -135,7 +208,7 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
     cfg = config.train
     torch.manual_seed(cfg.seed)
     train, val = bench.splits["train"], bench.splits["val"]
-    scaler = FeatureScaler(train.spec.log_transform).fit(train.features)
+    scaler = FeatureScaler(log_features(config, train.spec.log_transform)).fit(train.features)
     p_train, p_val = train.padded(max_len=cfg.max_list_len), val.padded()
     p_train.tokens, p_val.tokens = scaler.transform(p_train.tokens), scaler.transform(p_val.tokens)
 
@@ -148,9 +221,8 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(train.num_queries / cfg.batch_size / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, total_steps))
-    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=2)
-               if cfg.schedule == "plateau" else None)
+    plateau = PlateauFactor() if cfg.schedule == "plateau" else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, total_steps, plateau))
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -194,6 +266,9 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
             if cancel_requested(run_dir):
                 raise TrainingCancelled()
             tokens, mask, labels = p_train.batch(idx[rank::world], device)
+            if cfg.input_noise > 0:  # augmentation in standardised units (padding is masked anyway)
+                tokens = {k: v + cfg.input_noise * torch.randn(v.shape, generator=gen).to(v.device)
+                          for k, v in tokens.items()}
             ctx = torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()
             with ctx:
                 scores = ddp_model(tokens, mask)
@@ -220,7 +295,7 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
             raise ValueError(f"validation split ({val.num_queries} queries) has no query with a relevant "
                              "candidate, so nDCG@10 cannot pick a model")
         if plateau is not None:
-            plateau.step(ndcg)
+            plateau.step(ndcg)  # read by the LambdaLR multiplier from the next optimiser step on
         improved = best_epoch < 0 or ndcg > best + 1e-5
         if improved:
             best, best_epoch, bad_epochs = ndcg, epoch, 0
