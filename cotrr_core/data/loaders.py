@@ -270,28 +270,12 @@ def _parse_vector_cells(frame: pd.DataFrame, col: str, name: str) -> list:
 # ---------- Parquet ----------
 
 def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Rows and decoded size are checked from the footer before reading; vector columns of one length
-    are decoded straight to [N, d] arrays (no per-row objects)."""
+    """Rows and columns are checked from the footer, decoded values batch by batch (so a tiny file
+    of a million repeated rows stops at the limit, not at the end); vector columns of one length are
+    decoded straight to [N, d] arrays (no per-row objects)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        meta = pq.ParquetFile(path).metadata
-        values = sum(meta.row_group(g).column(c).num_values
-                     for g in range(meta.num_row_groups) for c in range(meta.num_columns))
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
-    if meta.num_rows > MAX_ROWS or meta.num_columns > MAX_COLUMNS:
-        raise DataError(name, None, None, f"{meta.num_rows} rows x {meta.num_columns} columns; at most "
-                                          f"{MAX_ROWS} rows and {MAX_COLUMNS} columns are read")
-    if values > MAX_VALUES:
-        raise DataError(name, None, None, f"{values} values once decoded; at most {MAX_VALUES} are read")
-    try:
-        table = pq.read_table(path)
-    except MemoryError:  # Arrow's too: out of memory is not a corrupt file
-        raise
-    except Exception as exc:
-        raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
+    table = _read_parquet_table(path, name, pa)
     vectors = {}
     for tok in spec.tokens:
         col = token_columns(tok)[0] if len(token_columns(tok)) == 1 else None
@@ -306,6 +290,48 @@ def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFram
         raise DataError(name, None, None, f"cannot convert Parquet columns: {exc}") from None
     frame["_line"] = np.arange(1, len(frame) + 1)
     return frame, vectors
+
+
+BATCH_ROWS = 131072  # Parquet rows decoded before the value count is checked again
+
+
+def _read_parquet_table(path: Path, name: str, pa):
+    """The file as one validated Arrow table, within MAX_ROWS / MAX_COLUMNS / MAX_VALUES.
+
+    Per-column-chunk footer statistics are deliberately not read: on some damaged files pyarrow
+    aborts the whole process there (C++ terminate), which no `except` can catch."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        rows, cols = pf.metadata.num_rows, pf.metadata.num_columns
+        if rows > MAX_ROWS or cols > MAX_COLUMNS:
+            raise DataError(name, None, None, f"{rows} rows x {cols} columns; at most {MAX_ROWS} rows and "
+                                              f"{MAX_COLUMNS} columns are read")
+        batches, values = [], 0
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+            values += sum(_decoded_values(c, pa) for c in batch.columns)
+            if values > MAX_VALUES:
+                raise DataError(name, None, None, f"more than {MAX_VALUES} values once decoded; "
+                                                  f"at most {MAX_VALUES} are read")
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema=pf.schema_arrow)
+        table.validate(full=True)  # e.g. text that is not UTF-8
+    except (DataError, MemoryError):  # Arrow's out-of-memory too: not a corrupt file
+        raise
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
+    return table
+
+
+def _decoded_values(array, pa) -> int:
+    """Numbers an Arrow column decodes to (list elements counted, however deep)."""
+    n = len(array)
+    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or \
+            pa.types.is_fixed_size_list(array.type):
+        array = array.flatten()
+        n += len(array)
+    return n
 
 
 def _fixed_vectors(column, pa) -> np.ndarray | None:

@@ -377,3 +377,49 @@ def test_the_valid_bases_load(tmp_path, seed, fmt):
     letor = tmp_path / "ok.txt"
     letor.write_text("\n".join(letor_lines(seed, 2, 3, 4)) + "\n")
     assert load_dataset(letor).num_candidates == 6
+
+
+# ---------- arbitrary damage: whatever happens, only DataError ----------
+
+@st.composite
+def damaged_files(draw) -> tuple[str, bytes]:
+    """A valid file of any format with random bytes overwritten, inserted or cut away."""
+    fmt = draw(st.sampled_from(["jsonl", "csv", "parquet", "letor"]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    if fmt == "letor":
+        data = ("\n".join(letor_lines(seed, 2, 3, 3)) + "\n").encode()
+    else:
+        data = _encode(fmt, base_rows(seed, 2, 3, 2), 0, None, "valid").content
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data)))
+        chunk = draw(st.binary(min_size=0, max_size=8) | st.sampled_from(
+            [b"[", b"{", b'"', b",", b"\n", b":", b"\xff", b"\x00", "\u00b2".encode(), b"1e39", b"NaN", b"-"]))
+        cut = draw(st.integers(0, 4))
+        data = data[:at] + chunk + data[at + cut:]
+    return fmt, data
+
+
+def survive(fmt: str, data: bytes, tmp_path: Path) -> None:
+    path = tmp_path / f"damaged.{EXT[fmt]}"
+    path.write_bytes(data)
+    try:
+        result = load_dataset(path)
+    except DataError as err:
+        assert str(path) in str(err)
+        return
+    for k, v in result.features.items():  # accepted: then it is usable as it stands
+        assert v.dtype == np.float32 and np.isfinite(v).all(), k
+    assert np.isfinite(result.labels).all() and result.num_queries > 0
+
+
+@settings(max_examples=150, **FUZZ)
+@given(case=damaged_files())
+def test_damaged_files_give_data_error_or_clean_data(tmp_path, case):
+    survive(*case, tmp_path)
+
+
+@pytest.mark.slow
+@settings(max_examples=5000, **FUZZ)
+@given(case=damaged_files())
+def test_damaged_files_5k(tmp_path, case):
+    survive(*case, tmp_path)
