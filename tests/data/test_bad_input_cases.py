@@ -301,3 +301,12 @@ def test_wide_files_are_refused_early(tmp_path):
     expect_error(write_lines(tmp_path / "w.csv", [header, header]), 1, None, "columns; at most")
     wide = dict(step5_row("q", "a"), **{f"x{i}": 1 for i in range(5000)})
     expect_error(write_jsonl(tmp_path / "w.jsonl", [wide]), 1, None, "distinct fields")
+
+
+def test_parquet_that_aborted_pyarrow_is_a_data_error(tmp_path):
+    """Found by the damaged-file fuzz: reading its column-chunk statistics makes pyarrow terminate the
+    process (uncatchable), so the check runs in a child that would die instead of the test run."""
+    path = REPO_ROOT / "tests" / "data" / "fixtures" / "damaged_footer_stats.parquet"
+    out = subprocess.run([sys.executable, "-m", "cotrr_core", "validate", str(path)], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=60)
+    assert out.returncode == 2 and "cannot read Parquet" in out.stderr, out.stderr[-500:]
