@@ -13,14 +13,16 @@ same convention for queries without a relevant candidate ("exclude" is primary):
              1..S-1 (LightGBM and XGBoost are deterministic here: no row or column sampling).
 * cotrr_nn   the reranker alone: the automatic recipe (trainer.auto_config, or bench/configs/<name>.json
              when present), a seed ensemble of --members runs (z-scored scores averaged)
-* cotrr      z(cotrr_nn) + w * z(lightgbm): the GBDT score as one more input of the final linear scorer,
-             w in BLEND_WEIGHTS chosen on validation nDCG@10 (w = 0 is the reranker alone)
+* cotrr      z(cotrr_nn) + w * z(g): the score of g, the GBDT peer with the best validation nDCG@10, as
+             one more input of the final linear scorer, w in BLEND_WEIGHTS chosen on validation
+             nDCG@10 (w = 0 is the reranker alone)
 
 Every choice (grid point, early-stop round, epoch, blend weight) is made on validation; test is read
 once, for the report. cotrr and the seeded peers are run S times (--seeds); tables give mean and
 spread (sd, min-max). Paired bootstrap 95% CIs (over test queries, per-query metric averaged over
 seeds) of cotrr and cotrr_nn against every peer; "best peer" = the peer with the highest seed-mean
-test nDCG@10 (the hardest comparison, not a selection). Writes bench/results/quality.json and .md.
+test nDCG@10 (the hardest comparison, not a selection). Every model runs on one thread.
+Writes bench/results/quality.json and .md.
 """
 from __future__ import annotations
 
@@ -67,12 +69,12 @@ def make_peer(name: str, quick: bool, seed: int = 0):
     n = 200 if quick else 1000
     grid = QUICK_GRIDS[name] if quick else None
     if name == "lightgbm":
-        return LightGBMRanker(grid=grid, n_estimators=n, seed=seed)
+        return LightGBMRanker(grid=grid, n_estimators=n, seed=seed, n_jobs=1)
     try:
         __import__({"ridge": "sklearn", "xgboost": "xgboost", "catboost": "catboost"}[name])
     except ImportError:
         return None
-    return CLASSES[name](grid=grid, n_estimators=n, seed=seed)
+    return CLASSES[name](grid=grid, n_estimators=n, seed=seed, n_jobs=1)
 
 
 def fit_peer(name: str, train, val, test, seeds: int, quick: bool, log=print) -> dict | None:
@@ -151,27 +153,30 @@ def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool 
         if r is not None:
             scores[name], val_scores[name] = r["test"], r["val"]
             seconds[name], params[name], search[name] = r["seconds"], r["params"], r["search"]
-    if "lightgbm" not in scores:
-        raise SystemExit("the quality bench needs lightgbm (the blend's GBDT score)")
+    gbdts = [p for p in ("lightgbm", "xgboost", "catboost") if p in scores]
+    if not gbdts:
+        raise SystemExit("the quality bench needs a GBDT peer (the blend's GBDT score)")
+    # the GBDT whose score enters cotrr: the one best on validation (seed 0), never on test
+    teacher = max(gbdts, key=lambda p: _ndcg(val, val_scores[p][0]))
 
     cfg, rule = recipe(bench, config, quick)
     log(f"  cotrr recipe: {rule}")
     t = Timer()
     tmp = None if run_root else Path(tempfile.mkdtemp(prefix="cotrr-quality-"))
-    lgb_val, lgb_test = _z(val_scores["lightgbm"][0]), _z(scores["lightgbm"][0])
+    g_val, g_test = _z(val_scores[teacher][0]), _z(scores[teacher][0])
     scores["cotrr_nn"], val_scores["cotrr_nn"], scores["cotrr"], val_scores["cotrr"] = [], [], [], []
     weights, epochs = [], []
     try:
         for rep in range(seeds):
             nn_val, nn_test, ep = train_cotrr(bench, cfg, rep, members, run_root or tmp, log)
-            blend_val = {w: _ndcg(val, nn_val + w * lgb_val) for w in BLEND_WEIGHTS}
+            blend_val = {w: _ndcg(val, nn_val + w * g_val) for w in BLEND_WEIGHTS}
             w = max(BLEND_WEIGHTS, key=lambda x: (round(blend_val[x], 10), -x))  # ties -> less GBDT
             weights.append(w)
             epochs.append(ep)
             scores["cotrr_nn"].append(nn_test)
             val_scores["cotrr_nn"].append(nn_val)
-            scores["cotrr"].append(nn_test + w * lgb_test)
-            val_scores["cotrr"].append(nn_val + w * lgb_val)
+            scores["cotrr"].append(nn_test + w * g_test)
+            val_scores["cotrr"].append(nn_val + w * g_val)
             log(f"  cotrr rep {rep}: val nDCG@10 by blend weight {blend_val} -> w = {w}")
     finally:
         if tmp is not None:
@@ -198,7 +203,9 @@ def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool 
     out["models"] = models
     out["recipe"] = rule
     out["blend_weights"] = weights
-    out["blend"] = f"cotrr = z(cotrr_nn) + w * z(lightgbm), w in {list(BLEND_WEIGHTS)} chosen on val nDCG@10"
+    out["gbdt_token"] = teacher
+    out["blend"] = (f"cotrr = z(cotrr_nn) + w * z({teacher}), the GBDT peer best on val, w in {list(BLEND_WEIGHTS)} "
+                    "chosen on val nDCG@10")
     out["best_epochs"] = epochs
     out["seeds"], out["members"] = seeds, members
     out["convention"] = (f"{PRIMARY}: test queries without a relevant candidate (label >= "
@@ -278,8 +285,12 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse(argv)
+    import torch
+
     from bench.common import stamp
 
+    # one thread for every model, as the peers: threads spin and collapse on a shared, loaded CPU
+    torch.set_num_threads(1)
     timer = Timer()
     result: dict = {"command": "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     result.update(stamp())

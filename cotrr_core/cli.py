@@ -63,19 +63,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cotrr_core.config import RunConfig
     from cotrr_core.data.benchmarks import load_benchmark
     from cotrr_core.training.runs import new_run_dir
-    from cotrr_core.training.trainer import TrainingCancelled, fast_config, fit
+    from cotrr_core.training.trainer import TrainingCancelled, auto_config, fast_config, fit
 
     if args.resume:
         run_dir = Path(args.resume)
         config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["run"])
         dataset = json.loads((run_dir / "config.json").read_text())["dataset"]
+        bench = load_benchmark(dataset, seed=args.seed)
     else:
-        config = RunConfig.load(args.config) if args.config else (fast_config() if args.fast else RunConfig())
-        config = config.with_overrides(dict(parse_override(o) for o in args.set or []))
         dataset = args.dataset
+        bench = load_benchmark(dataset, seed=args.seed)
+        if args.config or args.fast:
+            config = RunConfig.load(args.config) if args.config else fast_config()
+        else:  # the automatic recipe: settings from the training split's size and feature kinds
+            config, rule = auto_config(bench.splits["train"])
+            print(rule)
+        config = config.with_overrides(dict(parse_override(o) for o in args.set or []))
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.name or Path(dataset).stem)
         run_dir.mkdir(parents=True, exist_ok=True)
-    bench = load_benchmark(dataset, seed=args.seed)
     print(f"run: {run_dir}")
     try:
         metrics = fit(bench, config, run_dir, resume=bool(args.resume), on_progress=_print_progress)
@@ -142,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a reranker into artifacts/runs/<run_id>/")
     s.add_argument("--dataset", default="demo", help="demo, demo-small, mq2008, mslr-tiny or a file")
-    s.add_argument("--config", help="RunConfig JSON")
+    s.add_argument("--config", help="RunConfig JSON (default: the automatic recipe, trainer.auto_config)")
     s.add_argument("--fast", action="store_true", help="the quick first-launch config")
     s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override, e.g. train.epochs=5")
     s.add_argument("--name")

@@ -12,7 +12,7 @@ pytest.importorskip("lightgbm")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MODELS = ("original", "lightgbm", "cotrr", "cotrr_percand", "cotrr_listctx")
+MODELS = ("original", "lightgbm", "ridge", "cotrr_nn", "cotrr")
 HEADLINE = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "c@1", "mrr", "map")
 
 
@@ -32,28 +32,31 @@ def test_quality_and_calibration_json_shape(tmp_path):
 
     cfg = tiny_config(tmp_path / "tiny.json")
     out = tmp_path / "q.json"
-    result = quality.main(["--datasets", "demo-small", "--quick", "--config", str(cfg), "--json", str(out),
-                           "--run-root", str(tmp_path / "runs"), "--no-results"])
+    result = quality.main(["--datasets", "demo-small", "--quick", "--seeds", "2", "--peers", "lightgbm,ridge",
+                           "--config", str(cfg), "--json", str(out), "--no-results"])
     on_disk = json.loads(out.read_text())
-    assert set(on_disk) == {"demo-small", "machine", "seconds"} and on_disk["seconds"] == result["seconds"]
+    assert {"demo-small", "machine", "seconds", "commit", "load_average", "command"} <= set(on_disk)
+    assert on_disk["seconds"] == result["seconds"]
     sec = on_disk["demo-small"]
     for model in MODELS:
         assert set(HEADLINE) <= set(sec[model]), model
         assert all(0.0 <= sec[model][m] <= 1.0 for m in HEADLINE)
-    assert sec["selected"] in ("cotrr_percand", "cotrr_listctx")
-    assert sec["cotrr"] == sec[sec["selected"]]
-    assert sec["convention"].startswith("exclude")
-    for pair in ("cotrr_vs_original", "cotrr_vs_lightgbm"):
-        ci = sec["ci"][pair]["ndcg@10"]
-        assert ci["lo"] <= ci["diff"] <= ci["hi"] and ci["n"] == sec["original"]["queries"]
-    assert sec["val_ndcg@10"]["cotrr"] == max(sec["val_ndcg@10"]["cotrr_percand"], sec["val_ndcg@10"]["cotrr_listctx"])
+        spread = sec[model]["ndcg@10_spread"]
+        assert spread["min"] <= sec[model]["ndcg@10"] <= spread["max"]
+    assert len(sec["cotrr"]["ndcg@10_spread"]["seeds"]) == 2 and len(sec["blend_weights"]) == 2
+    assert set(sec["blend_weights"]) <= set(quality.BLEND_WEIGHTS) and sec["gbdt_token"] == "lightgbm"
+    assert sec["best_peer"] in ("lightgbm", "ridge") and sec["convention"].startswith("exclude")
+    ci = sec["ci"][f"cotrr_vs_{sec['best_peer']}"]
+    assert ci["lo"] <= ci["diff"] <= ci["hi"] and ci["n"] == sec["original"]["queries"]
 
-    cal = calibration.main(["--datasets", "demo-small", "--quick", "--config", str(cfg), "--mc-samples", "3",
-                            "--json", str(tmp_path / "c.json"), "--run-root", str(tmp_path / "runs"),
-                            "--no-results"])
+    cal = calibration.main(["--datasets", "demo-small", "--quick", "--seeds", "1", "--mc-samples", "3",
+                            "--json", str(tmp_path / "c.json"), "--no-results"])
     sec = json.loads((tmp_path / "c.json").read_text())["demo-small"]
     for c in ("uncalibrated", "temperature", "platt", "isotonic"):
         assert set(sec[c]) == {"ece", "adaptive_ece", "mce", "brier", "log_loss"}
+    assert sec["selected"] in ("temperature", "platt", "isotonic")
+    assert sec["selected"] == min(sec["cal"], key=lambda m: (round(sec["cal"][m]["ece"], 6),
+                                                            ("temperature", "platt", "isotonic").index(m)))
     assert {"aurc", "random_aurc"} <= set(sec["uncertainty"]) and cal["machine"]
 
 

@@ -125,3 +125,13 @@ def test_nan_from_json_is_rejected():
 def test_each_section_round_trips_alone(cls):
     cfg = cls()
     assert cls.from_json(cfg.to_json()) == cfg
+
+
+def test_recipe_fields_round_trip_and_are_checked():
+    cfg = RunConfig.from_dict({"loss": {"listwise": "softmax"}, "train": {"input_noise": 0.1, "log_features": "on"},
+                               "calibration": {"method": "auto"}})
+    assert RunConfig.from_json(cfg.to_json()) == cfg
+    for raw, where in (({"loss": {"listwise": "ranknet"}}, "listwise"), ({"train": {"input_noise": -1.0}}, "input_noise"),
+                       ({"train": {"log_features": "yes"}}, "log_features")):
+        with pytest.raises(ConfigError, match=where):
+            RunConfig.from_dict(raw)

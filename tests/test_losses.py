@@ -203,3 +203,30 @@ def test_smoothed_targets_and_fixed_temperature() -> None:
     assert torch.allclose(t, torch.tensor([0.975, 0.975, 0.025]))
     fixed = CombinedLoss(LossConfig(learn_temperature=False), relevance_threshold=0.8)
     assert list(fixed.parameters()) == [] and fixed.temperature.item() == 1.0
+
+
+def test_softmax_ce_matches_brute_force_and_ignores_padding():
+    import math
+
+    from cotrr_core.losses import softmax_ce_loss
+
+    s = torch.tensor([[2.0, 0.5, -1.0, 99.0], [0.3, 0.1, 0.0, 0.0]])
+    y = torch.tensor([[2.0, 0.0, 1.0, 5.0], [0.0, 0.0, 0.0, 0.0]])
+    m = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    gains = [3.0, 0.0, 1.0]
+    logz = math.log(sum(math.exp(v) for v in (2.0, 0.5, -1.0)))
+    expected = -sum(g / 4.0 * (v - logz) for g, v in zip(gains, (2.0, 0.5, -1.0)))
+    # the second list has no positive gain: it carries no signal and is left out of the mean
+    assert softmax_ce_loss(s, y, m).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_combined_loss_uses_the_configured_listwise_term():
+    from cotrr_core.config import LossConfig
+    from cotrr_core.losses import CombinedLoss
+
+    s = torch.randn(2, 5, requires_grad=True)
+    y = torch.tensor([[1.0, 0.0, 0.0, 1.0, 0.0]] * 2)
+    m = torch.ones(2, 5, dtype=torch.bool)
+    loss, parts = CombinedLoss(LossConfig(listwise="softmax", pairwise_warmup_epochs=0), 1.0)(s, y, m, epoch=0)
+    loss.backward()
+    assert "softmax" in parts and "listmle" not in parts and torch.isfinite(s.grad).all()

@@ -122,3 +122,55 @@ def test_torchrun_two_processes_match_single_process(synthetic_file, tmp_path):
         torch.testing.assert_close(a[name], b[name], atol=1e-3, rtol=1e-2, msg=lambda m, n=name: f"{n}: {m}")
     h1, h2 = read_history(tmp_path / "single"), read_history(tmp_path / "ddp")
     assert h2[-1]["val_ndcg@10"] == pytest.approx(h1[-1]["val_ndcg@10"], abs=0.005)
+
+
+def test_plateau_factor_halves_after_patience():
+    from cotrr_core.training.trainer import PlateauFactor
+
+    p = PlateauFactor(factor=0.5, patience=2)
+    for metric in (0.5, 0.6, 0.6, 0.6):
+        p.step(metric)
+    assert p.value == 1.0
+    p.step(0.6)  # the third epoch without a gain
+    assert p.value == 0.5
+
+
+def test_plateau_schedule_lowers_the_learning_rate_actually_used(synthetic_file, tmp_path, monkeypatch):
+    """With val nDCG@10 stuck, the LR the optimiser steps with must drop (LambdaLR once undid it)."""
+    import cotrr_core.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "_validate", lambda *a: {"ndcg@10": 0.5, "c@1": 0.0, "mrr": 0.0})
+    used: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    cfg = tiny_config(epochs=6, schedule="plateau", warmup_steps=0)
+    fit(load_benchmark(str(synthetic_file)), cfg, tmp_path, calibrate=False)
+    lrs = [h["lr"] for h in read_history(tmp_path)]
+    assert lrs[0] == pytest.approx(cfg.train.lr) and lrs[-1] == pytest.approx(cfg.train.lr / 2)
+    assert min(used) == pytest.approx(cfg.train.lr / 2) and used[0] == pytest.approx(cfg.train.lr)
+
+
+def test_input_noise_and_log_features_train(synthetic_file, tmp_path):
+    cfg = tiny_config(epochs=1, input_noise=0.1, log_features="on")
+    fit(load_benchmark(str(synthetic_file)), cfg, tmp_path, calibrate=False)
+    assert read_json(tmp_path / "scaler.json")["log_transform"] is True
+
+
+def test_auto_config_rule_follows_size_and_feature_kinds(synthetic_file):
+    import numpy as np
+
+    from cotrr_core.training.trainer import auto_config
+
+    train = load_benchmark(str(synthetic_file)).splits["train"]
+    cfg, rule = auto_config(train)
+    wide = any(d >= 64 for d in train.token_dims.values())
+    assert ("embeddings" if wide else "tabular") in rule and cfg.model.list_context
+    assert cfg.calibration.method == "auto"
+    heavy = any(np.percentile(np.abs(v), 99) > 10 for v in train.features.values())
+    assert (cfg.train.log_features == "on") == heavy
+    RunConfig.from_json(cfg.to_json())  # a valid, round-tripping config

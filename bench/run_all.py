@@ -1,0 +1,60 @@
+"""Regenerate every file in bench/results/ with one command, each stamped with machine, commit,
+load average and seconds.
+
+    nice -n 10 python bench/run_all.py [--only quality,calibration,serve,data]
+
+Runs each bench as its own process, in order, then adds to each results JSON the keys it lacks of
+"machine", "commit", "load_average" (at start), "load_average_end" and "run_all_seconds", and writes
+bench/results/run_all.json (one row per bench: command, exit code, seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, RESULTS, machine, stamp, write_json  # noqa: E402
+
+# name -> (command, results JSON it writes)
+BENCHES = {
+    "quality": ([sys.executable, "bench/quality.py"], "quality.json"),
+    "calibration": ([sys.executable, "bench/calibration.py", "--datasets", "demo,mq2008"], "calibration.json"),
+    "serve": ([sys.executable, "bench/serve.py", "--json", str(RESULTS / "serve.json")], "serve.json"),
+    "data": ([sys.executable, "bench/data.py", "--json", str(RESULTS / "data.json")], "data.json"),
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default=",".join(BENCHES))
+    args = p.parse_args(argv)
+    rows, worst = [], 0
+    for name in [n for n in args.only.split(",") if n]:
+        cmd, out = BENCHES[name]
+        start = stamp()
+        t0 = time.perf_counter()
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
+        rc = subprocess.run(cmd, cwd=REPO).returncode
+        seconds = round(time.perf_counter() - t0, 1)
+        worst = max(worst, rc)
+        rows.append({"bench": name, "command": " ".join(["python"] + cmd[1:]), "rc": rc, "seconds": seconds, **start})
+        path = RESULTS / out
+        if rc == 0 and path.exists():
+            result = json.loads(path.read_text())
+            for key, value in {"machine": machine(), **start,
+                               "load_average_end": [round(x, 2) for x in os.getloadavg()]}.items():
+                result.setdefault(key, value)
+            result["run_all_seconds"] = seconds
+            write_json(path, result)
+    write_json(RESULTS / "run_all.json", {"machine": machine(), "benches": rows})
+    return worst
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
