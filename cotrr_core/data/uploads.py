@@ -78,8 +78,9 @@ class UploadJob:
         try:
             answer = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            tail = " ".join(err.strip().splitlines()[-1:]) or f"exit code {self.proc.returncode}"
-            return self._finish(None, f"{self.name}: could not be validated ({tail})")
+            last = " ".join(err.strip().splitlines()[-1:])[:200]
+            return self._finish(None, f"{self.name}: could not be validated (exit code {self.proc.returncode}"
+                                      + (f": {last})" if last else ")"))
         return self._finish(answer.get("report", ""), answer.get("error", ""))
 
     def cancel(self) -> None:
@@ -119,11 +120,16 @@ def start_upload(name: str, content: bytes, directory: str | Path, *, timeout_s:
     directory.mkdir(parents=True, exist_ok=True)
     clean_stale_uploads(directory)
     fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{base}.", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(content)
-    cmd = [sys.executable, "-m", "cotrr_core.data.uploads", tmp, fmt, base, str(memory_bytes)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env=_child_env())
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+        os.chmod(tmp, 0o644)  # as atomic_write: mkstemp makes 0600, the app and other users read uploads
+        cmd = [sys.executable, "-m", "cotrr_core.data.uploads", tmp, fmt, base, str(memory_bytes)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, env=_child_env())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return UploadJob(base, directory / base, Path(tmp), proc, timeout_s)
 
 
@@ -171,7 +177,7 @@ def _validate_main(path: str, fmt: str, name: str, memory_bytes: int) -> int:
     except DataError as exc:
         answer = {"error": str(exc)}
     except MemoryError:
-        answer = {"error": f"{name}: needs more than {memory_bytes / 2**30:.1f} GiB to load"}
+        answer = {"error": f"{name}: needs more than {memory_bytes // 2**20} MB of memory to load"}
     except RecursionError:
         answer = {"error": f"{name}: nested too deeply to load"}
     print(json.dumps(answer))
