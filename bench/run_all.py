@@ -1,7 +1,7 @@
 """Regenerate every file in bench/results/ with one command, each stamped with machine, commit,
 load average and seconds.
 
-    nice -n 10 python bench/run_all.py [--only quality,calibration,serve,data]
+    nice -n 10 python bench/run_all.py [--only quality,calibration,serve,search,data]
 
 Runs each bench as its own process, in order, then adds to each results JSON the keys it lacks of
 "machine", "commit", "load_average" (at start), "load_average_end" and "run_all_seconds", and writes
@@ -26,6 +26,7 @@ BENCHES = {
     "quality": ([sys.executable, "bench/quality.py"], "quality.json"),
     "calibration": ([sys.executable, "bench/calibration.py", "--datasets", "demo,mq2008"], "calibration.json"),
     "serve": ([sys.executable, "bench/serve.py", "--json", str(RESULTS / "serve.json")], "serve.json"),
+    "search": ([sys.executable, "bench/search.py", "--datasets", "mq2008"], "search.json"),
     "data": ([sys.executable, "bench/data.py", "--json", str(RESULTS / "data.json")], "data.json"),
 }
 
@@ -52,7 +53,11 @@ def main(argv=None) -> int:
                 result.setdefault(key, value)
             result["run_all_seconds"] = seconds
             write_json(path, result)
-    write_json(RESULTS / "run_all.json", {"machine": machine(), "benches": rows})
+    # merge by bench name, so `--only` runs (e.g. two halves at once) keep each other's rows
+    log = RESULTS / "run_all.json"
+    old = json.loads(log.read_text()).get("benches", []) if log.exists() else []
+    done = {r["bench"] for r in rows}
+    write_json(log, {"machine": machine(), "benches": [r for r in old if r["bench"] not in done] + rows})
     return worst
 
 
