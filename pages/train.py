@@ -20,23 +20,34 @@ base = fast_config()  # the form starts from the quick first-launch config, and 
 sizes = sorted({16, 32, 64, 128, 256, base.model.hidden})
 st.caption(f"Fields not in the form come from the same fast config: patience {base.train.patience}, warm-up "
            f"{base.train.warmup_steps} steps, batch {base.train.batch_size}, calibrator {base.calibration.method}.")
+# the form's values live in session_state under these keys, so they survive a page switch (widget state
+# alone is dropped when the page is left); defaults: the fast config
+FORM = {"tf-hidden": base.model.hidden, "tf-layers": base.model.layers,
+        "tf-heads": base.model.heads if base.model.heads in (1, 2, 4, 8) else 8,
+        "tf-context": base.model.list_context, "tf-epochs": base.train.epochs, "tf-lr": base.train.lr,
+        "tf-listmle": base.loss.listmle_weight, "tf-focal": base.loss.focal_weight, "tf-device": "auto",
+        "tf-name": "app"}
+for k, v in FORM.items():
+    st.session_state[k] = st.session_state.get(k, v)
 with st.form("train-form"):
     c1, c2, c3, c4 = st.columns(4)
-    hidden = c1.selectbox("Hidden size", sizes, index=sizes.index(base.model.hidden))
-    layers = c2.number_input("Token layers", 1, 6, base.model.layers)
-    heads = c3.selectbox("Heads", [1, 2, 4, 8], index=[1, 2, 4, 8].index(base.model.heads) if base.model.heads in
-                         (1, 2, 4, 8) else 3)
-    list_context = c4.toggle("List context", value=base.model.list_context,
-                             help="Candidates of a list attend to each other")
+    hidden = c1.selectbox("Hidden size", sizes, key="tf-hidden")
+    layers = c2.number_input("Token layers", 1, 6, key="tf-layers")
+    heads = c3.selectbox("Heads", [1, 2, 4, 8], key="tf-heads")
+    list_context = c4.toggle("List context", key="tf-context", help="Candidates of a list attend to each other")
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 200, base.train.epochs)
-    lr = c2.number_input("Learning rate", 1e-5, 1e-1, base.train.lr, format="%.5f")
-    w_listmle = c3.number_input("ListMLE weight", 0.0, 10.0, base.loss.listmle_weight, step=0.1)
-    w_focal = c4.number_input("Focal weight", 0.0, 10.0, base.loss.focal_weight, step=0.1)
+    epochs = c1.number_input("Epochs", 1, 200, key="tf-epochs")
+    lr = c2.number_input("Learning rate", 1e-5, 1e-1, key="tf-lr", format="%.5f")
+    w_listmle = c3.number_input("ListMLE weight", 0.0, 10.0, key="tf-listmle", step=0.1)
+    w_focal = c4.number_input("Focal weight", 0.0, 10.0, key="tf-focal", step=0.1)
     c1, c2 = st.columns(2)
-    device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"])
-    name = c2.text_input("Run name", value="app")
+    device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="tf-device")
+    name = c2.text_input("Run name", key="tf-name")
     submitted = st.form_submit_button("Start training", type="primary")
+    if st.form_submit_button("Reset to the fast config"):
+        for k in FORM:
+            del st.session_state[k]
+        st.rerun()
 
 if submitted:
     overrides = {"model.hidden": int(hidden), "model.layers": int(layers), "model.heads": int(heads),
