@@ -48,6 +48,9 @@ original, reranked = query_lists(test, q, scored)
 st.markdown(f"### “{test.queries[q]}”")
 n = int(test.list_lengths[q])
 top = n if n <= 3 else st.slider("Show top", 3, n, min(10, n), key="cmp-top")
+st.caption("Each card: P = calibrated P(relevant) ± its uncertainty (the spread of that probability over "
+           f"{scored.mc_samples} MC-dropout samples); compliance is the label, relevant means ≥ "
+           f"{test.spec.relevance_threshold}.")
 left, right = st.columns(2)
 with left:
     st.markdown("**Original order (first stage)**")
