@@ -139,8 +139,12 @@ def score_run(run_dir: Path, data: RankingData) -> np.ndarray:
     return scores
 
 
-def finish(stem: str, result: dict, json_out: str | None, keep: bool, markdown) -> dict:
-    """Stamp machine, commit, load average and time; write OUT and bench/results/<stem>.json/.md (atomically)."""
+def finish(stem: str, result: dict, json_out: str | None, keep: bool, markdown, merge: bool = False) -> dict:
+    """Stamp machine, commit, load average and time; write OUT and bench/results/<stem>.json/.md (atomically).
+
+    merge: keep the other datasets' sections of an existing bench/results/<stem>.json (datasets run
+    as separate processes at the same time); each section carries its own seconds and stamp.
+    """
     result["machine"] = machine()
     for k, v in stamp().items():
         result.setdefault(k, v)
@@ -148,7 +152,16 @@ def finish(stem: str, result: dict, json_out: str | None, keep: bool, markdown) 
     if json_out:
         write_json(json_out, result)
     if keep:
-        write_json(RESULTS / f"{stem}.json", result)
+        path = RESULTS / f"{stem}.json"
+        if merge and path.exists():
+            import json
+
+            old = json.loads(path.read_text())
+            for key, sec in result.items():
+                if isinstance(sec, dict):
+                    sec.setdefault("stamp", {k: result.get(k) for k in ("commit", "load_average", "machine")})
+            result = {**{k: v for k, v in old.items() if isinstance(v, dict)}, **result}
+        write_json(path, result)
         (RESULTS / f"{stem}.md").write_text(markdown(result))
     print(f"total {result['seconds']} s")
     return result

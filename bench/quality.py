@@ -279,6 +279,7 @@ def parse(argv=None) -> argparse.Namespace:
                                     "else the automatic recipe)")
     p.add_argument("--run-root", help="keep the bench run directories here (default: a temporary directory)")
     p.add_argument("--no-results", action="store_true", help="do not write bench/results/")
+    p.add_argument("--merge", action="store_true", help="keep other datasets' sections of bench/results/quality.json")
     p.add_argument("--seed", type=int, default=0, help="query split seed (hash-split benchmarks)")
     return p.parse_args(argv)
 
@@ -309,7 +310,7 @@ def main(argv=None) -> dict:
                                    run_root, peers, log=lambda m: print(m, flush=True))
         print(table(name, result[name]), flush=True)
     result["seconds"] = timer()
-    return finish("quality", result, args.json, not args.no_results, markdown)
+    return finish("quality", result, args.json, not args.no_results, markdown, merge=args.merge)
 
 
 if __name__ == "__main__":
