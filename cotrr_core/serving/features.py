@@ -108,17 +108,31 @@ class Featurizer:
             # The model reads only candidate 0 of a list-constant token; the rest are only
             # length-checked, which saves converting (L - 1) x d floats per list.
             field = t.fields[0]
-            firsts = np.asarray([records[a][field] for a in offsets[:-1]], dtype=np.float32).reshape(len(offsets) - 1, -1)
+            firsts = _numbers([records[a][field] for a in offsets[:-1]], t).reshape(len(offsets) - 1, -1)
             if any(len(r[field]) != t.dim for r in records):
                 raise ValueError(f"{field}: wrong vector length")
             arr = np.repeat(firsts, np.diff(offsets), axis=0)
         else:
-            arr = np.asarray([t.get(r) for r in records], dtype=np.float32).reshape(n, -1)
+            values = [t.get(r) for r in records]
+            if t.dim == len(t.fields):  # scalars: refuse booleans, as the data layer does
+                kinds = set(map(type, values)) if len(t.fields) == 1 else {type(v) for row in values for v in row}
+                if bool in kinds or np.bool_ in kinds:
+                    raise TypeError(f"{t.name}: a boolean is not a number")
+            arr = _numbers(values, t).reshape(n, -1)
         if arr.shape[1] != t.dim:
             raise _width_error(t, arr.shape[1])
         if not np.isfinite(arr).all():
             raise ValueError(f"{t.name}: NaN, infinite or out-of-float32-range value")
         return arr
+
+
+def _numbers(values: list, t: TokenLayout) -> np.ndarray:
+    """float32 array of real numbers; text, booleans and objects are refused (TypeError), not converted."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{t.name}: values must be numbers, got {arr.dtype}")
+    with np.errstate(over="ignore"):
+        return arr.astype(np.float32)
 
 
 def _width_error(t: TokenLayout, got: int) -> DataError:

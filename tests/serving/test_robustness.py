@@ -169,3 +169,13 @@ def test_columnar_bad_rows_fall_back_per_list(reranker, loaded):
     assert res.fallback_reason[1] == "invalid_input" and res.fallback_reason[0] is None
     r = data.rows(1)
     assert list(res.order[r]) == list(range(r.start, r.stop)) and np.isnan(res.raw_score[r]).all()
+
+
+@pytest.mark.parametrize("value", ["0.5", True, [0.5]])
+def test_text_booleans_and_lists_are_not_numbers(reranker, value):
+    """Serving refuses what training refuses (the data layer's rules), instead of converting it."""
+    query, cands = lists_of()[0]
+    cands = [dict(c) for c in cands]
+    cands[2]["contrast"] = value
+    res = reranker.rerank(query, cands)
+    assert res.fallback_reason == "invalid_input" and "contrast" in res.detail
