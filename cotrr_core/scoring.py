@@ -38,8 +38,13 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def build_model(config: RunConfig, spec: FeatureSpec, token_dims: dict[str, int]) -> CoTRRModel:
-    """An untrained CoTRRModel for the spec's tokens (list-constant tokens read once per list)."""
-    return CoTRRModel(config.model, token_dims, [t.name for t in spec.tokens if t.list_constant])
+    """An untrained CoTRRModel for the spec's tokens (list-constant tokens read once per list).
+
+    Tokens are taken in the SPEC's order whatever the order of `token_dims` (config.json stores it with
+    sorted keys): the token-type embedding is indexed by position.
+    """
+    dims = {t.name: int(token_dims[t.name]) for t in spec.tokens}
+    return CoTRRModel(config.model, dims, [t.name for t in spec.tokens if t.list_constant])
 
 
 def scaled_padded(run: "LoadedRun", data: RankingData, query_index=None) -> PaddedLists:
