@@ -197,6 +197,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from cotrr_core.training.runs import registry
+
+    rows = registry(Path(args.root) if args.root else None)
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    for r in rows:
+        ndcg = "" if r["test_ndcg@10"] is None else f"{r['test_ndcg@10']:.4f}"
+        dataset = r["dataset"].get("name") if isinstance(r["dataset"], dict) else r["dataset"]
+        print(f"{r['id']:<40} {r['state']:<10} {ndcg:>7}  {dataset}")
+    return 0
+
+
 def cmd_rerank(args: argparse.Namespace) -> int:
     from cotrr_core.serving.batch import rerank_file
 
@@ -217,6 +231,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_serving_commands(sub) -> None:
+    s = sub.add_parser("runs", help="the run registry: id, dataset, state, test nDCG@10, created")
+    s.add_argument("--json", action="store_true", help="print a JSON list (the rows the app uses)")
+    s.add_argument("--root", help="runs directory (default: $COTRR_RUNS or artifacts/runs)")
+    s.set_defaults(func=cmd_runs)
+
     s = sub.add_parser("rerank", help="rerank every list of a file with a trained run")
     s.add_argument("run_dir")
     s.add_argument("file")
