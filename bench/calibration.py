@@ -111,7 +111,11 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--mc-samples", type=int, default=20)
     p.add_argument("--no-results", action="store_true")
+    p.add_argument("--merge", action="store_true", help="keep other datasets' sections of bench/results/calibration.json")
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # one thread per process: datasets run as parallel processes on a shared CPU
     timer = Timer()
     result: dict = {"command": "python bench/calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     result.update(stamp())
@@ -120,7 +124,7 @@ def main(argv=None) -> dict:
         result[name] = run_dataset(name, args.seeds, args.quick, args.mc_samples, log=lambda m: print(m, flush=True))
         print(table(name, result[name]), flush=True)
     result["seconds"] = timer()
-    return finish("calibration", result, args.json, not args.no_results, markdown)
+    return finish("calibration", result, args.json, not args.no_results, markdown, merge=args.merge)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS, machine, stamp, write_json  # noqa: E402
 
-QUALITY_DATASETS = ("demo", "mq2008", "mslr-tiny")
+PER_DATASET = {"quality": ("demo", "mq2008", "mslr-tiny"), "calibration": ("demo", "mq2008")}
 # name -> (command, results JSON it writes)
 BENCHES = {
-    # one process per dataset, all at once, each merging its section into quality.json
+    # one process per dataset, all at once, each merging its section into the results file
     "quality": ([sys.executable, "bench/quality.py", "--merge", "--datasets"], "quality.json"),
-    "calibration": ([sys.executable, "bench/calibration.py", "--datasets", "demo,mq2008"], "calibration.json"),
+    "calibration": ([sys.executable, "bench/calibration.py", "--merge", "--datasets"], "calibration.json"),
     "serve": ([sys.executable, "bench/serve.py", "--json", str(RESULTS / "serve.json")], "serve.json"),
     "search": ([sys.executable, "bench/search.py", "--datasets", "mq2008"], "search.json"),
     "data": ([sys.executable, "bench/data.py", "--json", str(RESULTS / "data.json")], "data.json"),
@@ -43,8 +43,8 @@ def main(argv=None) -> int:
         start = stamp()
         t0 = time.perf_counter()
         print(f"== {name}: {' '.join(cmd)}", flush=True)
-        if name == "quality":
-            procs = [subprocess.Popen(cmd + [ds], cwd=REPO) for ds in QUALITY_DATASETS]
+        if name in PER_DATASET:
+            procs = [subprocess.Popen(cmd + [ds], cwd=REPO) for ds in PER_DATASET[name]]
             rc = max(p.wait() for p in procs)
         else:
             rc = subprocess.run(cmd, cwd=REPO).returncode

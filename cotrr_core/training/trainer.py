@@ -38,11 +38,8 @@ class TrainingCancelled(Exception):
 
 
 def fast_config() -> RunConfig:
-    """The app's first-launch config: half-width model with list context, up to 20 epochs.
-
-    Measured on the demo (2 idle CPU cores): ~25 s of training, test nDCG@10 ~0.95 vs 0.704
-    for the original order; the full-size default reaches 0.958 in ~110 s (bench/results).
-    """
+    """The app's first-launch config: half-width model with list context, up to 20 epochs
+    (auto_config's choice for embedding features; its quality is in bench/results/quality.md)."""
     cfg = RunConfig()
     cfg.model.hidden = 128
     cfg.model.list_context = True
