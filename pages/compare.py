@@ -80,3 +80,25 @@ st.markdown("**Worst regressions** (click to open)")
 for _, row in per_query[per_query["outcome"] == "loss"].head(5).iterrows():
     st.button(f"{row['query_id']} · {row['query']} · ΔnDCG@10 {row['change']:+.3f}",
               key=f"reg-{row['query_index']}", on_click=pick, args=(row["query_index"],))
+
+st.subheader("Rerank your own file with this run")
+st.caption("A scoring-only file (Step5 JSONL / CSV / Parquet, or LETOR) with the run's feature fields: every list is "
+           "reranked (top M of its original order) and you get one row per candidate back.")
+with st.form("rerank-file"):
+    upload = st.file_uploader("Candidates to rerank", type=["jsonl", "json", "csv", "parquet", "txt"], key="rr-file")
+    top_m = st.number_input("Top M", 1, 1000, int(ctx.run.config.serve.top_m))
+    go = st.form_submit_button("Rerank")
+if go and upload is not None:
+    import tempfile
+    from pathlib import Path
+
+    from cotrr_core.serving.batch import rerank_file
+
+    with tempfile.TemporaryDirectory() as tmp, shown_errors("Could not rerank the file", stop=False):
+        src = Path(tmp) / Path(upload.name).name
+        src.write_bytes(upload.getvalue())
+        summary = rerank_file(ctx.run_dir, src, Path(tmp) / "reranked.csv", top_m=int(top_m), mc_samples=0)
+        st.success(f"Reranked {summary['lists']} lists / {summary['candidates']} candidates "
+                   f"({summary['reranked']} reranked; fallbacks: {summary['fallbacks'] or 'none'}).")
+        st.download_button("Download the reranked lists (CSV)", (Path(tmp) / "reranked.csv").read_bytes(),
+                           file_name=f"{src.stem}.reranked.csv", mime="text/csv", key="rr-download")

@@ -285,3 +285,16 @@ def test_uploaded_file_trains_and_appears_on_every_page(server, page, tmp_path):
     _settle(page, PAGES[""])
     assert "mine.jsonl" in page.url and run_id in page.url
     assert run_id in page.locator("body").inner_text()
+
+    # ... and reranks a scoring-only file with that run, downloaded as CSV (one row per candidate)
+    score_only = tmp_path / "to_rerank.jsonl"
+    rows = [{k: v for k, v in r.items() if k != "compliance_score"} for r in make_step5_rows(5, 6, seed=9)]
+    score_only.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page.goto(f"{server['url']}/compare?dataset=mine.jsonl")
+    _settle(page, "Rerank your own file")
+    page.locator('[data-testid="stMain"] input[type="file"]').set_input_files(str(score_only))
+    page.get_by_role("button", name="Rerank").click()
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Download the reranked lists (CSV)").click(timeout=60_000)
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert len(lines) == len(rows) + 1 and lines[0].startswith("query_id,candidate_id,original_rank,new_rank")
