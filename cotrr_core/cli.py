@@ -225,7 +225,11 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from cotrr_core.serving.export import export_onnx
 
-    info = export_onnx(args.run_dir, args.onnx, opset=args.opset)
+    try:
+        info = export_onnx(args.run_dir, args.onnx, opset=args.opset)
+    except (ImportError, RuntimeError) as exc:  # onnx / onnxscript are optional (requirements-dev.txt)
+        print(f"error: ONNX export failed: {_one_line(exc)}", file=sys.stderr)
+        return 2
     print(f"wrote {info['path']} (exporter {info['exporter']}, opset {info['opset']}, inputs {info['inputs']})")
     return 0
 
