@@ -72,14 +72,18 @@ def matrix_frame(matrix, x, y) -> pd.DataFrame:
 
 @st.cache_data(max_entries=4096, show_spinner=False)
 def thumbnail(render_spec: str):
-    """The demo candidate's image, rendered from its spec (None when the data has no render spec)."""
+    """The demo candidate's image, rendered from its spec (None when the data has none or it is unusable:
+    a user's file may carry anything in that column)."""
     import json
 
     from cotrr_core.data.demo import render_candidate_image
 
     if not isinstance(render_spec, str) or not render_spec:
         return None
-    return render_candidate_image(json.loads(render_spec))
+    try:
+        return render_candidate_image(json.loads(render_spec))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
 
 
 def candidate_cards(df: pd.DataFrame, top: int, side: str) -> None:

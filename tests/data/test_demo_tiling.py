@@ -24,3 +24,17 @@ def test_cli_writes_a_tiled_parquet(tmp_path, monkeypatch):
     assert main(["make-demo-data", "--small", "--queries", "5", "--format", "parquet", "--out", str(tmp_path)]) == 0
     data = load_dataset(tmp_path / "demo_5q_scored.parquet")
     assert data.num_queries == 5
+
+
+def test_render_size_is_bounded():
+    import json
+
+    import pytest
+
+    from cotrr_core.data.demo import generate_demo_frame, render_candidate_image
+
+    spec = json.loads(generate_demo_frame(n_queries=1, min_candidates=2, max_candidates=2, embed_dim=8)["render_spec"][0])
+    assert render_candidate_image(spec).size == (64, 64)
+    for size in (30000, 3000, 0, "64", True):
+        with pytest.raises(ValueError, match="size"):
+            render_candidate_image({**spec, "size": size})

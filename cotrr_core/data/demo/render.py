@@ -50,9 +50,17 @@ GLASS_SHAPES: dict[str, tuple[list[Point], list[tuple[Point, Point]]]] = {
 }
 
 
+MAX_SIZE = 256  # pixels a side: a thumbnail; an uploaded spec must not make the app render a poster
+
+
 def render_candidate_image(render_spec: dict) -> Image.Image:
-    """Render the spec to a (size, size) RGB PIL image; same spec -> same pixels."""
-    size = int(render_spec.get("size", 64))
+    """Render the spec to a (size, size) RGB PIL image; same spec -> same pixels.
+
+    Raises ValueError for a size that is not an integer in [8, MAX_SIZE].
+    """
+    size = render_spec.get("size", 64)
+    if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_SIZE:
+        raise ValueError(f"render_spec.size must be an integer in [8, {MAX_SIZE}], got {size!r}")
     rng = np.random.default_rng(int(render_spec["seed"]))
     to_px = _projector(render_spec, size)
     bowl, extras = GLASS_SHAPES[render_spec["glass"]]
