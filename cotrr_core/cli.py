@@ -83,7 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run: {run_dir}")
     try:
-        metrics = fit(bench, config, run_dir, resume=bool(args.resume), on_progress=_print_progress)
+        with _queued(run_dir):  # app launches wait for a training slot (COTRR_TRAINING_SLOTS)
+            metrics = fit(bench, config, run_dir, resume=bool(args.resume), on_progress=_print_progress)
     except TrainingCancelled:
         print("\ncancelled; resume with: python -m cotrr_core train --resume", run_dir)
         return 130
@@ -93,6 +94,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             m = metrics["test"][name]
             print(f"  test {name:>8}: nDCG@10 {m['ndcg@10']:.4f}  C@1 {m['c@1']:.4f}  MRR {m['mrr']:.4f}")
     return 0
+
+
+def _queued(run_dir: Path):
+    import contextlib
+    import os
+
+    from cotrr_core.training.jobs import SLOTS_ENV, training_slot
+    from cotrr_core.training.runs import runs_root
+
+    slots = os.environ.get(SLOTS_ENV)
+    return training_slot(runs_root(), run_dir, int(slots)) if slots else contextlib.nullcontext()
 
 
 def _print_progress(progress: float, message: str) -> None:

@@ -11,15 +11,17 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cotrr_core.io import REPO_ROOT
-from cotrr_core.training.runs import (dataset_identity, list_runs, new_run_dir, read_status, runs_for_dataset, runs_root,
-                                      write_dataset_identity, write_status)
+from cotrr_core.training.runs import (cancel_requested, dataset_identity, list_runs, new_run_dir, read_status,
+                                      runs_for_dataset, runs_root, write_dataset_identity, write_status)
 
 __all__ = ["runs_root", "launch_training", "is_alive", "ensure_default_run", "start_default_run",
-           "default_run_state", "validate_overrides", "DEFAULT_DATASET", "DEFAULT_NAME", "overrides_to_args"]
+           "default_run_state", "validate_overrides", "DEFAULT_DATASET", "DEFAULT_NAME", "overrides_to_args",
+           "training_slot", "SLOTS_ENV"]
 
 DEFAULT_NAME = "default-fast"
 DEFAULT_DATASET = "demo"
@@ -52,6 +54,42 @@ def validate_overrides(overrides: dict[str, Any], device_check: bool = True):
     return config
 
 
+SLOTS_ENV = "COTRR_TRAINING_SLOTS"  # how many app-launched trainings run at once (default 1); others queue
+
+
+@contextmanager
+def training_slot(root: Path, run_dir: Path, slots: int, poll_s: float = 1.0):
+    """Hold one of `slots` lock files under `root` while training; meanwhile the run stays 'queued'.
+
+    flock is released by the kernel when the process ends, crash or not, so a dead run never
+    blocks the queue. Without fcntl (Windows) there is no queue.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    handles = [open(root / f".training-slot-{i}.lock", "a+") for i in range(max(1, slots))]
+    try:
+        while True:
+            for fh in handles:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    yield
+                    return
+                except BlockingIOError:
+                    continue
+            if cancel_requested(run_dir):
+                write_status(run_dir, "cancelled", 0.0, "cancelled while queued")
+                raise SystemExit(130)
+            write_status(run_dir, "queued", 0.0, f"waiting: {len(handles)} training run(s) at a time")
+            time.sleep(poll_s)
+    finally:
+        for fh in handles:
+            fh.close()
+
+
 def launch_training(dataset: str, overrides: dict[str, Any] | None = None, name: str = "run", *,
                     fast: bool = False, root: Path | None = None) -> Path:
     """Start training in a separate process; returns the run directory (status.json already 'queued')."""
@@ -63,6 +101,7 @@ def launch_training(dataset: str, overrides: dict[str, Any] | None = None, name:
     cmd = [sys.executable, "-m", "cotrr_core", "train", "--dataset", str(dataset), "--run-dir", str(run_dir),
            *(["--fast"] if fast else []), *overrides_to_args(overrides or {})]
     env = dict(os.environ, COTRR_RUNS=str(root), PYTHONUNBUFFERED="1")
+    env.setdefault(SLOTS_ENV, "1")  # the child queues for a slot (training_slot) before it trains
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     with open(run_dir / "process.log", "ab") as log:
         proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT,

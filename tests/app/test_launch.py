@@ -78,3 +78,37 @@ def test_failed_default_run_is_not_relaunched(tmp_path, monkeypatch):
     assert jobs.default_run_state("demo", tmp_path) == ("failed", first)
     assert jobs.start_default_run("demo", tmp_path) == first and len(calls) == 1
     assert jobs.start_default_run("demo", tmp_path, retry=True) != first and len(calls) == 2
+
+
+def test_a_second_training_waits_for_the_slot(tmp_path):
+    """One app-launched training at a time: the next stays 'queued' until the first releases its slot."""
+    import threading
+
+    from cotrr_core.training.runs import new_run_dir, read_status
+
+    first, second = new_run_dir("a", root=tmp_path), new_run_dir("b", root=tmp_path)
+    holding, release, got = threading.Event(), threading.Event(), []
+
+    def hold():
+        with jobs.training_slot(tmp_path, first, slots=1, poll_s=0.01):
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(10)
+
+    def wait_turn():
+        with jobs.training_slot(tmp_path, second, slots=1, poll_s=0.01):
+            got.append(True)
+
+    w = threading.Thread(target=wait_turn)
+    w.start()
+    deadline = time.time() + 10
+    while time.time() < deadline and "waiting" not in read_status(second).get("message", ""):
+        time.sleep(0.01)
+    assert read_status(second)["state"] == "queued" and not got
+    release.set()
+    t.join(10)
+    w.join(10)
+    assert got == [True]
