@@ -17,7 +17,8 @@ from typing import Any
 
 from cotrr_core.io import REPO_ROOT
 from cotrr_core.training.runs import (cancel_requested, dataset_identity, list_runs, new_run_dir, read_status,
-                                      runs_for_dataset, runs_root, write_dataset_identity, write_status)
+                                      process_alive, runs_for_dataset, runs_root, write_dataset_identity,
+                                      write_status)
 
 __all__ = ["runs_root", "launch_training", "is_alive", "ensure_default_run", "start_default_run",
            "default_run_state", "validate_overrides", "DEFAULT_DATASET", "DEFAULT_NAME", "overrides_to_args",
@@ -113,27 +114,10 @@ def launch_training(dataset: str, overrides: dict[str, Any] | None = None, name:
     return run_dir
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped by us) counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def is_alive(run_dir: Path) -> bool:
     """Is the process that trains `run_dir` (pid in status.json) still running?"""
     _reap()
-    status = read_status(Path(run_dir))
-    pids = {p for p in (status.get("pid"), status.get("launched_pid")) if isinstance(p, int)}
-    return any(_pid_alive(p) for p in pids)
+    return process_alive(read_status(Path(run_dir)))
 
 
 _CHILDREN: list[subprocess.Popen] = []

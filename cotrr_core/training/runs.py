@@ -19,7 +19,8 @@ from cotrr_core.io import REPO_ROOT, read_json, write_json
 
 __all__ = ["runs_root", "RunInfo", "new_run_dir", "write_status", "read_status", "list_runs",
            "request_cancel", "cancel_requested", "append_log", "read_history", "STATES", "LoadedRun", "load_run",
-           "dataset_identity", "write_dataset_identity", "runs_for_dataset", "best_first", "registry"]
+           "dataset_identity", "write_dataset_identity", "runs_for_dataset", "best_first", "registry",
+           "pid_alive", "process_alive"]
 
 # Keys of configs written by earlier versions that no longer exist; dropped when an old run is loaded.
 _RETIRED_KEYS = {"calibration": ("mc_samples",), "loss": ("relevance_threshold",)}
@@ -206,9 +207,45 @@ def list_runs(root: Path | None = None) -> list[RunInfo]:
     root = Path(root or runs_root())
     if not root.exists():
         return []
-    runs = [RunInfo(p.name, p, read_status(p), _read_optional(p / "config.json"), _read_optional(p / "metrics.json"))
+    runs = [RunInfo(p.name, p, _settled_status(p), _read_optional(p / "config.json"),
+                    _read_optional(p / "metrics.json"))
             for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(runs, key=lambda r: r.run_id, reverse=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` running on this machine (a zombie, exited but not yet reaped, counts as dead)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def process_alive(status: dict[str, Any]) -> bool:
+    """Is a process recorded in this status (the trainer's pid, or the launcher's) still running?"""
+    pids = {p for p in (status.get("pid"), status.get("launched_pid")) if isinstance(p, int)}
+    return any(pid_alive(p) for p in pids)
+
+
+def _settled_status(run_dir: Path) -> dict[str, Any]:
+    """status.json, where a queued/running run whose process is gone becomes 'failed' (on disk too)
+    and its leftover temp files are removed: a run is never left looking alive."""
+    status = read_status(run_dir)
+    if status.get("state") not in ("queued", "running") or process_alive(status):
+        return status
+    for tmp in run_dir.glob(".*.tmp"):  # half-written files of atomic writes that never finished
+        tmp.unlink(missing_ok=True)
+    message = (f"the training process ended without finishing (killed or crashed) while "
+               f"{status.get('state')}: {status.get('message', '')}; see log.txt / process.log")
+    write_json(run_dir / "status.json", {**status, "state": "failed", "message": message})
+    return read_status(run_dir)
 
 
 @dataclass

@@ -112,3 +112,20 @@ def test_a_second_training_waits_for_the_slot(tmp_path):
     t.join(10)
     w.join(10)
     assert got == [True]
+
+
+def test_a_run_whose_process_died_is_shown_failed_and_cleaned(tmp_path):
+    import subprocess
+    import sys
+
+    from cotrr_core.training.runs import list_runs, new_run_dir, read_status, write_status
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run = new_run_dir("killed", root=tmp_path)
+    write_status(run, "running", 0.4, "epoch 2/5", pid=int(dead.stdout))
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "pid": int(dead.stdout)}))
+    (run / ".checkpoint.pt.abc.tmp").write_bytes(b"half")
+    [info] = list_runs(tmp_path)
+    assert info.state == "failed" and "ended without finishing" in info.status["message"]
+    assert read_status(run)["state"] == "failed" and not list(run.glob(".*.tmp"))
