@@ -155,6 +155,23 @@ class Reranker:
         The time budget is off unless given and covers the whole call. Returns one RerankResult per list.
         """
         t0 = time.perf_counter()
+        try:
+            return self._rerank_batch(lists, top_m, mc_samples, unit_ids, time_budget_ms, t0)
+        except Exception as exc:  # noqa: BLE001 - last resort: a bug here must still serve every list as given
+            logger.exception("rerank_batch failed")
+            self._stats.note_error(exc, f"error:{type(exc).__name__}")
+            latency = 1e3 * (time.perf_counter() - t0)
+            out = []
+            for query, candidates in lists:
+                rows = _items(candidates) or []
+                self._stats.record(n_candidates=len(rows), latency_ms=latency, reranked=False, shadowed=False,
+                                   scored=False, fallback_reason=f"error:{type(exc).__name__}")
+                out.append(RerankResult(served=list(rows), wouldbe=None, reranked=False, mode=self.policy.mode,
+                                        arm="control", fallback_reason=f"error:{type(exc).__name__}",
+                                        latency_ms=latency, detail=f"{type(exc).__name__}: {exc}"))
+            return out
+
+    def _rerank_batch(self, lists, top_m, mc_samples, unit_ids, time_budget_ms, t0) -> list[RerankResult]:
         m, mc = self._top_m(top_m), self._mc(mc_samples)
         units = list(unit_ids) if unit_ids is not None else [None] * len(lists)
         items, reasons, details = [], [None] * len(lists), [None] * len(lists)

@@ -179,3 +179,12 @@ def test_text_booleans_and_lists_are_not_numbers(reranker, value):
     cands[2]["contrast"] = value
     res = reranker.rerank(query, cands)
     assert res.fallback_reason == "invalid_input" and "contrast" in res.detail
+
+
+def test_a_bug_anywhere_still_serves_every_list(loaded, monkeypatch):
+    reranker = Reranker(loaded.run, Policy("full"))
+    monkeypatch.setattr(reranker, "_decide", lambda *a: 1 / 0)
+    query, cands = lists_of()[0]
+    res = reranker.rerank(query, cands)
+    assert res.fallback_reason == "error:ZeroDivisionError" and ids(res.served) == ids(cands)
+    assert reranker.health()["status"] == "degraded"
