@@ -50,7 +50,8 @@ def main(argv=None) -> int:
             rc = subprocess.run(cmd, cwd=REPO).returncode
         seconds = round(time.perf_counter() - t0, 1)
         worst = max(worst, rc)
-        rows.append({"bench": name, "command": " ".join(["python"] + cmd[1:]), "rc": rc, "seconds": seconds, **start})
+        args_shown = cmd[1:] + (["{" + ",".join(PER_DATASET[name]) + "} (one process each)"] if name in PER_DATASET else [])
+        rows.append({"bench": name, "command": " ".join(["python"] + args_shown), "rc": rc, "seconds": seconds, **start})
         path = RESULTS / out
         if rc == 0 and path.exists():
             result = json.loads(path.read_text())
