@@ -96,7 +96,10 @@ def table(name: str, sec: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    parts = ["# Calibration: chosen on cal, measured on held-out test", "", f"Command: `{result['command']}`", "",
+    merged = sum(isinstance(v, dict) and "stamp" in v for v in result.values()) > 0
+    command = ("`python bench/calibration.py --merge --datasets NAME`, one process per dataset at once "
+               "(bench/run_all.py); the stamp below is the last to finish" if merged else f"`{result['command']}`")
+    parts = ["# Calibration: chosen on cal, measured on held-out test", "", f"Command: {command}", "",
              f"Machine: {result['machine']}. Commit {result.get('commit')}, load average at start "
              f"{result.get('load_average')}. Total {result['seconds']} s. ECE with 15 equal-width bins.", ""]
     parts += [table(n, s) for n, s in result.items() if isinstance(s, dict) and "per_seed" in s]

@@ -234,7 +234,8 @@ def table(name: str, sec: dict) -> str:
         rows.append([m] + [sec[m][c] for c in cols]
                     + [f"{sp['sd']:.3f} [{sp['min']:.3f}, {sp['max']:.3f}]", len(sp["seeds"]), sec[m]["val_ndcg@10"]])
     text = [f"### {name}", "", md_table(["model"] + cols + ["nDCG@10 sd [min, max]", "seeds", val_note], rows), "",
-            f"Recipe: {sec['recipe']}. {sec['blend']}; chosen w per seed: {sec['blend_weights']}. "
+            f"Recipe: {sec['recipe']}. {sec['blend']}"
+            + (" (val = train here)" if sec.get("val_is_train") else "") + f"; chosen w per seed: {sec['blend_weights']}. "
             f"Ensemble of {sec['members']} runs per seed, {sec['seeds']} seeds. Convention: {sec['convention']}.", ""]
     if sec.get("val_is_train"):
         text += ["**val = cal = train on this dataset (smoke test only): nothing here is chosen on held-out "
@@ -250,12 +251,16 @@ def table(name: str, sec: dict) -> str:
     if "ndcg@10_one" in sec:
         text += ["nDCG@10 with queries without a relevant document scored 1: "
                  + ", ".join(f"{m} {fmt(v)}" for m, v in sec["ndcg@10_one"].items()), ""]
-    text += [f"Peers (chosen on val): {sec['peer_params']}. Seconds: {sec['seconds']}.", ""]
+    chosen = "chosen on val = train" if sec.get("val_is_train") else "chosen on val"
+    text += [f"Peers ({chosen}): {sec['peer_params']}. Seconds: {sec['seconds']}.", ""]
     return "\n".join(text)
 
 
 def markdown(result: dict) -> str:
-    parts = ["# Ranking quality on held-out test queries", "", f"Command: `{result['command']}`", "",
+    merged = sum(isinstance(v, dict) and "stamp" in v for v in result.values()) > 0
+    command = ("`python bench/quality.py --merge --datasets NAME`, one process per dataset at once (bench/run_all.py); "
+               "the stamp below is the last to finish" if merged else f"`{result['command']}`")
+    parts = ["# Ranking quality on held-out test queries", "", f"Command: {command}", "",
              f"Machine: {result['machine']}. Commit {result.get('commit')}, load average at start "
              f"{result.get('load_average')}. Total {result['seconds']} s.", ""]
     for name, sec in result.items():
