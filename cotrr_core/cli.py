@@ -66,9 +66,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cotrr_core.training.trainer import TrainingCancelled, auto_config, fast_config, fit
 
     if args.resume:
+        from cotrr_core.io import read_json
+        from cotrr_core.training.runs import read_status, stored_config
+
         run_dir = Path(args.resume)
-        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["run"])
-        dataset = json.loads((run_dir / "config.json").read_text())["dataset"]
+        if read_status(run_dir).get("state") == "done":
+            print(f"{run_dir} has finished: nothing to resume (train a new run to change it)")
+            return 0
+        if not (run_dir / "config.json").exists():
+            raise ConfigError(f"{run_dir}: no config.json (stopped before training began); start a new run")
+        meta = read_json(run_dir / "config.json")
+        config, dataset = stored_config(meta, run_dir), meta["dataset"]
         bench = load_benchmark(dataset, seed=args.seed)
     else:
         dataset = args.dataset

@@ -36,7 +36,14 @@ def shared_datasets_dir() -> Path:
 
 
 def _hash_split(data: RankingData, seed: int) -> dict[str, RankingData]:
-    return {k: data.subset(v) for k, v in split_queries(data.query_ids, seed=seed).items()}
+    """train / val / cal / test by a seeded hash of the query id; DataError when one comes out empty."""
+    splits = split_queries(data.query_ids, seed=seed)
+    empty = [k for k, v in splits.items() if len(v) == 0]
+    if empty:
+        raise DataError(data.report.source, None, "query_id",
+                        f"{data.num_queries} usable queries leave the {', '.join(empty)} split(s) empty; "
+                        "training needs train, val, cal and test queries (a few dozen at least)")
+    return {k: data.subset(v) for k, v in splits.items()}
 
 
 def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) -> Benchmark:

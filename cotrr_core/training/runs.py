@@ -20,7 +20,7 @@ from cotrr_core.io import REPO_ROOT, read_json, write_json
 __all__ = ["runs_root", "RunInfo", "new_run_dir", "write_status", "read_status", "list_runs",
            "request_cancel", "cancel_requested", "append_log", "read_history", "STATES", "LoadedRun", "load_run",
            "dataset_identity", "write_dataset_identity", "runs_for_dataset", "best_first", "registry",
-           "pid_alive", "process_alive"]
+           "pid_alive", "process_alive", "stored_config"]
 
 # Keys of configs written by earlier versions that no longer exist; dropped when an old run is loaded.
 _RETIRED_KEYS = {"calibration": ("mc_samples",), "loss": ("relevance_threshold",)}
@@ -248,6 +248,15 @@ def _settled_status(run_dir: Path) -> dict[str, Any]:
     return read_status(run_dir)
 
 
+def stored_config(meta: dict, run_dir: Path):
+    """The RunConfig of a run's config.json (keys retired by later versions dropped)."""
+    from cotrr_core.config import RunConfig
+
+    raw = {section: {k: v for k, v in fields.items() if k not in _RETIRED_KEYS.get(section, ())}
+           if isinstance(fields, dict) else fields for section, fields in meta["run"].items()}
+    return RunConfig.from_dict(raw, where=f"{run_dir}/config.json")
+
+
 @dataclass
 class LoadedRun:
     """Everything needed to score with a run, rebuilt from its directory alone."""
@@ -286,16 +295,13 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     import torch
 
     from cotrr_core.calibration.calibrators import load_calibrator
-    from cotrr_core.config import RunConfig
     from cotrr_core.data.scaling import FeatureScaler
     from cotrr_core.data.spec import FeatureSpec
     from cotrr_core.scoring import build_model, pick_device
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
-    raw = {section: {k: v for k, v in fields.items() if k not in _RETIRED_KEYS.get(section, ())}
-           if isinstance(fields, dict) else fields for section, fields in meta["run"].items()}
-    config = RunConfig.from_dict(raw, where=f"{run_dir}/config.json")
+    config = stored_config(meta, run_dir)
     spec = FeatureSpec.from_dict(meta["spec"], where=f"{run_dir}/config.json spec")
     dev = pick_device(device)
     model = build_model(config, spec, meta["token_dims"])

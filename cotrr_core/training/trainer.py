@@ -240,6 +240,8 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
         gen.set_state(ck["listmle_rng"].cpu())
         start_epoch, best, best_epoch, bad_epochs = ck["epoch"] + 1, ck["best"], ck["best_epoch"], ck["bad_epochs"]
         history = read_history(run_dir)[:start_epoch]
+        if bad_epochs >= cfg.patience:  # it had already stopped early: no extra epoch, go on to test
+            start_epoch = cfg.epochs
     elif main:
         write_json(run_dir / "config.json", {
             "run": config.to_dict(), "dataset": bench.name, "dataset_note": bench.note,

@@ -293,7 +293,7 @@ def test_uploaded_file_trains_and_appears_on_every_page(server, page, tmp_path):
     page.goto(f"{server['url']}/compare?dataset=mine.jsonl")
     _settle(page, "Rerank your own file")
     page.locator('[data-testid="stMain"] input[type="file"]').set_input_files(str(score_only))
-    page.get_by_role("button", name="Rerank").click()
+    page.get_by_role("button", name="Rerank", exact=True).click()
     with page.expect_download(timeout=60_000) as download:
         page.get_by_role("button", name="Download the reranked lists (CSV)").click(timeout=60_000)
     lines = Path(download.value.path()).read_text().splitlines()

@@ -38,3 +38,18 @@ def test_render_size_is_bounded():
     for size in (30000, 3000, 0, "64", True):
         with pytest.raises(ValueError, match="size"):
             render_candidate_image({**spec, "size": size})
+
+
+def test_too_few_queries_for_the_four_splits_is_a_named_error(tmp_path):
+    import json
+
+    import pytest
+
+    from cotrr_core.data import DataError
+    from cotrr_core.data.benchmarks import load_benchmark
+    from tests.conftest import make_step5_rows
+
+    path = tmp_path / "three.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in make_step5_rows(3, 4)))
+    with pytest.raises(DataError, match="split"):
+        load_benchmark(str(path))

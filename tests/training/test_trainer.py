@@ -174,3 +174,23 @@ def test_auto_config_rule_follows_size_and_feature_kinds(synthetic_file):
     heavy = any(np.percentile(np.abs(v), 99) > 10 for v in train.features.values())
     assert (cfg.train.log_features == "on") == heavy
     RunConfig.from_json(cfg.to_json())  # a valid, round-tripping config
+
+
+def test_resume_after_an_early_stop_trains_no_extra_epoch(synthetic_file, tmp_path):
+    bench = load_benchmark(str(synthetic_file))
+    cfg = tiny_config(epochs=8, patience=1, lr=1e-9)  # nothing improves after epoch 1: stops at epoch 2
+    fit(bench, cfg, tmp_path, calibrate=False)
+    epochs = len(read_history(tmp_path))
+    assert epochs < 8
+    again = fit(bench, cfg, tmp_path, resume=True, calibrate=False)
+    assert len(read_history(tmp_path)) == epochs and again["best_epoch"] == 1
+
+
+def test_cli_resume_of_a_finished_run_changes_nothing(synthetic_file, tmp_path, capsys):
+    from cotrr_core.cli import main
+
+    fit(load_benchmark(str(synthetic_file)), tiny_config(epochs=1), tmp_path, calibrate=False)
+    before = (tmp_path / "metrics.json").read_text()
+    assert main(["train", "--resume", str(tmp_path)]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    assert (tmp_path / "metrics.json").read_text() == before and read_status(tmp_path)["state"] == "done"
