@@ -132,17 +132,22 @@ def _choose(pg, label: str, option: str) -> None:
     pg.get_by_role("option", name=option, exact=True).click()
 
 
+def _start_tiny_training(pg, name: str, epochs: int) -> None:
+    """Fill the Train form for a tiny model and start it."""
+    _choose(pg, "Hidden size", "16")
+    _choose(pg, "Heads", "2")
+    for label, value in (("Token layers", "1"), ("Epochs", str(epochs))):
+        box = pg.get_by_label(label)
+        box.fill(value)
+        box.press("Tab")
+    pg.get_by_label("Run name").fill(name)
+    pg.get_by_role("button", name="Start training").click()
+
+
 def test_train_short_run_to_done(server, page):
     page.goto(f"{server['url']}/train")
     _settle(page, "Start training")
-    _choose(page, "Hidden size", "16")
-    _choose(page, "Heads", "2")
-    for label, value in (("Token layers", "1"), ("Epochs", "1")):
-        box = page.get_by_label(label)
-        box.fill(value)
-        box.press("Tab")
-    page.get_by_label("Run name").fill("browser")
-    page.get_by_role("button", name="Start training").click()
+    _start_tiny_training(page, "browser", epochs=1)
     page.get_by_text("browser: done", exact=False).first.wait_for(timeout=150_000)
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(OUT / "train-done.png"), full_page=True)
@@ -257,14 +262,7 @@ def test_uploaded_file_trains_and_appears_on_every_page(server, page, tmp_path):
     _settle(page, "Start training")
     page.screenshot(path=str(OUT / "upload-selected.png"), full_page=True)
     assert _has_selected(page, "Dataset", "upload: mine.jsonl"), _selected(page, "Dataset")
-    _choose(page, "Hidden size", "16")
-    _choose(page, "Heads", "2")
-    for label, value in (("Token layers", "1"), ("Epochs", "2")):
-        box = page.get_by_label(label)
-        box.fill(value)
-        box.press("Tab")
-    page.get_by_label("Run name").fill("uploaded")
-    page.get_by_role("button", name="Start training").click()
+    _start_tiny_training(page, "uploaded", epochs=2)
     page.get_by_text("uploaded: done", exact=False).first.wait_for(timeout=180_000)
     run_id = next(r.name for r in server["runs"].iterdir() if r.name.endswith("-uploaded"))
     rows = [r for r in registry(server["runs"]) if r["id"] == run_id]
