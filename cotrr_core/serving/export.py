@@ -40,7 +40,7 @@ class ScoringGraph(nn.Module):
 
 def example_inputs(run: LoadedRun, batch: int = 2, length: int = 5, seed: int = 0) -> tuple[Tensor, ...]:
     """Random raw features [batch, length, d] per token and a mask with one padded slot in list 0."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # CPU inputs: export_onnx traces a run loaded on the CPU
     dims = run.meta["token_dims"]
     tokens = tuple(torch.randn(batch, length, dims[t.name], generator=g) for t in run.spec.tokens)
     mask = torch.ones(batch, length, dtype=torch.bool)

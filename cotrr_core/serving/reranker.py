@@ -33,6 +33,7 @@ from cotrr_core.data.scaling import standardise
 from cotrr_core.model import count_parameters, mc_scores
 from cotrr_core.serving.features import Featurizer, as_records, original_order
 from cotrr_core.serving.policy import Decision, Policy, decide
+from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empty_array_result
 from cotrr_core.serving.stats import ServeStats
 from cotrr_core.training.runs import LoadedRun, load_run
 
@@ -43,46 +44,6 @@ logger = logging.getLogger(__name__)
 # than fp32 on this CPU and only pays for batch throughput.
 PRECISIONS = ("fp32", "bf16")
 INVALID = "invalid_input"
-
-
-@dataclass
-class RerankResult:
-    """One list's outcome. `served` and `wouldbe` hold annotated copies of the input dicts
-    (an input item that is not a dict is passed through unchanged, in its place)."""
-
-    served: list
-    wouldbe: list | None  # the model's order (also in shadow mode); None when not scored
-    reranked: bool  # served order is the model's
-    mode: str
-    arm: str
-    fallback_reason: str | None  # invalid_input | nan_score | timeout | error:<Type>
-    latency_ms: float
-    detail: str | None = None  # the fallback's message, or how the unit was bucketed
-    bucket: float | None = None
-
-
-@dataclass
-class ArrayResult:
-    """Outcome of `rerank_arrays` for Q lists over N input rows (lists as in the input offsets).
-
-    order: [N] input row indices in served order; wouldbe: [N] the model's order (= the input
-    order for lists that were not scored); raw_score, probability, uncertainty: [N] float64, NaN
-    where not scored (uncertainty also without MC); per list [Q]: reranked, scored, arm,
-    fallback_reason, detail, bucket.
-    """
-
-    order: np.ndarray
-    wouldbe: np.ndarray
-    raw_score: np.ndarray
-    probability: np.ndarray
-    uncertainty: np.ndarray
-    reranked: np.ndarray
-    scored: np.ndarray
-    arm: list[str]
-    fallback_reason: list[str | None]
-    detail: list[str | None]
-    bucket: np.ndarray
-    latency_ms: float
 
 
 @dataclass
@@ -253,7 +214,7 @@ class Reranker:
                        np.concatenate([[0], np.cumsum(heads_len)]).astype(np.int64),
                        reason=[None] * len(todo), detail=[None] * len(todo))
         self._score_heads(heads, mc, t0, time_budget_ms, starts=offsets[todo])
-        out = _empty_array_result(n, n_lists, offsets)
+        out = empty_array_result(n, n_lists, offsets)
         for k, q in enumerate(todo.tolist()):
             reasons[q], details[q] = heads.reason[k] or reasons[q], heads.detail[k] or details[q]
             if heads.reason[k] is None:
@@ -457,8 +418,8 @@ class Reranker:
         model_order = np.concatenate([np.argsort(-raw, kind="stable"), np.arange(len(raw), n)]) if scored else None
         treat = scored and decision.serve_treatment
         ident = np.arange(n)
-        served = _annotate(rows, model_order if treat else ident, raw, probs, unc)
-        wouldbe = (served if treat else _annotate(rows, model_order, raw, probs, unc)) if scored else None
+        served = annotate(rows, model_order if treat else ident, raw, probs, unc)
+        wouldbe = (served if treat else annotate(rows, model_order, raw, probs, unc)) if scored else None
         if scored and not treat:
             logger.debug("shadow %r: would-be order %s", query, [c.get("candidate_id") for c in wouldbe])
         mode = self.policy.mode
@@ -478,38 +439,9 @@ def _items(candidates: Any) -> list | None:
         return None
 
 
-def _annotate(rows: list, order: np.ndarray, raw: np.ndarray | None, probs: np.ndarray | None,
-              unc: np.ndarray | None) -> list:
-    """Copies of the dict rows in `order` with original_rank, new_rank, raw_score, probability, uncertainty;
-    an item that is not a dict is passed through as it is."""
-    m = 0 if raw is None else len(raw)
-    raw_l = raw.tolist() if m else []
-    prob_l = probs.tolist() if m else []
-    unc_l = unc.tolist() if m and unc is not None else [None] * m
-    out = []
-    for new, i in enumerate(order.tolist(), start=1):
-        row = rows[i]
-        if not isinstance(row, dict):
-            out.append(row)
-            continue
-        s = i < m
-        out.append({**row, "original_rank": i + 1, "new_rank": new, "raw_score": raw_l[i] if s else None,
-                    "probability": prob_l[i] if s else None, "uncertainty": unc_l[i] if s else None})
-    return out
-
-
 def _fail(heads: _Heads, todo: list[int], reason: str, detail: str) -> None:
     for k in todo:
         heads.reason[k], heads.detail[k] = reason, detail
-
-
-def _empty_array_result(n: int, n_lists: int, offsets: np.ndarray) -> ArrayResult:
-    nan = np.full(n, np.nan)
-    ident = np.arange(n)
-    return ArrayResult(order=ident.copy(), wouldbe=ident.copy(), raw_score=nan.copy(), probability=nan.copy(),
-                       uncertainty=nan.copy(), reranked=np.zeros(n_lists, bool), scored=np.zeros(n_lists, bool),
-                       arm=["control"] * n_lists, fallback_reason=[None] * n_lists, detail=[None] * n_lists,
-                       bucket=np.zeros(n_lists), latency_ms=0.0)
 
 
 def _unit_key(unit_id: str | None, query: str | None, mode: str) -> tuple[str, str | None]:

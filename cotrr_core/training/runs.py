@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cotrr_core.io import REPO_ROOT, read_json, write_json
 
 __all__ = ["runs_root", "RunInfo", "new_run_dir", "write_status", "read_status", "list_runs",
@@ -273,9 +275,7 @@ class LoadedRun:
 
     def probabilities(self, scores: Any) -> Any:
         """Raw scores [...] -> P(relevant) [...] in [0, 1]: the calibrator, else sigmoid(score / T)."""
-        import numpy as np
-
-        from cotrr_core.calibration.evaluate import uncalibrated_probs
+        from cotrr_core.calibration.evaluate import uncalibrated_probs  # lazily: it imports this module
 
         scores = np.asarray(scores, dtype=np.float64)
         if self.calibrator is None:

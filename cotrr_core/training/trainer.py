@@ -224,7 +224,8 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)  # ListMLE tie-breaks
+    # ListMLE tie-breaks: a CPU generator on every device (listmle_loss draws on it, then moves the draw)
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1, 0
     history: list[dict] = []
     ckpt_path = run_dir / "checkpoint.pt"
