@@ -2,7 +2,7 @@
 
     python bench/calibration.py [--datasets demo,mq2008] [--seeds 3] [--json OUT] [--quick]
 
-Per dataset and seed: train one run with the automatic recipe (trainer.auto_config, as `train`
+Per dataset and seed: train one run with the automatic recipe (recipe.auto_config, as `train`
 does), then cotrr_core.calibration.evaluate fits temperature / Platt / isotonic on the cal split.
 Selection: each method's out-of-fold ECE on cal (5 folds by query: fitted on 4, predicting the
 5th); the lowest wins. Test (ECE, adaptive ECE, MCE, Brier, log loss) is only reported, never used.
@@ -35,7 +35,7 @@ def _mean(tables: list[dict], methods) -> dict:
 
 def run_dataset(name: str, seeds: int = 3, quick: bool = False, mc_samples: int = 20, log=print) -> dict:
     from cotrr_core.calibration.evaluate import calibrate_run, select_method
-    from cotrr_core.training.trainer import auto_config
+    from cotrr_core.training.recipe import auto_config
 
     timer = Timer()
     bench = get_benchmark(name)

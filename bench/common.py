@@ -94,7 +94,7 @@ def dataset_config(name: str, quick: bool = False, override: str | None = None) 
 
     quick: the same model for at most 4 epochs (smoke runs; numbers are not evidence).
     """
-    from cotrr_core.training.trainer import fast_config
+    from cotrr_core.training.recipe import fast_config
 
     if override:
         cfg = RunConfig.load(override)

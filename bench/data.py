@@ -42,7 +42,8 @@ elif kind == "pyarrow":
         n = pj.read_json(path, pj.ReadOptions(block_size=1 << 26)).num_rows
 else:  # train one epoch
     from cotrr_core.data.benchmarks import load_benchmark
-    from cotrr_core.training.trainer import fast_config, fit
+    from cotrr_core.training.recipe import fast_config
+    from cotrr_core.training.trainer import fit
     import pathlib
     cfg = fast_config(); cfg.train.epochs = 1
     pathlib.Path(sys.argv[3]).mkdir(parents=True, exist_ok=True)

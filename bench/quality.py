@@ -11,7 +11,7 @@ same convention for queries without a relevant candidate ("exclude" is primary):
              on the same features, a 12-point grid chosen on validation nDCG@10, GBDTs early-stopped
              on validation. Seeds: the grid runs with seed 0; the chosen point is refitted with seeds
              1..S-1 (LightGBM and XGBoost are deterministic here: no row or column sampling).
-* cotrr_nn   the reranker alone: the automatic recipe (trainer.auto_config, or bench/configs/<name>.json
+* cotrr_nn   the reranker alone: the automatic recipe (recipe.auto_config, or bench/configs/<name>.json
              when present), a seed ensemble of --members runs (z-scored scores averaged)
 * cotrr      z(cotrr_nn) + w * z(g): the score of g, the GBDT peer with the best validation nDCG@10, as
              one more input of the final linear scorer, w in BLEND_WEIGHTS chosen on validation
@@ -102,7 +102,7 @@ def fit_peer(name: str, train, val, test, seeds: int, quick: bool, log=print) ->
 
 def recipe(bench: Benchmark, override: str | None, quick: bool) -> tuple[RunConfig, str]:
     """The reranker's config: --config, else bench/configs/<name>.json, else the automatic recipe."""
-    from cotrr_core.training.trainer import auto_config
+    from cotrr_core.training.recipe import auto_config
 
     path = Path(override) if override else CONFIGS / f"{bench.name}.json"
     if path.exists():

@@ -1,4 +1,4 @@
-"""The recipe search behind trainer.auto_config: variants of the automatic recipe, on VALIDATION only.
+"""The recipe search behind recipe.auto_config: variants of the automatic recipe, on VALIDATION only.
 
     python bench/search.py [--datasets mq2008] [--seeds 3]
 
@@ -34,7 +34,7 @@ VARIANTS: dict[str, dict] = {
 
 def run_dataset(name: str, seeds: int, log=print) -> dict:
     from cotrr_core.evaluation.compare import evaluate_scores
-    from cotrr_core.training.trainer import auto_config
+    from cotrr_core.training.recipe import auto_config
 
     timer = Timer()
     bench = get_benchmark(name)

@@ -40,7 +40,8 @@ def pick_run(run: str | None) -> Path:
     for info in list_runs():
         if info.state == "done" and info.config.get("dataset") == "demo" and (info.path / "calibrator.json").exists():
             return info.path
-    from cotrr_core.training.trainer import fast_config, fit
+    from cotrr_core.training.recipe import fast_config
+    from cotrr_core.training.trainer import fit
 
     cfg = fast_config()
     cfg.train.epochs = 3

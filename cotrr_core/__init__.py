@@ -17,7 +17,7 @@ _EXPORTS = {
     "load_dataset": "cotrr_core.data",
     "load_benchmark": "cotrr_core.data.benchmarks",
     "fit": "cotrr_core.training.trainer",
-    "fast_config": "cotrr_core.training.trainer",
+    "fast_config": "cotrr_core.training.recipe",
     "load_run": "cotrr_core.training.runs",
     "calibrate_run": "cotrr_core.calibration.evaluate",
     "Reranker": "cotrr_core.serving.reranker",

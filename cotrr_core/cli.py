@@ -63,7 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cotrr_core.config import RunConfig
     from cotrr_core.data.benchmarks import load_benchmark
     from cotrr_core.training.runs import new_run_dir
-    from cotrr_core.training.trainer import TrainingCancelled, auto_config, fast_config, fit
+    from cotrr_core.training.recipe import auto_config, fast_config
+    from cotrr_core.training.trainer import TrainingCancelled, fit
 
     if args.resume:
         from cotrr_core.io import read_json
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a reranker into artifacts/runs/<run_id>/")
     s.add_argument("--dataset", default="demo", help="demo, demo-small, mq2008, mslr-tiny or a file")
-    s.add_argument("--config", help="RunConfig JSON (default: the automatic recipe, trainer.auto_config)")
+    s.add_argument("--config", help="RunConfig JSON (default: the automatic recipe, recipe.auto_config)")
     s.add_argument("--fast", action="store_true", help="the quick first-launch config")
     s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override, e.g. train.epochs=5")
     s.add_argument("--name")

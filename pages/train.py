@@ -6,7 +6,7 @@ import streamlit as st
 from cotrr_core.training import jobs
 from cotrr_core.views.runs import config_diff, metrics_side_by_side, runs_table
 from cotrr_core.training.runs import list_runs, read_status, request_cancel
-from cotrr_core.training.trainer import fast_config
+from cotrr_core.training.recipe import fast_config
 from pages._charts import csv_button, history_charts
 from pages._shared import dataset_key, dataset_label, run_progress, shown_errors, sidebar
 

@@ -28,64 +28,13 @@ from cotrr_core.losses import CombinedLoss
 from cotrr_core.training.runs import append_log, cancel_requested, read_history, write_status
 from cotrr_core.scoring import build_model, pick_device, score_padded
 
-__all__ = ["fit", "TrainingCancelled", "fast_config", "auto_config", "PlateauFactor"]
+__all__ = ["fit", "TrainingCancelled", "PlateauFactor"]
 
 ProgressFn = Callable[[float, str], None]
 
 
 class TrainingCancelled(Exception):
     """Raised inside fit() when cancellation was requested; the run keeps its checkpoint."""
-
-
-def fast_config() -> RunConfig:
-    """The app's first-launch config: half-width model with list context, up to 20 epochs
-    (auto_config's choice for embedding features; its quality is in bench/results/quality.md)."""
-    cfg = RunConfig()
-    cfg.model.hidden = 128
-    cfg.model.list_context = True
-    cfg.train.epochs = 20
-    cfg.train.patience = 5
-    cfg.train.warmup_steps = 10
-    return cfg
-
-
-def auto_config(train: RankingData) -> tuple[RunConfig, str]:
-    """Settings from the training split's size and feature kinds (no search, no test data).
-
-    Returns (config, the rule as one line). The rule, measured on validation (bench/results):
-    * embeddings (a token >= 64 wide, the demo's CLIP vectors): width 128, 2 layers, 8 heads,
-      list context, dropout 0.15, up to 20 epochs with patience 5 (the app's fast config).
-    * tabular (LETOR-style numeric features): a small model (width 64, 1 layer, 4 heads) with
-      list context, dropout 0.1 (0.2 under 300 training lists), weight decay 0.05 under 300,
-      batch 16, up to 40 epochs with patience 8.
-    * heavy-tailed features (some feature's 99th percentile |x| > 10, e.g. raw counts): signed
-      log1p before standardising, else the spec's choice.
-    Both: ListMLE + focal (RankNet warm-up for epoch 1 only), cosine schedule, and the calibrator
-    with the lowest out-of-fold ECE on the cal split ("auto").
-    """
-    n_q = train.num_queries
-    wide = any(d >= 64 for d in train.token_dims.values())
-    cfg = RunConfig()
-    small = n_q < 300
-    if wide:
-        cfg.model.hidden, cfg.model.layers, cfg.model.heads, cfg.model.dropout = 128, 2, 8, 0.15
-        cfg.train.epochs, cfg.train.patience, cfg.train.batch_size, cfg.train.warmup_steps = 20, 5, 32, 10
-        kind = "embeddings"
-    else:
-        cfg.model.hidden, cfg.model.layers, cfg.model.heads = 64, 1, 4
-        cfg.model.dropout = 0.2 if small else 0.1
-        cfg.train.weight_decay = 0.05 if small else 0.01
-        cfg.train.epochs, cfg.train.patience, cfg.train.batch_size, cfg.train.warmup_steps = 40, 8, 16, 10
-        kind = "tabular"
-    cfg.model.list_context = True
-    heavy = any(np.percentile(np.abs(v), 99) > 10 for v in train.features.values() if v.size)
-    if heavy:
-        cfg.train.log_features = "on"
-    cfg.calibration.method = "auto"
-    rule = (f"auto: {kind} features, {n_q} training lists ({'small' if small else 'large'}), "
-            f"log1p {'on (heavy-tailed)' if heavy else 'as spec'}; width {cfg.model.hidden}, "
-            f"{cfg.model.layers} layer(s), dropout {cfg.model.dropout}, list context, ListMLE+focal")
-    return cfg, rule
 
 
 def _package_version() -> str:

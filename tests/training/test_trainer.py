@@ -164,7 +164,7 @@ def test_input_noise_and_log_features_train(synthetic_file, tmp_path):
 def test_auto_config_rule_follows_size_and_feature_kinds(synthetic_file):
     import numpy as np
 
-    from cotrr_core.training.trainer import auto_config
+    from cotrr_core.training.recipe import auto_config
 
     train = load_benchmark(str(synthetic_file)).splits["train"]
     cfg, rule = auto_config(train)
