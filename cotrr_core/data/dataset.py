@@ -14,14 +14,23 @@ import numpy as np
 import pandas as pd
 
 from cotrr_core.data.errors import DataError, LoadReport
+from cotrr_core.data.rowread import iter_chunks, read_rows
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.validate import (_check_list_constant, token_columns,
                                        validate_columns)
 
-__all__ = ["RankingData", "PaddedLists", "build_ranking_data", "token_columns"]
+__all__ = ["RankingData", "PaddedLists", "build_ranking_data", "token_columns", "to_device"]
 
 SmallListPolicy = Literal["skip", "reject"]
 _RESERVED = ("query_id", "candidate_id", "query", "_line")
+
+
+def to_device(a: np.ndarray, device: "str | object" = "cpu"):
+    """A numpy array as a torch tensor on `device` (pinned for CUDA)."""
+    import torch  # lazily: the data layer must not pull in torch
+
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)
 
 
 @dataclass
@@ -38,17 +47,10 @@ class PaddedLists:
 
         Returns (tokens {name: [b, L', d] float32}, mask [b, L'] bool, labels [b, L'] float32).
         """
-        import torch  # lazily: the data layer must not pull in torch
-
         mask = self.mask[idx]
         L = max(int(mask.sum(1).max()), 1) if len(mask) else 0
-
-        def put(a: np.ndarray):
-            t = torch.from_numpy(np.ascontiguousarray(a[:, :L]))
-            return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)
-
-        tokens = {k: put(v[idx]) for k, v in self.tokens.items()}
-        return tokens, put(mask), put(self.labels[idx])
+        tokens = {k: to_device(v[idx][:, :L], device) for k, v in self.tokens.items()}
+        return tokens, to_device(mask[:, :L], device), to_device(self.labels[idx][:, :L], device)
 
     def chunks(self, batch_lists: int):
         """Slices of at most `batch_lists` lists covering all B lists in order."""
@@ -68,6 +70,7 @@ class RankingData:
     features: dict[str, np.ndarray]  # token -> [N, d] float32
     extras: pd.DataFrame  # [N rows] every other input column, kept for display
     report: LoadReport
+    stored_fingerprint: str | None = None  # set by the dataset cache (hashed once, when it was written)
 
     @property
     def num_queries(self) -> int:
@@ -106,26 +109,25 @@ class RankingData:
             spec=self.spec, query_ids=self.query_ids[qi], queries=self.queries[qi],
             offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             candidate_ids=self.candidate_ids[rows], labels=self.labels[rows],
-            features={k: v[rows] for k, v in self.features.items()},
+            features={k: read_rows(v, rows).astype(np.float32, copy=False) for k, v in self.features.items()},
             extras=self.extras.iloc[rows].reset_index(drop=True), report=self.report)
 
-    def padded(self, query_index: Sequence[int] | None = None, max_len: int = 0) -> PaddedLists:
-        """Pad the chosen lists to the longest (or `max_len`, keeping the original top)."""
-        qi = np.arange(self.num_queries) if query_index is None else np.asarray(query_index, dtype=np.int64)
-        lengths = self.list_lengths[qi]
-        if max_len > 0:
-            lengths = np.minimum(lengths, max_len)
-        L = int(lengths.max()) if len(qi) else 0
-        mask = np.arange(L)[None, :] < lengths[:, None]  # [B, L]
-        starts = self.offsets[qi]
-        # gather index per slot; padded slots point at row 0 and are zeroed below
-        idx = np.where(mask, starts[:, None] + np.arange(L)[None, :], 0)
-        tokens = {k: np.where(mask[..., None], v[idx], 0.0).astype(np.float32) for k, v in self.features.items()}
-        labels = np.where(mask, self.labels[idx], 0.0).astype(np.float32)
-        return PaddedLists(tokens=tokens, labels=labels, mask=mask, query_index=qi)
+    def padded(self, query_index: Sequence[int] | None = None, max_len: int = 0,
+               scaler: "object | None" = None) -> PaddedLists:
+        """Pad the chosen lists to the longest (or `max_len`, keeping the original top).
+
+        Tokens are gathered per batch (`batch`), or all at once on first access of `.tokens`;
+        `scaler` (a fitted FeatureScaler) standardises them as they are gathered.
+        """
+        from cotrr_core.data.batches import LazyPaddedLists
+
+        return LazyPaddedLists(self, None if query_index is None else np.asarray(query_index, dtype=np.int64),
+                               max_len, scaler)
 
     def fingerprint(self) -> str:
         """Content hash of ids, labels and features (what a run was trained on)."""
+        if self.stored_fingerprint is not None:
+            return self.stored_fingerprint
         h = hashlib.sha256()
         for arr in (self.query_ids.astype(str), self.candidate_ids.astype(str)):
             h.update("\x1f".join(arr.tolist()).encode() + b"\x1e")
@@ -133,7 +135,8 @@ class RankingData:
         h.update(np.ascontiguousarray(self.labels).tobytes())
         for k in sorted(self.features):
             h.update(k.encode())
-            h.update(np.ascontiguousarray(self.features[k]).tobytes())
+            for chunk in iter_chunks(self.features[k]):
+                h.update(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
         return h.hexdigest()[:16]
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from cotrr_core.data.rowread import CHUNK_ROWS, iter_chunks, read_rows
+
 __all__ = ["FeatureScaler", "standardise"]
 
 
@@ -32,14 +34,22 @@ class FeatureScaler:
     std_: dict[str, np.ndarray] | None = None
 
     def fit(self, features: dict[str, np.ndarray]) -> "FeatureScaler":
-        """features: token -> [N, d]."""
+        """features: token -> [N, d] (in memory or memmapped; read in row chunks, so memory stays flat)."""
         self.mean_, self.std_ = {}, {}
         for k, v in features.items():
-            fx = standardise(v.astype(np.float64), 0.0, 1.0, self.log_transform)
-            self.mean_[k] = fx.mean(axis=0)
-            std = fx.std(axis=0)
+            self.mean_[k], std = self._moments(v)
             self.std_[k] = np.where(std > 1e-8, std, 1.0)  # constant features stay finite
         return self
+
+    def _moments(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean [d] and std [d] of f(v) in float64; two passes over row chunks when v is large."""
+        if len(v) <= CHUNK_ROWS:
+            fx = standardise(read_rows(v, slice(None)).astype(np.float64), 0.0, 1.0, self.log_transform)
+            return fx.mean(axis=0), fx.std(axis=0)
+        f = lambda c: standardise(c.astype(np.float64), 0.0, 1.0, self.log_transform)  # noqa: E731
+        mean = sum(f(c).sum(axis=0) for c in iter_chunks(v)) / len(v)
+        var = sum(((f(c) - mean) ** 2).sum(axis=0) for c in iter_chunks(v)) / len(v)
+        return mean, np.sqrt(var)
 
     def transform(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """token -> [..., d] raw features to float32 standardised features (computed in float64)."""

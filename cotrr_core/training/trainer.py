@@ -155,8 +155,8 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
     torch.manual_seed(cfg.seed)
     train, val = bench.splits["train"], bench.splits["val"]
     scaler = FeatureScaler(log_features(config, train.spec.log_transform)).fit(train.features)
-    p_train, p_val = train.padded(max_len=cfg.max_list_len), val.padded()
-    p_train.tokens, p_val.tokens = scaler.transform(p_train.tokens), scaler.transform(p_val.tokens)
+    # token batches are read, padded and standardised per step: memory is a batch, not the dataset
+    p_train, p_val = train.padded(max_len=cfg.max_list_len, scaler=scaler), val.padded(scaler=scaler)
 
     model = build_model(config, train.spec, train.token_dims).to(device)
     loss_fn = CombinedLoss(config.loss, train.spec.relevance_threshold).to(device)
@@ -279,8 +279,7 @@ def _fit(bench, config, run_dir, resume, device, world, rank, status, calibrate)
     best_state = torch.load(run_dir / "model.pt", map_location=device, weights_only=True)
     model.load_state_dict(best_state["model"])
     test = bench.splits["test"]
-    p_test = test.padded()
-    p_test.tokens = scaler.transform(p_test.tokens)
+    p_test = test.padded(scaler=scaler)
     test_scores = score_padded(model, p_test, device)[p_test.mask]
     metrics["test"] = {"cotrr": evaluate_scores(test, test_scores),
                        "original": evaluate_original_order(test)}
