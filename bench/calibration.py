@@ -1,13 +1,15 @@
-"""Calibration of P(relevant): calibrators fitted and CHOSEN on the cal split, measured once on test.
+"""Calibration of P(relevant): calibrators fitted and CHOSEN on held-out cal (+ val) data, measured once on test.
 
     python bench/calibration.py [--datasets demo,mq2008] [--seeds 3] [--json OUT] [--quick]
 
 Per dataset and seed: train one run with the automatic recipe (recipe.auto_config, as `train`
-does), then cotrr_core.calibration.evaluate fits temperature / Platt / isotonic on the cal split.
-Selection: each method's out-of-fold ECE on cal (5 folds by query: fitted on 4, predicting the
-5th); the lowest wins. Test (ECE, adaptive ECE, MCE, Brier, log loss) is only reported, never used.
-Per dataset the JSON has `selected` (lowest seed-mean out-of-fold cal ECE), `cal[method]` (cal,
-out-of-fold, seed mean), `[method]` (test, seed mean), `uncalibrated`, and per seed everything.
+does), then cotrr_core.calibration.evaluate fits temperature / Platt / isotonic on the calibration
+data: the cal split plus val (evaluate.fit_splits; val only chose the stopping epoch).
+Selection: each method's out-of-fold ECE on that data (5 folds by query: fitted on 4, predicting
+the 5th; 5 repeats); the lowest wins. Test (ECE, adaptive ECE, MCE, Brier, log loss) is only
+reported, never used. Per dataset the JSON has `selected` (lowest seed-mean out-of-fold ECE),
+`cal[method]` (cal + val, out-of-fold, seed mean), `[method]` (test, seed mean), `uncalibrated`,
+and per seed everything.
 Writes bench/results/calibration.json and calibration.md (unless --no-results).
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _mean(tables: list[dict], methods) -> dict:
 
 
 def run_dataset(name: str, seeds: int = 3, quick: bool = False, mc_samples: int = 20, log=print) -> dict:
-    from cotrr_core.calibration.evaluate import calibrate_run, select_method
+    from cotrr_core.calibration.evaluate import calibrate_run, fit_splits, select_method
     from cotrr_core.training.recipe import auto_config
 
     timer = Timer()
@@ -51,7 +53,7 @@ def run_dataset(name: str, seeds: int = 3, quick: bool = False, mc_samples: int 
             sec = calibrate_run(run_dir, bench=bench, method="auto", mc_samples=mc_samples)
             per_seed.append({"seed": seed, "selected": sec["method"], "cal": sec["cal_cv"], "test": sec["table"],
                              "uncertainty": sec["uncertainty"]})
-            log(f"  [{name}] seed {seed}: selected on cal {sec['method']}, test ECE "
+            log(f"  [{name}] seed {seed}: selected on cal+val {sec['method']}, test ECE "
                 f"{sec['table'][sec['method']]['ece']:.4f} ({timer()} s)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -70,9 +72,12 @@ def run_dataset(name: str, seeds: int = 3, quick: bool = False, mc_samples: int 
     out["per_seed"] = per_seed
     out["recipe"] = rule
     out["config"] = cfg.to_dict()
-    out["n"] = {"cal_queries": bench.splits["cal"].num_queries, "cal_candidates": bench.splits["cal"].num_candidates,
+    fit = [bench.splits[k] for k in fit_splits(bench)]
+    out["n"] = {"cal_queries": sum(d.num_queries for d in fit), "cal_candidates": sum(d.num_candidates for d in fit),
                 "test_queries": bench.splits["test"].num_queries, "test_candidates": bench.splits["test"].num_candidates}
-    out["selection"] = "lowest out-of-fold ECE on the cal split (5 folds by query); test never decides"
+    out["selection"] = ("lowest out-of-fold ECE on the calibration data, " + "+".join(fit_splits(bench))
+                        + " (5 folds by query, 5 repeats); test never decides")
+    out["fit_splits"] = fit_splits(bench)
     out["quick"] = quick
     out["seconds"] = timer()
     return out
@@ -84,12 +89,13 @@ def table(name: str, sec: dict) -> str:
              for c in METHODS]
     st, u = sec["selected_test_ece"], sec["uncertainty"]
     return "\n".join([
-        f"### {name}", "", md_table(["calibrator", "cal ECE (out-of-fold)"] + [f"test {m}" for m in METRICS], rows), "",
-        f"\\* selected on cal: {sec['selected']}. Means over {len(st['seeds'])} seeds. Test ECE of each seed's own "
-        f"cal-chosen calibrator: {st['mean']:.4f} (sd {st['sd']:.4f}, range [{st['min']:.4f}, {st['max']:.4f}]); "
+        f"### {name}", "", md_table(["calibrator", "cal+val ECE (out-of-fold)"] + [f"test {m}" for m in METRICS], rows), "",
+        f"\\* selected on cal+val: {sec['selected']}. Means over {len(st['seeds'])} seeds. Test ECE of each seed's own "
+        f"chosen calibrator: {st['mean']:.4f} (sd {st['sd']:.4f}, range [{st['min']:.4f}, {st['max']:.4f}]); "
         f"target {sec['target_ece']}: {sec['ece_target_met']}. Per seed chosen: "
         f"{[s['selected'] for s in sec['per_seed']]}.", "",
-        f"Cal split {sec['n']['cal_queries']} queries / {sec['n']['cal_candidates']} candidates; test "
+        f"Calibration data ({'+'.join(sec.get('fit_splits', ['cal']))}) {sec['n']['cal_queries']} queries / "
+        f"{sec['n']['cal_candidates']} candidates; test "
         f"{sec['n']['test_queries']} / {sec['n']['test_candidates']}. Recipe: {sec['recipe']}.", "",
         f"MC-dropout ({u['mc_samples']} samples) std vs |p - y|: AURC {u['aurc']:.4f} (random {u['random_aurc']:.4f}, "
         f"oracle {u['oracle_aurc']:.4f}). Seconds: {sec['seconds']}.", ""])
@@ -99,7 +105,7 @@ def markdown(result: dict) -> str:
     merged = sum(isinstance(v, dict) and "stamp" in v for v in result.values()) > 0
     command = ("`python bench/calibration.py --merge --datasets NAME`, one process per dataset at once "
                "(bench/run_all.py); the stamp below is the last to finish" if merged else f"`{result['command']}`")
-    parts = ["# Calibration: chosen on cal, measured on held-out test", "", f"Command: {command}", "",
+    parts = ["# Calibration: fitted and chosen on cal + val, measured on held-out test", "", f"Command: {command}", "",
              f"Machine: {result['machine']}. Commit {result.get('commit')}, load average at start "
              f"{result.get('load_average')}. Total {result['seconds']} s. ECE with 15 equal-width bins.", ""]
     parts += [table(n, s) for n, s in result.items() if isinstance(s, dict) and "per_seed" in s]

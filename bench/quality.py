@@ -141,8 +141,10 @@ def _per_query_mean(test, scores_list: list[np.ndarray], metric: str = "ndcg@10"
 
 
 def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool = False, config: str | None = None,
-                run_root: Path | None = None, peers: tuple[str, ...] = PEERS, log=print) -> dict:
-    """Everything for one benchmark; returns its JSON section."""
+                run_root: Path | None = None, peers: tuple[str, ...] = PEERS, log=print,
+                save_scores: Path | None = None) -> dict:
+    """Everything for one benchmark; returns its JSON section (and, with save_scores, every model's val and
+    test scores per seed in save_scores/<name>.npz, keys "val|test/<model>/<seed>", for re-analysis)."""
     timer = Timer()
     train, val, test = bench.splits["train"], bench.splits["val"], bench.splits["test"]
     scores: dict[str, list[np.ndarray]] = {"original": [original_scores(test)]}
@@ -222,6 +224,11 @@ def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool 
     out["quick"] = quick
     seconds["total"] = timer()
     out["seconds"] = seconds
+    if save_scores:
+        save_scores.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{split}/{m}/{i}": s for split, d in (("val", val_scores), ("test", scores))
+                  for m, ss in d.items() for i, s in enumerate(ss)}
+        np.savez_compressed(save_scores / f"{bench.name}.npz", **arrays)
     return out
 
 
@@ -283,6 +290,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--config", help="a RunConfig JSON for every dataset (default: bench/configs/<name>.json, "
                                     "else the automatic recipe)")
     p.add_argument("--run-root", help="keep the bench run directories here (default: a temporary directory)")
+    p.add_argument("--save-scores", help="write each model's val and test scores per seed to DIR/<dataset>.npz")
     p.add_argument("--no-results", action="store_true", help="do not write bench/results/")
     p.add_argument("--merge", action="store_true", help="keep other datasets' sections of bench/results/quality.json")
     p.add_argument("--seed", type=int, default=0, help="query split seed (hash-split benchmarks)")
@@ -312,7 +320,8 @@ def main(argv=None) -> dict:
         print(f"== {name}", flush=True)
         bench = make()
         result[name] = run_dataset(bench, args.seeds, 1 if args.quick else args.members, args.quick, args.config,
-                                   run_root, peers, log=lambda m: print(m, flush=True))
+                                   run_root, peers, log=lambda m: print(m, flush=True),
+                                   save_scores=Path(args.save_scores) if args.save_scores else None)
         print(table(name, result[name]), flush=True)
     result["seconds"] = timer()
     return finish("quality", result, args.json, not args.no_results, markdown, merge=args.merge)

@@ -13,7 +13,7 @@ st.title("Calibration")
 ctx = context()
 c1, c2, c3 = st.columns(3)
 stored = ctx.metrics.get("calibration", {}).get("method", "isotonic")
-method = c1.selectbox("Calibrator (fitted on the cal split)", METHODS, index=METHODS.index(stored), key="cal-method")
+method = c1.selectbox("Calibrator (fitted on held-out cal data)", METHODS, index=METHODS.index(stored), key="cal-method")
 n_bins = c2.slider("Bins", 5, 30, 15, key="cal-bins")
 strategy = c3.selectbox("Binning", ["uniform", "quantile"], key="cal-strategy")
 

@@ -267,20 +267,30 @@ class IsotonicCalibrator(Calibrator):
     (0, 1); the perturbation moves p by at most ``2*eps`` (1e-6 by default).
     Scores closer than ~1e-10 standard deviations may still tie in float64.
     The knots are stored and predict uses ``np.interp`` (clipping outside them).
+
+    ``centered=True`` (default) keeps one knot per flat block, at the centre of the block's score
+    range, and interpolates between them (as in centred isotonic regression, Oron & Flournoy
+    2017): the same monotone fit without the steps. It had the lowest out-of-fold ECE on the
+    cal + val data of both benchmarks (steps 0.029, block means 0.025, range centres 0.024 on
+    MQ2008; bench/results/calibration.md has the held-out numbers).
     """
 
     method = "isotonic"
     _state_keys = ("X_thresholds_", "y_thresholds_", "center_", "scale_")
 
-    def __init__(self, *, eps: float = 1e-6):
+    def __init__(self, *, eps: float = 1e-6, centered: bool = True):
         self.eps = eps
+        self.centered = centered
 
     def _fit(self, s: np.ndarray, y: np.ndarray) -> list[str]:
         if not 0.0 < self.eps < 0.25:
             raise ValueError(f"eps must lie in (0, 0.25), got {self.eps!r}")
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(s, y)
-        self.X_thresholds_ = np.asarray(iso.X_thresholds_, dtype=float)
-        self.y_thresholds_ = np.asarray(iso.y_thresholds_, dtype=float)
+        if self.centered:
+            self.X_thresholds_, self.y_thresholds_ = _block_centres(s, iso.predict(s))
+        else:
+            self.X_thresholds_ = np.asarray(iso.X_thresholds_, dtype=float)
+            self.y_thresholds_ = np.asarray(iso.y_thresholds_, dtype=float)
         self.center_, self.scale_ = _standardiser(s)
         if np.ptp(self.y_thresholds_) == 0.0:
             return [f"isotonic map is flat at base rate {self.y_thresholds_[0]:.4g}: predictions "
@@ -291,6 +301,15 @@ class IsotonicCalibrator(Calibrator):
         iso = np.interp(s, self.X_thresholds_, self.y_thresholds_)
         z = (s - self.center_) / self.scale_
         return (1.0 - 2.0 * self.eps) * iso + self.eps * (1.0 + z / (1.0 + np.abs(z)))
+
+
+def _block_centres(s: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One knot per flat block of an isotonic fit: (centre of the block's score range [K], its value [K])."""
+    order = np.argsort(s, kind="stable")
+    s, fitted = s[order], fitted[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])
+    ends = np.r_[starts[1:], len(s)] - 1
+    return (s[starts] + s[ends]) / 2, fitted[starts]
 
 
 # ----------------------------------------------------------------------------- factory & IO

@@ -1,4 +1,4 @@
-"""The one place that fits calibrators on a run's 'cal' split and measures them on 'test'."""
+"""The one place that fits calibrators on a run's held-out 'cal' (+ 'val') data and measures them on 'test'."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ from cotrr_core.scoring import mc_samples_data, score_data
 from cotrr_core.training.runs import LoadedRun, load_run
 
 __all__ = ["CalibrationFit", "fit_calibrators", "calibrate_run", "calibration_table", "uncalibrated_probs",
-           "probability_std", "METHODS", "cal_cv_table", "select_method"]
+           "probability_std", "METHODS", "cal_cv_table", "select_method", "fit_splits"]
 
 METHODS = ("temperature", "platt", "isotonic")
 
@@ -40,12 +40,26 @@ def probability_std(calibrator, samples: np.ndarray) -> np.ndarray:
     return probs.std(axis=0)
 
 
+def fit_splits(bench: Benchmark) -> list[str]:
+    """The splits calibrators are fitted on: 'cal', plus 'val' when it is a held-out split of its own.
+
+    Val only picked the stopping epoch (by nDCG), so its scores are as unseen as cal's for
+    calibration, and twice the queries halve the calibrator's variance. A val that is train
+    (tiny benchmarks) or cal is not added: it would be fitted on training scores or twice.
+    """
+    val, cal = bench.splits.get("val"), bench.splits["cal"]
+    own = val is not None and val is not cal and val is not bench.splits.get("train")
+    return ["cal", "val"] if own else ["cal"]
+
+
 @dataclass
 class CalibrationFit:
-    """Every calibrator fitted on 'cal', with the raw scores [N] and 0/1 labels [N] of both splits."""
+    """Every calibrator fitted on the fit splits (fit_splits), with raw scores [N] and 0/1 labels [N]
+    of the fit data (s_cal, y_cal, query index g_cal) and of test."""
 
     s_cal: np.ndarray
     y_cal: np.ndarray
+    g_cal: np.ndarray
     s_test: np.ndarray
     y_test: np.ndarray
     uncalibrated: np.ndarray  # sigmoid(score / T) on test [N_test]
@@ -62,27 +76,30 @@ class CalibrationFit:
         return {name: getattr(cal, "fit_note_", "") for name, cal in self.fitted.items()}
 
 
-def cal_cv_table(s_cal: np.ndarray, y_cal: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0,
-                 n_bins: int = 15) -> dict[str, dict[str, float]]:
-    """Out-of-fold calibration metrics on the cal split alone, per method in METHODS.
+def cal_cv_table(s_cal: np.ndarray, y_cal: np.ndarray, groups: np.ndarray, folds: int = 5, repeats: int = 5,
+                 seed: int = 0, n_bins: int = 15) -> dict[str, dict[str, float]]:
+    """Out-of-fold calibration metrics on the calibration data alone (cal [+ val]), per method in METHODS.
 
-    Cal queries (`groups` [N], a query index per candidate) are cut into `folds` folds; each
-    method is fitted on the other folds and predicts the held-out one, and the pooled out-of-fold
-    probabilities are scored. In-sample cal ECE would always crown isotonic (it fits the bins).
+    Queries (`groups` [N], a query index per candidate) are cut into `folds` folds; each method
+    is fitted on the other folds and predicts the held-out one, and the pooled out-of-fold
+    probabilities are scored. In-sample ECE would always crown isotonic (it fits the bins). The
+    metrics are averaged over `repeats` random fold assignments: one cut of ~100 queries is
+    noisy enough to flip the choice.
     """
     uniq = np.unique(groups)
-    fold_of = dict(zip(uniq, np.random.default_rng(seed).permutation(len(uniq)) % folds))
-    fold = np.array([fold_of[g] for g in groups])
-    out = {}
-    for name in METHODS:
-        p = np.empty(len(s_cal))
-        for k in range(folds):
-            held = fold == k
-            if not held.any():
-                continue
-            p[held] = make_calibrator(name).fit(s_cal[~held], y_cal[~held]).predict(s_cal[held])
-        out[name] = calibration_table(p, y_cal, n_bins)
-    return out
+    rng = np.random.default_rng(seed)
+    tables: dict[str, list[dict[str, float]]] = {name: [] for name in METHODS}
+    for _ in range(repeats):
+        fold_of = dict(zip(uniq, rng.permutation(len(uniq)) % folds))
+        fold = np.array([fold_of[g] for g in groups])
+        for name in METHODS:
+            p = np.empty(len(s_cal))
+            for k in range(folds):
+                held = fold == k
+                if held.any():
+                    p[held] = make_calibrator(name).fit(s_cal[~held], y_cal[~held]).predict(s_cal[held])
+            tables[name].append(calibration_table(p, y_cal, n_bins))
+    return {name: {m: float(np.mean([t[m] for t in ts])) for m in ts[0]} for name, ts in tables.items()}
 
 
 def select_method(cv_table: dict[str, dict[str, float]]) -> str:
@@ -91,24 +108,28 @@ def select_method(cv_table: dict[str, dict[str, float]]) -> str:
 
 
 def fit_calibrators(run: LoadedRun, bench: Benchmark) -> CalibrationFit:
-    """Score 'cal' and 'test' with the run's model and fit every method in METHODS on 'cal'."""
-    cal, test = bench.splits["cal"], bench.splits["test"]
-    s_cal = score_data(run, cal)
+    """Score the fit splits and 'test' with the run's model; fit every method in METHODS on the fit splits."""
+    parts = [bench.splits[name] for name in fit_splits(bench)]
+    test = bench.splits["test"]
+    s_cal = np.concatenate([score_data(run, d) for d in parts])
+    y_cal = np.concatenate([d.relevant() for d in parts]).astype(int)
+    first = np.cumsum([0] + [d.num_queries for d in parts])
+    g_cal = np.concatenate([k + np.repeat(np.arange(d.num_queries), d.list_lengths) for k, d in zip(first, parts)])
     s_test = score_data(run, test)
-    y_cal, y_test = cal.relevant().astype(int), test.relevant().astype(int)
+    y_test = test.relevant().astype(int)
     fitted = {name: make_calibrator(name).fit(s_cal, y_cal) for name in METHODS}
-    return CalibrationFit(s_cal, y_cal, s_test, y_test, uncalibrated_probs(s_test, run.temperature), fitted)
+    return CalibrationFit(s_cal, y_cal, g_cal, s_test, y_test, uncalibrated_probs(s_test, run.temperature), fitted)
 
 
 def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: str = "isotonic",
                   mc_samples: int = 5, run: LoadedRun | None = None) -> dict:
-    """Fit every calibrator on the 'cal' split, evaluate on 'test', store `method` as calibrator.json.
+    """Fit every calibrator on 'cal' (+ 'val', see fit_splits), evaluate on 'test', store `method` as calibrator.json.
 
     Args:
         run_dir: a trained run's directory.
         bench: its benchmark (default: reloaded from the run's config).
         method: the calibrator to keep ("temperature", "platt", "isotonic"), or "auto": the one
-            with the lowest out-of-fold ECE on the cal split (cal_cv_table; test never decides).
+            with the lowest out-of-fold ECE on the calibration data (cal_cv_table; test never decides).
         mc_samples: MC-dropout samples for the uncertainty check.
     Returns:
         The 'calibration' section added to metrics.json: per calibrator ECE / adaptive ECE / MCE /
@@ -118,8 +139,7 @@ def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: s
     run = run or load_run(run_dir, device="cpu")
     bench = bench or load_benchmark(run.meta["dataset"])
     fit = fit_calibrators(run, bench)
-    cal = bench.splits["cal"]
-    cv = cal_cv_table(fit.s_cal, fit.y_cal, np.repeat(np.arange(cal.num_queries), cal.list_lengths))
+    cv = cal_cv_table(fit.s_cal, fit.y_cal, fit.g_cal)
     configured = method
     if method == "auto":
         method = select_method(cv)
@@ -131,9 +151,10 @@ def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: s
     error = np.abs(p_test - fit.y_test)
     rc = risk_coverage(error, std_test)
     section = {
-        "method": method, "configured_method": configured, "selected_on": "out-of-fold ECE on cal (5 folds by query)",
-        "cal_cv": cv, "fit_split": "cal", "eval_split": "test", "n_cal": int(len(fit.y_cal)),
-        "n_test": int(len(fit.y_test)), "cal_queries": bench.splits["cal"].num_queries,
+        "method": method, "configured_method": configured,
+        "selected_on": f"out-of-fold ECE on {'+'.join(fit_splits(bench))} (5 folds by query, 5 repeats)",
+        "cal_cv": cv, "fit_split": "+".join(fit_splits(bench)), "eval_split": "test", "n_cal": int(len(fit.y_cal)),
+        "n_test": int(len(fit.y_test)), "cal_queries": int(len(np.unique(fit.g_cal))),
         "test_queries": bench.splits["test"].num_queries, "table": fit.table(), "fit_notes": fit.notes(),
         "uncertainty": {"mc_samples": mc_samples, "error": "|p_calibrated - y|",
                         "uncertainty": "std over MC-dropout samples of the calibrated probability", "aurc": rc["aurc"],

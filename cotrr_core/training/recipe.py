@@ -33,7 +33,7 @@ def auto_config(train: RankingData) -> tuple[RunConfig, str]:
     * heavy-tailed features (some feature's 99th percentile |x| > 10, e.g. raw counts): signed
       log1p before standardising, else the spec's choice.
     Both: ListMLE + focal (RankNet warm-up for epoch 1 only), cosine schedule, and the calibrator
-    with the lowest out-of-fold ECE on the cal split ("auto").
+    with the lowest out-of-fold ECE on the cal + val splits ("auto").
     """
     n_q = train.num_queries
     wide = any(d >= 64 for d in train.token_dims.values())

@@ -6,6 +6,7 @@ import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -139,9 +140,22 @@ def test_temperature_matches_logistic_regression_without_intercept(smoothing):
     assert cal.temperature_ == pytest.approx(1 / ref.coef_[0, 0], rel=1e-3)
 
 
-def test_isotonic_matches_sklearn_at_knots():
+def test_centred_isotonic_has_one_knot_per_block_at_the_centre_of_its_scores():
     s, y = miscalibrated(2000, seed=7)
     cal = IsotonicCalibrator().fit(s, y)
+    fitted = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(s, y).predict(s)
+    blocks = pd.DataFrame({"s": s, "p": fitted}).groupby("p")["s"]  # isotonic values are distinct per block
+    blocks = (blocks.min() + blocks.max()) / 2
+    np.testing.assert_allclose(cal.X_thresholds_, blocks.to_numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(cal.y_thresholds_, blocks.index.to_numpy())
+    np.testing.assert_allclose(cal.predict(cal.X_thresholds_), cal.y_thresholds_, atol=1e-5)
+    mid = (cal.X_thresholds_[:-1] + cal.X_thresholds_[1:]) / 2  # linear between knots, not steps
+    np.testing.assert_allclose(cal.predict(mid), (cal.y_thresholds_[:-1] + cal.y_thresholds_[1:]) / 2, atol=1e-5)
+
+
+def test_isotonic_matches_sklearn_at_knots():
+    s, y = miscalibrated(2000, seed=7)
+    cal = IsotonicCalibrator(centered=False).fit(s, y)
     ref = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(s, y)
     np.testing.assert_array_equal(cal.X_thresholds_, ref.X_thresholds_)
     np.testing.assert_array_equal(cal.y_thresholds_, ref.y_thresholds_)
