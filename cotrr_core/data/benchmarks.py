@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.data.errors import DataError
-from cotrr_core.data.loaders import load_dataset
+from cotrr_core.data.loaders import infer_format, load_dataset
 from cotrr_core.data.spec import FeatureSpec, builtin_spec
 from cotrr_core.data.splits import split_queries
 from cotrr_core.io import REPO_ROOT
@@ -60,8 +60,8 @@ def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) ->
         from cotrr_core.data.demo import demo_cache_path
 
         size = "small" if name == "demo-small" else "default"
-        data = load_dataset(demo_cache_path(size), "parquet", builtin_spec("step5"), display_name=f"demo ({size})")
-        return Benchmark(name, _hash_split(data, seed), "built-in cocktail benchmark; hash split 60/15/10/15")
+        splits = _file_splits(demo_cache_path(size), "parquet", builtin_spec("step5"), f"demo ({size})", seed)
+        return Benchmark(name, splits, "built-in cocktail benchmark; hash split 60/15/10/15")
     if name == "mq2008":
         root = shared_datasets_dir() / "mq2008"
         mq = spec or builtin_spec("mq2008")
@@ -82,6 +82,18 @@ def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) ->
     path = Path(name)
     if not path.exists():
         raise DataError(name, None, None, f"not a built-in benchmark {BENCHMARKS} and no such file")
-    data = load_dataset(path, spec=spec)
     # the resolved path is the name, so a run can reload its own data later
-    return Benchmark(str(path.resolve()), _hash_split(data, seed), f"{path.name}; hash split 60/15/10/15")
+    return Benchmark(str(path.resolve()), _file_splits(path, None, spec, str(path), seed),
+                     f"{path.name}; hash split 60/15/10/15")
+
+
+def _file_splits(path: Path, fmt: str | None, spec: FeatureSpec | None, name: str,
+                 seed: int) -> dict[str, RankingData]:
+    """Hash splits of a file: Step5 JSONL / Parquet through the memory-mapped cache (built on first use,
+    data/stream.py), other formats (or COTRR_CACHE=off) loaded whole."""
+    from cotrr_core.data.stream import STREAM_FORMATS, cached_splits
+
+    fmt = fmt or infer_format(path)
+    if fmt in STREAM_FORMATS and os.environ.get("COTRR_CACHE") != "off" and (spec is None or spec.format == "step5"):
+        return cached_splits(path, spec or builtin_spec("step5"), name=name, fmt=fmt, seed=seed)
+    return _hash_split(load_dataset(path, fmt, spec, display_name=name), seed)

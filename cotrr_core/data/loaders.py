@@ -78,7 +78,13 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
 
 
 def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
-    rows, lines, keys = [], [], set()
+    return next(jsonl_chunks(path, name, MAX_ROWS + 1))
+
+
+def jsonl_chunks(path: Path, name: str, rows_per_chunk: int, max_rows: int = MAX_ROWS):
+    """Frames of at most `rows_per_chunk` JSON objects, each with its `_line` column (one frame for
+    an empty file); every line is checked as in a whole-file load."""
+    rows, lines, keys, total = [], [], set(), 0
     for n, line in _text_lines(path, name):
         if not line.strip():
             continue
@@ -86,8 +92,8 @@ def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
         if not isinstance(obj, dict):
             raise DataError(name, n, None, f"expected a JSON object, got {type(obj).__name__}")
         keys.update(obj)
-        if len(keys) > MAX_COLUMNS or len(rows) >= MAX_ROWS:
-            raise DataError(name, n, None, f"more than {MAX_COLUMNS} distinct fields or {MAX_ROWS} rows")
+        if len(keys) > MAX_COLUMNS or total >= max_rows:
+            raise DataError(name, n, None, f"more than {MAX_COLUMNS} distinct fields or {max_rows} rows")
         if "NaN" in line or "Infinity" in line or _HUGE_INT.search(line):  # JSON has no NaN/Infinity
             for key, value in obj.items():
                 bad = _find_constant(value)
@@ -95,6 +101,15 @@ def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
                     raise DataError(name, n, key, f"value {bad.token} {bad.problem}")
         rows.append(obj)
         lines.append(n)
+        total += 1
+        if len(rows) == rows_per_chunk:
+            yield _records_frame(rows, lines)
+            rows, lines = [], []
+    if rows or not total:
+        yield _records_frame(rows, lines)
+
+
+def _records_frame(rows: list, lines: list) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
     frame["_line"] = np.asarray(lines, dtype=np.int64)
     return frame

@@ -29,6 +29,7 @@ class TokenSpec:
     indices: tuple[int, ...] = ()
     dim: int | None = None  # for a single vector field: required length (None: same on every line)
     list_constant: bool = False  # identical for every candidate of a list (projected once)
+    float16: bool = False  # the dataset cache may store it as float16 (e.g. unit-norm embeddings)
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,14 @@ class FeatureSpec:
         if raw.get("format") not in ("step5", "letor"):
             raise ConfigError(f"{where}: 'format' must be 'step5' or 'letor', got {raw.get('format')!r}")
         tokens = []
-        token_keys = {"name", "fields", "indices", "dim", "list_constant"}
+        token_keys = {"name", "fields", "indices", "dim", "list_constant", "float16"}
         for i, t in enumerate(raw.get("tokens") or []):
             bad = sorted(set(t) - token_keys)
             if bad or "name" not in t:
                 raise ConfigError(f"{where}: tokens[{i}]: needs 'name'; unknown key(s) {bad}")
             tok = TokenSpec(name=t["name"], fields=tuple(t.get("fields", ())), indices=tuple(t.get("indices", ())),
-                            dim=t.get("dim"), list_constant=bool(t.get("list_constant", False)))
+                            dim=t.get("dim"), list_constant=bool(t.get("list_constant", False)),
+                            float16=bool(t.get("float16", False)))
             if bool(tok.fields) == bool(tok.indices):
                 raise ConfigError(f"{where}: tokens[{i}] ({tok.name}): give exactly one of 'fields' or 'indices'")
             tokens.append(tok)

@@ -1,0 +1,258 @@
+"""A Step5 file (JSONL or Parquet) streamed chunk by chunk into the dataset cache (data/store.py).
+
+Pass 1 validates each chunk with the same checks as a whole-file load (errors name file, line and
+field) and appends its features, in file order, to raw float32 files; only ids, labels and order keys
+([N] each) stay in memory. Pass 2 sorts lists into their original order, cuts the hash splits and
+copies each split's rows into its cache arrays, hashing them for the fingerprint on the way.
+Valid data gives the same splits, arrays and fingerprints as load_dataset + the hash split.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cotrr_core.data.dataset import _RESERVED, RankingData, SmallListPolicy
+from cotrr_core.data.errors import DataError, LoadReport
+from cotrr_core.data.limits import MAX_COLUMNS, MAX_ROWS, MAX_STREAM_VALUES
+from cotrr_core.data.loaders import _fixed_vectors, infer_format, jsonl_chunks
+from cotrr_core.data.rowread import CHUNK_ROWS, read_rows
+from cotrr_core.data.spec import FeatureSpec
+from cotrr_core.data.splits import split_queries
+from cotrr_core.data.store import NpyWriter, cache_key, cache_root, commit, open_store, write_ids
+from cotrr_core.data.validate import token_columns, validate_columns
+
+__all__ = ["cached_splits", "STREAM_FORMATS"]
+
+STREAM_FORMATS = ("jsonl", "parquet")
+
+
+def cached_splits(path: str | Path, spec: FeatureSpec, *, name: str | None = None, fmt: str | None = None,
+                  seed: int = 0, min_candidates: int = 2,
+                  on_small_list: SmallListPolicy = "skip") -> dict[str, RankingData]:
+    """train / val / cal / test of `path` from the cache, streaming the file into it on first use.
+
+    Returns split -> RankingData with memory-mapped features; raises DataError (file, line, field)."""
+    path = Path(path)
+    name = name or str(path)
+    fmt = fmt or infer_format(path)
+    if not path.exists():
+        raise DataError(name, None, None, "file not found")
+    key = cache_key(path, spec, name=name, fmt=fmt, seed=seed, min_candidates=min_candidates,
+                    on_small_list=on_small_list)
+    final = cache_root() / key
+    if not (final / "meta.json").exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        try:
+            meta = _build(path, fmt, spec, name, seed, tmp, min_candidates, on_small_list)
+            commit(tmp, final, meta)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return open_store(final, spec)
+
+
+def _failer(name: str, lines: np.ndarray, line_label: str):
+    def fail(row: int | None, field: str | None, problem: str) -> DataError:
+        line = None if row is None else int(lines[row])
+        err = DataError(name, line, field, problem)
+        if line_label != "line" and line is not None:
+            err.args = (str(err).replace(f"line {line}", f"{line_label} {line}"),)
+        return err
+    return fail
+
+
+def _parquet_chunks(path: Path, name: str, spec: FeatureSpec):
+    """(frame with `_line`, decoded vector columns) per batch of CHUNK_ROWS rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        rows, cols = pf.metadata.num_rows, pf.metadata.num_columns
+        batches = pf.iter_batches(batch_size=CHUNK_ROWS)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
+    if rows > MAX_ROWS or cols > MAX_COLUMNS:
+        raise DataError(name, None, None, f"{rows} rows x {cols} columns; at most {MAX_ROWS} rows and "
+                                          f"{MAX_COLUMNS} columns are read")
+    start = 1
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            batch.validate(full=True)
+            table = pa.Table.from_batches([batch])
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
+        vectors = {}
+        for tok in spec.tokens:
+            col = token_columns(tok)[0] if len(token_columns(tok)) == 1 else None
+            if col in table.column_names:
+                arr = _fixed_vectors(table.column(col), pa)
+                if arr is not None:
+                    vectors[col] = arr
+        try:
+            frame = table.drop_columns(list(vectors)).to_pandas(split_blocks=True, self_destruct=True)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            raise DataError(name, None, None, f"cannot convert Parquet columns: {exc}") from None
+        frame["_line"] = np.arange(start, start + len(frame))
+        start += len(frame)
+        yield frame, vectors
+
+
+class _Pass1:
+    """What pass 1 keeps: per row ids, label, order key, line, query text; extras; raw feature files."""
+
+    def __init__(self, raw: Path) -> None:
+        self.raw, self.cols = raw, {k: [] for k in ("qid", "cid", "label", "key", "line", "text")}
+        self.extras: list[pd.DataFrame] = []
+        self.files, self.dims, self.f16_exact = {}, {}, {}
+        self.order_from: str | None = None
+        self.values = 0
+
+    def add(self, frame: pd.DataFrame, cols, used: set, fail) -> None:
+        if self.order_from is None:
+            self.order_from = cols.order_from
+        elif cols.order_from != self.order_from:
+            raise fail(0, "first_stage_rank" if "rank" in self.order_from + cols.order_from else "first_stage_score",
+                       f"the original order comes from {cols.order_from} here but from {self.order_from} "
+                       "on earlier lines: give it on every line or on none")
+        for k, arr in cols.features.items():
+            if k not in self.files:
+                self.dims[k], self.f16_exact[k] = arr.shape[1], True
+                self.files[k] = open(self.raw / f"{k}.f32", "wb")
+            with np.errstate(over="ignore"):  # beyond float16 range: simply not exact
+                self.f16_exact[k] = self.f16_exact[k] and bool(np.array_equal(arr.astype(np.float16), arr))
+            self.files[k].write(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+            self.values += arr.size
+        if self.values > MAX_STREAM_VALUES:
+            raise fail(len(frame) - 1, None, f"more than {MAX_STREAM_VALUES} feature values")
+        text = frame["query"].astype(str).to_numpy() if "query" in frame else np.full(len(frame), "", dtype=object)
+        for k, v in (("qid", cols.qid), ("cid", cols.cid), ("label", cols.label), ("key", cols.order_key),
+                     ("line", frame["_line"].to_numpy()), ("text", text)):
+            self.cols[k].append(v)
+        self.extras.append(frame.drop(columns=[c for c in frame.columns if c in used]))
+
+    def finish(self) -> dict[str, np.ndarray]:
+        for fh in self.files.values():
+            fh.close()
+        return {k: np.concatenate(v) for k, v in self.cols.items()}
+
+
+def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: Path, min_candidates: int,
+           on_small_list: SmallListPolicy) -> dict:
+    line_label = "row" if fmt == "parquet" else "line"
+    chunks = _parquet_chunks(path, name, spec) if fmt == "parquet" else \
+        ((f, {}) for f in jsonl_chunks(path, name, CHUNK_ROWS))
+    (tmp / "raw").mkdir()
+    p1 = _Pass1(tmp / "raw")
+    used = {c for t in spec.tokens for c in token_columns(t)} | set(_RESERVED) | {spec.label_field}
+    try:
+        for frame, vectors in chunks:
+            if len(frame):
+                fail = _failer(name, frame["_line"].to_numpy(), line_label)
+                p1.add(frame, validate_columns(frame, spec, fail, vectors, p1.dims), used, fail)
+    finally:
+        cols = p1.finish() if p1.cols["qid"] else None
+    if cols is None:
+        raise DataError(name, None, None, "no candidates found (empty input)")
+    fail = _failer(name, cols["line"], line_label)
+    qid, cid = cols["qid"], cols["cid"]
+    dup = pd.DataFrame({"q": qid, "c": cid}).duplicated().to_numpy()
+    if dup.any():
+        r = int(np.flatnonzero(dup)[0])
+        raise fail(r, "candidate_id", f"duplicate candidate '{cid[r]}' in query '{qid[r]}'")
+
+    report = LoadReport(source=name, lines=len(qid), order_from=p1.order_from)
+    codes, uniq = pd.factorize(pd.Series(qid), sort=False)
+    perm = np.lexsort((np.arange(len(qid)), cols["key"], codes))
+    lengths = np.bincount(codes, minlength=len(uniq))
+    keep_q = lengths >= min_candidates
+    if not keep_q.all():
+        small = np.flatnonzero(~keep_q)
+        if on_small_list == "reject":
+            row = int(np.flatnonzero(codes == small[0])[0])
+            raise fail(row, "query_id", f"query '{uniq[small[0]]}' has {lengths[small[0]]} candidate(s); "
+                                         f"at least {min_candidates} are needed")
+        report.queries_skipped = len(small)
+        report.candidates_skipped = int(lengths[small].sum())
+        report.skip_reasons[f"query with fewer than {min_candidates} candidates"] = len(small)
+        if not keep_q.any():
+            raise fail(0, "query_id", f"no query has at least {min_candidates} candidates "
+                                      f"({len(uniq)} queries, all too small to rank)")
+    perm = perm[keep_q[codes[perm]]]
+    kept_lengths = lengths[keep_q]
+    report.queries_kept, report.candidates_kept = int(keep_q.sum()), len(perm)
+    offsets = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(np.int64)
+    query_ids = np.asarray(qid[perm][offsets[:-1]], dtype=object)
+    queries = np.asarray(cols["text"][perm][offsets[:-1]], dtype=object)
+
+    splits = split_queries(query_ids, seed=seed)
+    empty = [k for k, v in splits.items() if len(v) == 0]
+    if empty:
+        raise DataError(name, None, "query_id",
+                        f"{len(query_ids)} usable queries leave the {', '.join(empty)} split(s) empty; "
+                        "training needs train, val, cal and test queries (a few dozen at least)")
+    first = np.zeros(len(uniq), dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]  # each query's first row in the file
+    raw = {k: np.memmap(tmp / "raw" / f"{k}.f32", dtype=np.float32, mode="r", shape=(len(qid), d))
+           for k, d in p1.dims.items()}
+    dtypes = {t.name: "float16" if t.float16 or p1.f16_exact[t.name] else "float32" for t in spec.tokens}
+    extras = pd.concat(p1.extras, ignore_index=True)
+    bad_const: dict[str, tuple[int, int]] = {}
+    meta_splits = {}
+    for s, qs in splits.items():
+        rows = np.concatenate([perm[offsets[q]:offsets[q + 1]] for q in qs])
+        folder = tmp / s
+        folder.mkdir()
+        off_s = np.concatenate([[0], np.cumsum(kept_lengths[qs])]).astype(np.int64)
+        labels = cols["label"][rows].astype(np.float32)
+        write_ids(folder, query_ids[qs], queries[qs], off_s, cid[rows], labels,
+                  extras.iloc[rows].reset_index(drop=True))
+        h = hashlib.sha256()  # the same bytes, in the same order, as RankingData.fingerprint
+        for arr in (query_ids[qs].astype(str), cid[rows].astype(str)):
+            h.update("\x1f".join(arr.tolist()).encode() + b"\x1e")
+        h.update(off_s.tobytes())
+        h.update(labels.tobytes())
+        for tok in sorted(spec.tokens, key=lambda t: t.name):
+            h.update(tok.name.encode())
+            out = NpyWriter(folder / f"{tok.name}.npy", np.dtype(dtypes[tok.name]), (len(rows), p1.dims[tok.name]))
+            for a in range(0, len(rows), CHUNK_ROWS):
+                part = rows[a:a + CHUNK_ROWS]
+                block = read_rows(raw[tok.name], part)
+                h.update(block.tobytes())
+                out.write(block)
+                if tok.list_constant:
+                    _note_list_constant(block, part, raw[tok.name], first[codes[part]], tok.name, bad_const)
+            out.close()
+        meta_splits[s] = {"fingerprint": h.hexdigest()[:16], "report": report.to_dict(),
+                          "num_queries": len(qs), "num_candidates": len(rows)}
+    for tok in spec.tokens:
+        if tok.name in bad_const:
+            r, ref = bad_const[tok.name]
+            raise fail(r, ",".join(token_columns(tok)), f"differs from the first candidate of its list "
+                       f"({line_label} {int(cols['line'][ref])}): this token must be identical for every "
+                       "candidate of a list")
+    del raw
+    shutil.rmtree(tmp / "raw")
+    return {"version": 1, "source": name, "file": str(path), "format": fmt, "seed": seed, "dtypes": dtypes,
+            "splits": meta_splits}
+
+
+def _note_list_constant(block: np.ndarray, rows: np.ndarray, raw: np.ndarray, ref: np.ndarray, token: str,
+                        bad: dict) -> None:
+    """Record the earliest file row whose list-constant token differs from its list's first row."""
+    differs = (block != read_rows(raw, ref)).any(axis=1)
+    if differs.any():
+        r = int(rows[differs].min())
+        if token not in bad or r < bad[token][0]:
+            bad[token] = (r, int(ref[rows == r][0]))
