@@ -28,14 +28,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
     import time
 
-    from cotrr_core.data.demo import SIZES, generate_demo_frame, tile_demo_frame, write_demo_jsonl, write_demo_parquet
+    from cotrr_core.data.demo import SIZES, generate_demo_frame, write_demo_jsonl, write_demo_parquet
+    from cotrr_core.data.demo.generate import write_tiled
 
     size = "small" if args.small else "default"
     t0 = time.perf_counter()
     frame = generate_demo_frame(**SIZES[size], seed=args.seed)
-    if args.queries:
-        frame, size = tile_demo_frame(frame, args.queries), f"{args.queries}q"
     ext = "parquet" if args.format == "parquet" else "jsonl"
+    if args.queries:  # written one copy of the lists at a time: 10^6 candidates fit in memory
+        out = Path(args.out) / f"demo_{args.queries}q_scored.{ext}"
+        rows = write_tiled(frame, args.queries, out, ext)
+        print(f"wrote {out}: {args.queries} queries (at most), {rows} candidates in {time.perf_counter() - t0:.1f} s")
+        return 0
     out = Path(args.out) / f"demo_{size}_scored.{ext}"
     (write_demo_parquet if ext == "parquet" else write_demo_jsonl)(frame, out)
     print(f"wrote {out}: {frame['query_id'].nunique()} queries, {len(frame)} candidates "

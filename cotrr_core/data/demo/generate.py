@@ -7,6 +7,7 @@ model is described in docs/demo_benchmark.md.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -156,10 +157,15 @@ def tile_demo_frame(frame: pd.DataFrame, n_queries: int) -> pd.DataFrame:
 
     For scale tests only: the copies add rows, not information.
     """
+    return pd.concat(list(tile_parts(frame, n_queries)), ignore_index=True)
+
+
+def tile_parts(frame: pd.DataFrame, n_queries: int):
+    """tile_demo_frame one copy of the lists at a time (frames of at most the input's size)."""
     qids = frame["query_id"].unique()
     if n_queries <= len(qids):
-        return frame[frame["query_id"].isin(qids[:n_queries])].reset_index(drop=True)
-    parts = []
+        yield frame[frame["query_id"].isin(qids[:n_queries])].reset_index(drop=True)
+        return
     for copy in range(-(-n_queries // len(qids))):
         keep = qids[:min(len(qids), n_queries - copy * len(qids))]
         part = frame[frame["query_id"].isin(keep)].copy()
@@ -168,8 +174,33 @@ def tile_demo_frame(frame: pd.DataFrame, n_queries: int) -> pd.DataFrame:
             part["query_id"] = part["query_id"] + suffix
             part["candidate_id"] = part["query_id"] + "_" + part["candidate_id"].str.split("_").str[-1]
             part["image"] = "demo://" + part["candidate_id"]
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
+        yield part.reset_index(drop=True)
+
+
+def write_tiled(frame: pd.DataFrame, n_queries: int, path: Path, fmt: str) -> int:
+    """Write tile_demo_frame(frame, n_queries) copy by copy (memory: one copy), atomically.
+
+    Returns the number of rows. Parquet gets one row group per copy."""
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        writer = None
+        with open(tmp, "wb") if fmt == "jsonl" else contextlib.nullcontext() as fh:
+            for part in tile_parts(frame, n_queries):
+                rows += len(part)
+                if fmt == "jsonl":
+                    cols = list(part.columns)
+                    fh.write("".join(json.dumps({c: _jsonable(v) for c, v in zip(cols, row)}) + "\n"
+                                     for row in part.itertuples(index=False, name=None)).encode())
+                    continue
+                table = _parquet_table(part)
+                writer = writer or pq.ParquetWriter(str(tmp), table.schema, compression="zstd")
+                writer.write_table(table)
+        if writer is not None:
+            writer.close()
+    atomic_write(path, write)
+    return rows
 
 
 def _rank(df: pd.DataFrame) -> pd.DataFrame:
@@ -199,12 +230,17 @@ def demo_cache_path(size: str = "default", root: Path | None = None) -> Path:
 
 def write_demo_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write atomically; vectors stored as list<float16> to halve the file."""
+    table = _parquet_table(df)
+    atomic_write(path, lambda tmp: pq.write_table(table, str(tmp), compression="zstd"))
+
+
+def _parquet_table(df: pd.DataFrame) -> pa.Table:
     table = pa.Table.from_pandas(df.drop(columns=list(VECTOR_COLUMNS)), preserve_index=False)
     for col in VECTOR_COLUMNS:
         mat = np.stack(df[col].to_numpy()).astype(np.float16)
         offsets = pa.array(np.arange(0, mat.size + 1, mat.shape[1], dtype=np.int32))
         table = table.append_column(col, pa.ListArray.from_arrays(offsets, pa.array(mat.ravel())))
-    atomic_write(path, lambda tmp: pq.write_table(table, str(tmp), compression="zstd"))
+    return table
 
 
 def read_demo_frame(path: Path | str) -> pd.DataFrame:
