@@ -1,7 +1,9 @@
-"""Data at scale: load time and peak RSS of `load_dataset` against pyarrow's bare reader on the same
-files, and training's peak RSS for one epoch as the demo grows (each measured in its own process).
+"""Data at scale: load time and peak RSS (streamed into the memory-mapped cache, reopened, and the old
+whole-file `load_dataset`) against pyarrow's bare reader on the same files; training's peak RSS for one
+epoch at 1x, 4x, 16x the default demo; scoring every candidate of the largest file with a trained run.
+Each measurement runs in its own interpreter (peak RSS = its ru_maxrss).
 
-    python bench/data.py --json OUT [--sizes 10000,100000] [--train-scales 1,4]
+    nice -n 10 python bench/data.py --json OUT [--sizes 10000,100000,1000000] [--train-scales 1,4,16]
 
 Files are the demo's lists tiled with fresh ids (`make-demo-data --queries N`). Writes OUT and
 bench/results/data.json.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,13 +27,18 @@ from cotrr_core.io import write_json  # noqa: E402
 
 DEMO_QUERIES, DEMO_CANDIDATES = 600, 23_913  # the default demo (bench/results/quality.json)
 
-# Each probe runs in a fresh interpreter and prints {"seconds", "peak_rss_mb"} as its last line.
+# Each probe runs in a fresh interpreter and prints {"seconds", "peak_rss_mb", ...} as its last line.
 _PROBE = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 kind, path = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
-if kind == "cotrr":
+extra = {{}}
+if kind == "cached":  # streamed into the cache (cold) or reopened from it (warm)
+    from cotrr_core.data.spec import builtin_spec
+    from cotrr_core.data.stream import cached_splits
+    n = sum(d.num_candidates for d in cached_splits(path, builtin_spec("step5")).values())
+elif kind == "whole":
     from cotrr_core.data import load_dataset
     n = load_dataset(path).num_candidates
 elif kind == "pyarrow":
@@ -40,7 +48,17 @@ elif kind == "pyarrow":
     else:
         import pyarrow.json as pj
         n = pj.read_json(path, pj.ReadOptions(block_size=1 << 26)).num_rows
-else:  # train one epoch
+elif kind == "score":  # every candidate of every split, through the run's model, batch by batch
+    from cotrr_core.data.spec import builtin_spec
+    from cotrr_core.data.stream import cached_splits
+    from cotrr_core.scoring import score_padded
+    from cotrr_core.training.runs import load_run
+    run = load_run(sys.argv[3], device="cpu")
+    n = 0
+    for d in cached_splits(path, builtin_spec("step5")).values():
+        p = d.padded(scaler=run.scaler)
+        n += int(score_padded(run.model, p, run.device, batch_lists=128)[p.mask].size)
+else:  # train one epoch (the cache was built by an earlier probe)
     from cotrr_core.data.benchmarks import load_benchmark
     from cotrr_core.training.recipe import fast_config
     from cotrr_core.training.trainer import fit
@@ -49,18 +67,20 @@ else:  # train one epoch
     pathlib.Path(sys.argv[3]).mkdir(parents=True, exist_ok=True)
     bench = load_benchmark(path)
     n = bench.splits["train"].num_candidates
-    fit(bench, cfg, sys.argv[3], calibrate=False)
+    extra["test_ndcg@10"] = fit(bench, cfg, sys.argv[3], calibrate=False)["test"]["cotrr"]["ndcg@10"]
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss_mb": rss, "rows": n}}))
+print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss_mb": rss, "rows": n, **extra}}))
 """
 
 
-def probe(*args: str) -> dict:
+def probe(cache: Path, *args: str) -> dict:
+    env = {**os.environ, "COTRR_CACHE": str(cache)}
     proc = subprocess.run([sys.executable, "-c", _PROBE.format(root=str(ROOT)), *args], capture_output=True,
-                          text=True, cwd=ROOT)
+                          text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+        return {"error": tail or f"exit {proc.returncode} (killed: out of memory?)"}
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "loadavg": os.getloadavg()[0]}
 
 
 def demo_file(n_queries: int, fmt: str, out: Path) -> Path:
@@ -71,37 +91,57 @@ def demo_file(n_queries: int, fmt: str, out: Path) -> Path:
     return path
 
 
+def cold_cache(out: Path, path: Path) -> Path:
+    """A cache folder of this file's own, emptied: the next `cached` probe streams the file into it."""
+    cache = out / "cache" / path.name
+    shutil.rmtree(cache, ignore_errors=True)
+    return cache
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--json", required=True)
-    p.add_argument("--sizes", default="10000,100000", help="candidates per load test")
-    p.add_argument("--jsonl-max", type=int, default=10_000, help="largest size also written as JSONL")
-    p.add_argument("--train-scales", default="1,4", help="multiples of the demo for the training test")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="candidates per load test")
+    p.add_argument("--jsonl-max", type=int, default=100_000, help="largest size also written as JSONL")
+    p.add_argument("--whole-max", type=int, default=100_000, help="largest size loaded whole (load_dataset)")
+    p.add_argument("--train-scales", default="1,4,16", help="multiples of the demo for the training test")
     p.add_argument("--out", default=str(ROOT / "artifacts" / "datasets" / "scale"))
     args = p.parse_args()
     t0 = time.perf_counter()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine": machine(), "loadavg_before": os.getloadavg(), "load": {}, "train_peak_rss_mb": {},
-                    "train": {}}
-    for size in (int(s) for s in args.sizes.split(",")):
+                    "train": {}, "score": {},
+                    "notes": f"JSONL only up to {args.jsonl_max} candidates (10^6 as JSONL is ~21 GB); the whole-file "
+                             f"load_dataset only up to {args.whole_max} (beyond, it does not fit in memory). "
+                             "cached_cold = streamed into the cache; cached_warm = reopened (memmap)."}
+    for scale in (int(s) for s in args.train_scales.split(",")):
+        path = demo_file(DEMO_QUERIES * scale, "parquet", out_dir)
+        cache = cold_cache(out_dir, path)
+        build = probe(cache, "cached", str(path))
+        run = probe(cache, "train", str(path), str(out_dir / f"run_{scale}x"))
+        result["train"][f"{scale}x"] = {**run, "cache_build": build}
+        result["train_peak_rss_mb"][f"{scale}x"] = run.get("peak_rss_mb")
+        print(f"train {scale}x: {json.dumps(result['train'][f'{scale}x'])}", flush=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    for size in sizes:
         n_queries = max(1, round(size * DEMO_QUERIES / DEMO_CANDIDATES))
         for fmt in ("parquet", "jsonl"):
             if fmt == "jsonl" and size > args.jsonl_max:
                 continue
             path = demo_file(n_queries, fmt, out_dir)
-            row = {"file_mb": path.stat().st_size / 2**20, "cotrr": probe("cotrr", str(path)),
-                   "pyarrow": probe("pyarrow", str(path))}
-            if "seconds" in row["cotrr"] and "seconds" in row["pyarrow"]:
-                row["time_ratio"] = row["cotrr"]["seconds"] / row["pyarrow"]["seconds"]
+            cache = cold_cache(out_dir, path)
+            row = {"file_mb": path.stat().st_size / 2**20, "cached_cold": probe(cache, "cached", str(path)),
+                   "cached_warm": probe(cache, "cached", str(path)), "pyarrow": probe(cache, "pyarrow", str(path))}
+            if size <= args.whole_max:
+                row["whole"] = probe(cache, "whole", str(path))
+            if size == max(sizes) and fmt == "parquet" and (out_dir / "run_1x" / "model.pt").exists():
+                result["score"][f"{fmt}_{size}"] = probe(cache, "score", str(path), str(out_dir / "run_1x"))
+                print(f"score {fmt} {size}: {json.dumps(result['score'][f'{fmt}_{size}'])}", flush=True)
             result["load"][f"{fmt}_{size}"] = row
             print(f"load {fmt} {size}: {json.dumps(row)}", flush=True)
-    for scale in (int(s) for s in args.train_scales.split(",")):
-        path = demo_file(DEMO_QUERIES * scale, "parquet", out_dir)
-        run = probe("train", str(path), str(out_dir / f"run_{scale}x"))
-        result["train"][f"{scale}x"] = run
-        result["train_peak_rss_mb"][f"{scale}x"] = run.get("peak_rss_mb")
-        print(f"train {scale}x: {json.dumps(run)}", flush=True)
+            if size > args.jsonl_max:
+                shutil.rmtree(cache, ignore_errors=True)  # gigabytes: not kept
     result["loadavg_after"] = os.getloadavg()
     result["seconds"] = time.perf_counter() - t0
     for path in (Path(args.json), ROOT / "bench" / "results" / "data.json"):

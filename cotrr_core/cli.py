@@ -29,11 +29,14 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
     import time
 
     from cotrr_core.data.demo import SIZES, generate_demo_frame, write_demo_jsonl, write_demo_parquet
-    from cotrr_core.data.demo.generate import write_tiled
+    from cotrr_core.data.demo.generate import demo_cache_path, read_demo_frame, write_tiled
 
     size = "small" if args.small else "default"
     t0 = time.perf_counter()
-    frame = generate_demo_frame(**SIZES[size], seed=args.seed)
+    if args.queries and args.seed == 0:  # tiles of the demo exactly as the app loads it (its cached Parquet)
+        frame = read_demo_frame(demo_cache_path(size))
+    else:
+        frame = generate_demo_frame(**SIZES[size], seed=args.seed)
     ext = "parquet" if args.format == "parquet" else "jsonl"
     if args.queries:  # written one copy of the lists at a time: 10^6 candidates fit in memory
         out = Path(args.out) / f"demo_{args.queries}q_scored.{ext}"

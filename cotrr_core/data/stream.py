@@ -152,7 +152,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: P
            on_small_list: SmallListPolicy) -> dict:
     line_label = "row" if fmt == "parquet" else "line"
     chunks = _parquet_chunks(path, name, spec) if fmt == "parquet" else \
-        ((f, {}) for f in jsonl_chunks(path, name, CHUNK_ROWS))
+        ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B per number
     (tmp / "raw").mkdir()
     p1 = _Pass1(tmp / "raw")
     used = {c for t in spec.tokens for c in token_columns(t)} | set(_RESERVED) | {spec.label_field}
