@@ -44,7 +44,10 @@ def test_quality_and_calibration_json_shape(tmp_path):
         spread = sec[model]["ndcg@10_spread"]
         assert spread["min"] <= sec[model]["ndcg@10"] <= spread["max"]
     assert len(sec["cotrr"]["ndcg@10_spread"]["seeds"]) == 2 and len(sec["blend_weights"]) == 2
-    assert set(sec["blend_weights"]) <= set(quality.BLEND_WEIGHTS) and sec["gbdt_token"] == "lightgbm"
+    assert set(sec["blend_weights"]) <= set(quality.BLEND_WEIGHTS) and sec["committee"] == ["lightgbm", "ridge"]
+    if sec["blend_weights"] == [0.0, 0.0]:  # the reranker alone was chosen: cotrr is cotrr_nn exactly
+        assert sec["cotrr"]["ndcg@10"] == sec["cotrr_nn"]["ndcg@10"]
+    assert len(sec["ablation"]["committee_alone_ndcg@10"]["seeds"]) == 2
     assert sec["best_peer"] in ("lightgbm", "ridge") and sec["convention"].startswith("exclude")
     ci = sec["ci"][f"cotrr_vs_{sec['best_peer']}"]
     assert ci["lo"] <= ci["diff"] <= ci["hi"] and ci["n"] == sec["original"]["queries"]
@@ -58,6 +61,7 @@ def test_quality_and_calibration_json_shape(tmp_path):
     assert sec["selected"] == min(sec["cal"], key=lambda m: (round(sec["cal"][m]["ece"], 6),
                                                             ("temperature", "platt", "isotonic").index(m)))
     assert {"aurc", "random_aurc"} <= set(sec["uncertainty"]) and cal["machine"]
+    assert sec["fit_splits"] == ["cal", "val"]
 
 
 def test_files_benchmark_splits_val_into_val_and_cal(tmp_path):

@@ -1,9 +1,10 @@
-"""Calibrator selection on the cal split only: out-of-fold ECE, never test."""
+"""Calibrator selection on held-out calibration data only (cal, + val when it is its own split): out-of-fold ECE, never test."""
 from __future__ import annotations
 
 import numpy as np
 
-from cotrr_core.calibration.evaluate import METHODS, cal_cv_table, select_method
+from cotrr_core.calibration.evaluate import METHODS, cal_cv_table, fit_splits, select_method
+from cotrr_core.data.benchmarks import Benchmark
 
 
 def test_out_of_fold_table_and_selection():
@@ -21,3 +22,11 @@ def test_out_of_fold_table_and_selection():
 def test_selection_prefers_the_simpler_method_on_ties():
     same = {"ece": 0.01}
     assert select_method({m: same for m in METHODS}) == METHODS[0]
+
+
+def test_calibration_data_is_cal_plus_a_held_out_val_never_train():
+    train, val, cal, test = object(), object(), object(), object()
+    assert fit_splits(Benchmark("b", {"train": train, "val": val, "cal": cal, "test": test}, "")) == ["cal", "val"]
+    assert fit_splits(Benchmark("b", {"train": train, "val": train, "cal": train, "test": test}, "")) == ["cal"]
+    assert fit_splits(Benchmark("b", {"train": train, "val": cal, "cal": cal, "test": test}, "")) == ["cal"]
+
