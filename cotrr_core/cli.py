@@ -17,7 +17,21 @@ def _spec(path: str | None) -> FeatureSpec | None:
     return FeatureSpec.load(path) if path else None
 
 
+STREAM_VALIDATE_BYTES = 256 * 2**20  # larger Step5 JSONL / Parquet files are validated chunk by chunk
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from cotrr_core.data.loaders import infer_format
+    from cotrr_core.data.spec import builtin_spec
+    from cotrr_core.data.stream import STREAM_FORMATS, validate_file
+
+    fmt, spec = args.format or infer_format(args.file), _spec(args.spec)
+    if fmt in STREAM_FORMATS and (spec is None or spec.format == "step5") and Path(args.file).exists() \
+            and Path(args.file).stat().st_size > STREAM_VALIDATE_BYTES:
+        out = validate_file(args.file, spec or builtin_spec("step5"), fmt=fmt, on_small_list=args.small_lists)
+        print(out["report"])
+        print(f"tokens: {out['token_dims']}; relevant share: {out['relevant_share']:.3f} (validated in chunks)")
+        return 0
     data = load_dataset(args.file, args.format, _spec(args.spec), on_small_list=args.small_lists,
                         max_features=args.max_features)
     print(data.report)

@@ -90,9 +90,21 @@ def open_store(folder: Path, spec: FeatureSpec) -> dict[str, RankingData]:
 
 
 def commit(tmp: Path, final: Path, meta: dict) -> None:
-    """meta.json last, then one rename: a cache entry is complete or absent."""
+    """meta.json last, then one rename: a cache entry is complete or absent. Then prune."""
     write_json(tmp / "meta.json", meta)
     try:
         os.replace(tmp, final)
     except OSError:  # another process committed the same entry first: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
+    prune(final.parent)
+
+
+def prune(root: Path) -> None:
+    """Drop entries whose source file is gone (temp uploads, test files): the cache must not only grow."""
+    for entry in root.iterdir():
+        try:
+            source = json.loads((entry / "meta.json").read_text()).get("file")
+        except (OSError, ValueError):
+            continue  # a temp folder being written, or not ours
+        if source and not Path(source).exists():
+            shutil.rmtree(entry, ignore_errors=True)

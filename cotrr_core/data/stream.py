@@ -9,6 +9,7 @@ Valid data gives the same splits, arrays and fingerprints as load_dataset + the 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from cotrr_core.data.splits import split_queries
 from cotrr_core.data.store import NpyWriter, cache_key, cache_root, commit, open_store, write_ids
 from cotrr_core.data.validate import token_columns, validate_columns
 
-__all__ = ["cached_splits", "STREAM_FORMATS"]
+__all__ = ["cached_splits", "validate_file", "STREAM_FORMATS"]
 
 STREAM_FORMATS = ("jsonl", "parquet")
 
@@ -55,6 +56,23 @@ def cached_splits(path: str | Path, spec: FeatureSpec, *, name: str | None = Non
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return open_store(final, spec)
+
+
+def validate_file(path: str | Path, spec: FeatureSpec, *, fmt: str | None = None, min_candidates: int = 2,
+                  on_small_list: SmallListPolicy = "skip") -> dict:
+    """Every check of load_dataset, streamed (memory: one chunk plus [N] ids), nothing cached.
+
+    Returns {"report": LoadReport, "token_dims": {name: d}, "relevant_share": float}; raises DataError."""
+    path = Path(path)
+    fmt = fmt or infer_format(path)
+    if not path.exists():
+        raise DataError(str(path), None, None, "file not found")
+    with tempfile.TemporaryDirectory(prefix=".validate-", dir=path.parent if os.access(path.parent, os.W_OK)
+                                     else None) as tmp:
+        meta = _build(path, fmt, spec, str(path), 0, Path(tmp), min_candidates, on_small_list, write=False)
+    report = LoadReport(**{k: v for k, v in meta["report"].items() if k != "skip_reasons"})
+    report.skip_reasons.update(meta["report"]["skip_reasons"])
+    return {"report": report, "token_dims": meta["token_dims"], "relevant_share": meta["relevant_share"]}
 
 
 def _failer(name: str, lines: np.ndarray, line_label: str):
@@ -149,7 +167,8 @@ class _Pass1:
 
 
 def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: Path, min_candidates: int,
-           on_small_list: SmallListPolicy) -> dict:
+           on_small_list: SmallListPolicy, write: bool = True) -> dict:
+    """Both passes into `tmp` (write=False: every check, one "all" split, no arrays written)."""
     line_label = "row" if fmt == "parquet" else "line"
     chunks = _parquet_chunks(path, name, spec) if fmt == "parquet" else \
         ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B per number
@@ -196,7 +215,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: P
     query_ids = np.asarray(qid[perm][offsets[:-1]], dtype=object)
     queries = np.asarray(cols["text"][perm][offsets[:-1]], dtype=object)
 
-    splits = split_queries(query_ids, seed=seed)
+    splits = split_queries(query_ids, seed=seed) if write else {"all": np.arange(len(query_ids))}
     empty = [k for k, v in splits.items() if len(v) == 0]
     if empty:
         raise DataError(name, None, "query_id",
@@ -213,9 +232,18 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: P
     for s, qs in splits.items():
         rows = np.concatenate([perm[offsets[q]:offsets[q + 1]] for q in qs])
         folder = tmp / s
-        folder.mkdir()
         off_s = np.concatenate([[0], np.cumsum(kept_lengths[qs])]).astype(np.int64)
         labels = cols["label"][rows].astype(np.float32)
+        if not write:  # validation only: the list-constant check still reads the rows
+            for tok in (t for t in spec.tokens if t.list_constant):
+                for a in range(0, len(rows), CHUNK_ROWS):
+                    part = rows[a:a + CHUNK_ROWS]
+                    _note_list_constant(read_rows(raw[tok.name], part), part, raw[tok.name], first[codes[part]],
+                                        tok.name, bad_const)
+            meta_splits[s] = {"report": report.to_dict(), "relevant_share":
+                              float((labels >= spec.relevance_threshold).mean())}
+            continue
+        folder.mkdir()
         write_ids(folder, query_ids[qs], queries[qs], off_s, cid[rows], labels,
                   extras.iloc[rows].reset_index(drop=True))
         h = hashlib.sha256()  # the same bytes, in the same order, as RankingData.fingerprint
@@ -244,6 +272,9 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: P
                        "candidate of a list")
     del raw
     shutil.rmtree(tmp / "raw")
+    if not write:
+        return {"report": report.to_dict(), "token_dims": dict(p1.dims),
+                "relevant_share": meta_splits["all"]["relevant_share"]}
     return {"version": 1, "source": name, "file": str(path), "format": fmt, "seed": seed, "dtypes": dtypes,
             "splits": meta_splits}
 

@@ -168,3 +168,20 @@ def test_tiled_writer_equals_the_tiled_frame(tmp_path):
     ref = load_dataset(tmp_path / "ref.parquet").fingerprint()
     assert load_dataset(tmp_path / "t.parquet").fingerprint() == ref
     assert json.loads((tmp_path / "t.jsonl").read_text().splitlines()[0])["query_id"] == "q0001"
+
+
+def test_streamed_validation_reports_like_the_whole_file_load(tmp_path, monkeypatch):
+    from cotrr_core import cli
+
+    rows = make_step5_rows(n_queries=30, list_len=5)
+    rows += [dict(rows[0], query_id="lonely", candidate_id="x")]  # a one-candidate list: skipped, counted
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = stream.validate_file(path, builtin_spec("step5"))
+    whole = load_dataset(path)
+    assert str(out["report"]) == str(whole.report) and out["token_dims"] == whole.token_dims
+    assert out["relevant_share"] == pytest.approx(float(whole.relevant().mean()))
+    monkeypatch.setattr(cli, "STREAM_VALIDATE_BYTES", 0)
+    assert cli.main(["validate", str(path)]) == 0
+    bad = _bad(tmp_path, lambda r: r[163].update(clip_text_features=[9.0, 9.0, 9.0, 9.0]))
+    assert cli.main(["validate", str(bad)]) != 0
+    assert not list(tmp_path.glob(".validate-*"))
