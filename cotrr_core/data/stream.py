@@ -27,15 +27,24 @@ from cotrr_core.data.splits import split_queries
 from cotrr_core.data.store import NpyWriter, cache_key, cache_root, commit, open_store, write_ids
 from cotrr_core.data.validate import token_columns, validate_columns
 
-__all__ = ["cached_splits", "validate_file", "STREAM_FORMATS"]
+__all__ = ["cached_splits", "cached_dataset", "validate_file", "STREAM_FORMATS"]
 
 STREAM_FORMATS = ("jsonl", "parquet")
 
 
+def cached_dataset(path: str | Path, spec: FeatureSpec, *, name: str | None = None, fmt: str | None = None,
+                   min_candidates: int = 2, on_small_list: SmallListPolicy = "skip",
+                   require_labels: bool = True) -> RankingData:
+    """The whole file as one cached RankingData (memmapped features): load_dataset for big files."""
+    return cached_splits(path, spec, name=name, fmt=fmt, seed=None, min_candidates=min_candidates,
+                         on_small_list=on_small_list, require_labels=require_labels)["all"]
+
+
 def cached_splits(path: str | Path, spec: FeatureSpec, *, name: str | None = None, fmt: str | None = None,
-                  seed: int = 0, min_candidates: int = 2,
-                  on_small_list: SmallListPolicy = "skip") -> dict[str, RankingData]:
-    """train / val / cal / test of `path` from the cache, streaming the file into it on first use.
+                  seed: int | None = 0, min_candidates: int = 2, on_small_list: SmallListPolicy = "skip",
+                  require_labels: bool = True) -> dict[str, RankingData]:
+    """train / val / cal / test of `path` (seed None: one split "all") from the cache, streaming the
+    file into it on first use.
 
     Returns split -> RankingData with memory-mapped features; raises DataError (file, line, field)."""
     path = Path(path)
@@ -44,13 +53,14 @@ def cached_splits(path: str | Path, spec: FeatureSpec, *, name: str | None = Non
     if not path.exists():
         raise DataError(name, None, None, "file not found")
     key = cache_key(path, spec, name=name, fmt=fmt, seed=seed, min_candidates=min_candidates,
-                    on_small_list=on_small_list)
+                    on_small_list=on_small_list, require_labels=require_labels)
     final = cache_root() / key
     if not (final / "meta.json").exists():
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
         try:
-            meta = _build(path, fmt, spec, name, seed, tmp, min_candidates, on_small_list)
+            meta = _build(path, fmt, spec, name, seed, tmp, min_candidates, on_small_list,
+                          require_labels=require_labels)
             commit(tmp, final, meta)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -166,8 +176,8 @@ class _Pass1:
         return {k: np.concatenate(v) for k, v in self.cols.items()}
 
 
-def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: Path, min_candidates: int,
-           on_small_list: SmallListPolicy, write: bool = True) -> dict:
+def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None, tmp: Path, min_candidates: int,
+           on_small_list: SmallListPolicy, write: bool = True, require_labels: bool = True) -> dict:
     """Both passes into `tmp` (write=False: every check, one "all" split, no arrays written)."""
     line_label = "row" if fmt == "parquet" else "line"
     chunks = _parquet_chunks(path, name, spec) if fmt == "parquet" else \
@@ -178,6 +188,8 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: P
     try:
         for frame, vectors in chunks:
             if len(frame):
+                if not require_labels and spec.label_field not in frame.columns:  # scoring-only input
+                    frame = frame.assign(**{spec.label_field: spec.label_min})
                 fail = _failer(name, frame["_line"].to_numpy(), line_label)
                 p1.add(frame, validate_columns(frame, spec, fail, vectors, p1.dims), used, fail)
     finally:
@@ -215,7 +227,8 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int, tmp: P
     query_ids = np.asarray(qid[perm][offsets[:-1]], dtype=object)
     queries = np.asarray(cols["text"][perm][offsets[:-1]], dtype=object)
 
-    splits = split_queries(query_ids, seed=seed) if write else {"all": np.arange(len(query_ids))}
+    splits = split_queries(query_ids, seed=seed) if write and seed is not None else \
+        {"all": np.arange(len(query_ids))}
     empty = [k for k, v in splits.items() if len(v) == 0]
     if empty:
         raise DataError(name, None, "query_id",

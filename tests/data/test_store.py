@@ -185,3 +185,17 @@ def test_streamed_validation_reports_like_the_whole_file_load(tmp_path, monkeypa
     bad = _bad(tmp_path, lambda r: r[163].update(clip_text_features=[9.0, 9.0, 9.0, 9.0]))
     assert cli.main(["validate", str(bad)]) != 0
     assert not list(tmp_path.glob(".validate-*"))
+
+
+def test_cached_dataset_is_load_dataset_for_scoring_only_files(tmp_path):
+    rows = make_step5_rows(n_queries=12, list_len=6)[::-1]
+    for r in rows:
+        r.pop("compliance_score")
+    rows.append(dict(rows[0], query_id="single", candidate_id="s"))
+    path = _parquet(tmp_path / "unlabelled.parquet", rows)
+    ref = load_dataset(path, min_candidates=1, require_labels=False)
+    got = stream.cached_dataset(path, builtin_spec("step5"), min_candidates=1, require_labels=False)
+    _same(ref, got)
+    sub = got.subset([2, 0])  # read from the memmap into memory, as float32
+    _same(ref.subset([2, 0]), sub)
+    assert not isinstance(sub.features["clip_img"], np.memmap)
