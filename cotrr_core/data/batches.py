@@ -58,7 +58,7 @@ class LazyPaddedLists(PaddedLists):
             out[k] = block
         return self._scaler.transform(out) if self._scaler is not None else out
 
-    def batch(self, idx: np.ndarray | slice, device: "str | object" = "cpu"):
+    def batch(self, idx: np.ndarray | slice, device: str | object = "cpu"):
         """Lists `idx` trimmed to their longest real list, as torch tensors on `device`.
 
         Returns (tokens {name: [b, L', d] float32}, mask [b, L'] bool, labels [b, L'] float32).

@@ -6,11 +6,11 @@ read through a fresh mapping that is dropped at once: memory stays one batch, wh
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["read_rows", "iter_chunks", "CHUNK_ROWS"]
+__all__ = ["CHUNK_ROWS", "iter_chunks", "read_rows"]
 
 CHUNK_ROWS = 16384  # rows per chunk when a whole array is streamed (16k x 1024 float32 = 64 MiB)
 

@@ -26,7 +26,7 @@ from cotrr_core.data.errors import LoadReport
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.io import REPO_ROOT, write_json
 
-__all__ = ["cache_root", "cache_key", "open_store", "write_ids", "NpyWriter", "STORE_VERSION"]
+__all__ = ["STORE_VERSION", "NpyWriter", "cache_key", "cache_root", "open_store", "write_ids"]
 
 STORE_VERSION = 1
 
@@ -77,7 +77,8 @@ def open_store(folder: Path, spec: FeatureSpec) -> dict[str, RankingData]:
     out = {}
     for name, info in meta["splits"].items():
         d = folder / name
-        load = lambda f: np.load(d / f, allow_pickle=False)  # noqa: E731
+        def load(f: str, d: Path = d) -> np.ndarray:
+            return np.load(d / f, allow_pickle=False)
         report = LoadReport(**{k: v for k, v in info["report"].items() if k != "skip_reasons"})
         report.skip_reasons.update(info["report"]["skip_reasons"])
         out[name] = RankingData(

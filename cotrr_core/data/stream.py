@@ -24,10 +24,17 @@ from cotrr_core.data.loaders import _fixed_vectors, infer_format, jsonl_chunks
 from cotrr_core.data.rowread import CHUNK_ROWS, read_rows
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.splits import split_queries
-from cotrr_core.data.store import NpyWriter, cache_key, cache_root, commit, open_store, write_ids
+from cotrr_core.data.store import (
+    NpyWriter,
+    cache_key,
+    cache_root,
+    commit,
+    open_store,
+    write_ids,
+)
 from cotrr_core.data.validate import token_columns, validate_columns
 
-__all__ = ["cached_splits", "cached_dataset", "validate_file", "STREAM_FORMATS"]
+__all__ = ["STREAM_FORMATS", "cached_dataset", "cached_splits", "validate_file"]
 
 STREAM_FORMATS = ("jsonl", "parquet")
 

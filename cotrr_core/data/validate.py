@@ -16,7 +16,7 @@ import pandas as pd
 from cotrr_core.data.limits import F32_MAX
 from cotrr_core.data.spec import FeatureSpec, TokenSpec
 
-__all__ = ["Columns", "validate_columns", "token_columns"]
+__all__ = ["Columns", "token_columns", "validate_columns"]
 
 
 @dataclass

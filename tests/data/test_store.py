@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cotrr_core.data import DataError, load_dataset
-from cotrr_core.data import stream
+from cotrr_core.data import DataError, load_dataset, stream
 from cotrr_core.data.benchmarks import _hash_split, load_benchmark
 from cotrr_core.data.scaling import FeatureScaler
 from cotrr_core.data.spec import builtin_spec
