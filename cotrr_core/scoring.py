@@ -48,10 +48,8 @@ def build_model(config: RunConfig, spec: FeatureSpec, token_dims: dict[str, int]
 
 
 def scaled_padded(run: "LoadedRun", data: RankingData, query_index=None) -> PaddedLists:
-    """Padded lists with the run's standardisation applied: what the model sees."""
-    padded = data.padded(query_index)
-    padded.tokens = run.scaler.transform(padded.tokens)
-    return padded
+    """Padded lists with the run's standardisation applied (per batch, as read): what the model sees."""
+    return data.padded(query_index, scaler=run.scaler)
 
 
 @torch.inference_mode()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cotrr_core.data import load_dataset
+from cotrr_core.data.stream import cached_dataset
 from cotrr_core.io import atomic_write, write_jsonl
 from cotrr_core.serving.policy import Policy
 from cotrr_core.serving.reranker import Reranker
@@ -25,7 +25,8 @@ def rerank_file(run_dir: str | Path, file: str | Path, out: str | Path | None = 
     t0 = time.perf_counter()
     reranker = Reranker.load(run_dir, device="auto", policy=Policy(mode="full"))
     # min_candidates=1: one-candidate lists are kept (served as is) so every input row gets an output row
-    data = load_dataset(file, fmt, reranker.run.spec, min_candidates=1, require_labels=False)
+    # streamed into the memory-mapped dataset cache: a file of any size is read chunk by chunk
+    data = cached_dataset(file, reranker.run.spec, fmt=fmt, min_candidates=1, require_labels=False)
     out = Path(out) if out else Path(file).with_suffix(".reranked.jsonl")
     frames, fallbacks, reranked = [], Counter(), 0
     for a in range(0, data.num_queries, chunk):

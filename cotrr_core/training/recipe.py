@@ -5,6 +5,7 @@ import numpy as np
 
 from cotrr_core.config import RunConfig
 from cotrr_core.data.dataset import RankingData
+from cotrr_core.data.rowread import iter_chunks
 
 __all__ = ["fast_config", "auto_config"]
 
@@ -50,7 +51,7 @@ def auto_config(train: RankingData) -> tuple[RunConfig, str]:
         cfg.train.epochs, cfg.train.patience, cfg.train.batch_size, cfg.train.warmup_steps = 40, 8, 16, 10
         kind = "tabular"
     cfg.model.list_context = True
-    heavy = any(np.percentile(np.abs(v), 99) > 10 for v in train.features.values() if v.size)
+    heavy = any(_share_above(v, 10.0) > 0.01 for v in train.features.values() if v.size)
     if heavy:
         cfg.train.log_features = "on"
     cfg.calibration.method = "auto"
@@ -58,3 +59,9 @@ def auto_config(train: RankingData) -> tuple[RunConfig, str]:
             f"log1p {'on (heavy-tailed)' if heavy else 'as spec'}; width {cfg.model.hidden}, "
             f"{cfg.model.layers} layer(s), dropout {cfg.model.dropout}, list context, ListMLE+focal")
     return cfg, rule
+
+
+def _share_above(values: np.ndarray, limit: float) -> float:
+    """Share of the entries of `values` [N, d] with |x| > limit, read in row chunks (memmap-safe): the
+    99th percentile of |x| exceeds `limit` when this share exceeds 1%."""
+    return sum(int((np.abs(c) > limit).sum()) for c in iter_chunks(values)) / values.size
