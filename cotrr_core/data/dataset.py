@@ -16,8 +16,8 @@ import pandas as pd
 from cotrr_core.data.errors import DataError, LoadReport
 from cotrr_core.data.rowread import iter_chunks, read_rows
 from cotrr_core.data.spec import FeatureSpec
-from cotrr_core.data.validate import (_check_list_constant, token_columns,
-                                       validate_columns)
+from cotrr_core.data.validate import (_check_list_constant, check_unique_candidates, order_lists,
+                                       token_columns, validate_columns)
 
 __all__ = ["RankingData", "PaddedLists", "build_ranking_data", "token_columns", "to_device"]
 
@@ -168,10 +168,7 @@ def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, r
     cols = validate_columns(frame, spec, fail, vectors)
     qid, cid, label, features = cols.qid, cols.cid, cols.label, cols.features
 
-    dup = pd.DataFrame({"q": qid, "c": cid}).duplicated().to_numpy()
-    if dup.any():
-        r = int(np.flatnonzero(dup)[0])
-        raise fail(r, "candidate_id", f"duplicate candidate '{cid[r]}' in query '{qid[r]}'")
+    check_unique_candidates(qid, cid, fail)
 
     order_key, report.order_from = cols.order_key, cols.order_from
     codes, uniq = pd.factorize(pd.Series(qid), sort=False)
@@ -179,25 +176,7 @@ def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, r
         if tok.list_constant:
             _check_list_constant(features[tok.name], codes, ",".join(token_columns(tok)), fail,
                                  lambda r: f"{line_label} {int(lines[r])}")
-    perm = np.lexsort((np.arange(len(frame)), order_key, codes))
-    lengths = np.bincount(codes, minlength=len(uniq))
-
-    keep_q = lengths >= min_candidates
-    if not keep_q.all():
-        small = np.flatnonzero(~keep_q)
-        if on_small_list == "reject":
-            row = int(np.flatnonzero(codes == small[0])[0])
-            raise fail(row, "query_id", f"query '{uniq[small[0]]}' has {lengths[small[0]]} candidate(s); "
-                                         f"at least {min_candidates} are needed")
-        report.queries_skipped = len(small)
-        report.candidates_skipped = int(lengths[small].sum())
-        report.skip_reasons[f"query with fewer than {min_candidates} candidates"] = len(small)
-        if not keep_q.any():
-            raise fail(0, "query_id", f"no query has at least {min_candidates} candidates "
-                                      f"({len(uniq)} queries, all too small to rank)")
-    perm = perm[keep_q[codes[perm]]]
-    kept_lengths = lengths[keep_q]
-    report.queries_kept, report.candidates_kept = int(keep_q.sum()), len(perm)
+    perm, kept_lengths = order_lists(codes, uniq, order_key, min_candidates, on_small_list, fail, report)
 
     text = frame["query"].astype(str).to_numpy() if "query" in frame else np.full(len(frame), "", dtype=object)
     starts = np.concatenate([[0], np.cumsum(kept_lengths)])[:-1]

@@ -291,13 +291,7 @@ def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFram
     import pyarrow as pa
 
     table = _read_parquet_table(path, name, pa)
-    vectors = {}
-    for tok in spec.tokens:
-        col = token_columns(tok)[0] if len(token_columns(tok)) == 1 else None
-        if col in table.column_names:
-            arr = _fixed_vectors(table.column(col), pa)
-            if arr is not None:
-                vectors[col] = arr
+    vectors = vector_columns(table, spec, pa)
     table = table.drop_columns(list(vectors))
     try:  # self_destruct frees each Arrow column once converted: the peak is one copy, not two
         frame = table.to_pandas(split_blocks=True, self_destruct=True)
@@ -347,6 +341,18 @@ def _decoded_values(array, pa) -> int:
         array = array.flatten()
         n += len(array)
     return n
+
+
+def vector_columns(table, spec: FeatureSpec, pa) -> dict[str, np.ndarray]:
+    """The single-column tokens of an Arrow table stored as equal-length lists: {column: [N, d]}."""
+    vectors = {}
+    for tok in spec.tokens:
+        col = token_columns(tok)[0] if len(token_columns(tok)) == 1 else None
+        if col in table.column_names:
+            arr = _fixed_vectors(table.column(col), pa)
+            if arr is not None:
+                vectors[col] = arr
+    return vectors
 
 
 def _fixed_vectors(column, pa) -> np.ndarray | None:

@@ -20,7 +20,7 @@ import pandas as pd
 from cotrr_core.data.dataset import _RESERVED, RankingData, SmallListPolicy
 from cotrr_core.data.errors import DataError, LoadReport
 from cotrr_core.data.limits import MAX_COLUMNS, MAX_ROWS, MAX_STREAM_VALUES
-from cotrr_core.data.loaders import _fixed_vectors, infer_format, jsonl_chunks
+from cotrr_core.data.loaders import infer_format, jsonl_chunks, vector_columns
 from cotrr_core.data.rowread import CHUNK_ROWS, read_rows
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.splits import split_queries
@@ -32,7 +32,7 @@ from cotrr_core.data.store import (
     open_store,
     write_ids,
 )
-from cotrr_core.data.validate import token_columns, validate_columns
+from cotrr_core.data.validate import check_unique_candidates, order_lists, token_columns, validate_columns
 
 __all__ = ["STREAM_FORMATS", "cached_dataset", "cached_splits", "validate_file"]
 
@@ -128,13 +128,7 @@ def _parquet_chunks(path: Path, name: str, spec: FeatureSpec):
             raise
         except Exception as exc:
             raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
-        vectors = {}
-        for tok in spec.tokens:
-            col = token_columns(tok)[0] if len(token_columns(tok)) == 1 else None
-            if col in table.column_names:
-                arr = _fixed_vectors(table.column(col), pa)
-                if arr is not None:
-                    vectors[col] = arr
+        vectors = vector_columns(table, spec, pa)
         try:
             frame = table.drop_columns(list(vectors)).to_pandas(split_blocks=True, self_destruct=True)
         except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
@@ -205,31 +199,11 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
         raise DataError(name, None, None, "no candidates found (empty input)")
     fail = _failer(name, cols["line"], line_label)
     qid, cid = cols["qid"], cols["cid"]
-    dup = pd.DataFrame({"q": qid, "c": cid}).duplicated().to_numpy()
-    if dup.any():
-        r = int(np.flatnonzero(dup)[0])
-        raise fail(r, "candidate_id", f"duplicate candidate '{cid[r]}' in query '{qid[r]}'")
+    check_unique_candidates(qid, cid, fail)
 
     report = LoadReport(source=name, lines=len(qid), order_from=p1.order_from)
     codes, uniq = pd.factorize(pd.Series(qid), sort=False)
-    perm = np.lexsort((np.arange(len(qid)), cols["key"], codes))
-    lengths = np.bincount(codes, minlength=len(uniq))
-    keep_q = lengths >= min_candidates
-    if not keep_q.all():
-        small = np.flatnonzero(~keep_q)
-        if on_small_list == "reject":
-            row = int(np.flatnonzero(codes == small[0])[0])
-            raise fail(row, "query_id", f"query '{uniq[small[0]]}' has {lengths[small[0]]} candidate(s); "
-                                         f"at least {min_candidates} are needed")
-        report.queries_skipped = len(small)
-        report.candidates_skipped = int(lengths[small].sum())
-        report.skip_reasons[f"query with fewer than {min_candidates} candidates"] = len(small)
-        if not keep_q.any():
-            raise fail(0, "query_id", f"no query has at least {min_candidates} candidates "
-                                      f"({len(uniq)} queries, all too small to rank)")
-    perm = perm[keep_q[codes[perm]]]
-    kept_lengths = lengths[keep_q]
-    report.queries_kept, report.candidates_kept = int(keep_q.sum()), len(perm)
+    perm, kept_lengths = order_lists(codes, uniq, cols["key"], min_candidates, on_small_list, fail, report)
     offsets = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(np.int64)
     query_ids = np.asarray(qid[perm][offsets[:-1]], dtype=object)
     queries = np.asarray(cols["text"][perm][offsets[:-1]], dtype=object)

@@ -16,7 +16,7 @@ import pandas as pd
 from cotrr_core.data.limits import F32_MAX
 from cotrr_core.data.spec import FeatureSpec, TokenSpec
 
-__all__ = ["Columns", "token_columns", "validate_columns"]
+__all__ = ["Columns", "check_unique_candidates", "order_lists", "token_columns", "validate_columns"]
 
 
 @dataclass
@@ -255,3 +255,39 @@ def _order_key(frame: pd.DataFrame, fail) -> tuple[np.ndarray, str]:
         _require(frame, "first_stage_score", fail)
         return -_scalar(frame, "first_stage_score", fail), "first_stage_score (descending)"
     return np.arange(len(frame), dtype=np.float64), "file order"
+
+
+def check_unique_candidates(qid: np.ndarray, cid: np.ndarray, fail) -> None:
+    """DataError at the first repeated (query_id, candidate_id) pair; qid, cid [N]."""
+    dup = pd.DataFrame({"q": qid, "c": cid}).duplicated().to_numpy()
+    if dup.any():
+        r = int(np.flatnonzero(dup)[0])
+        raise fail(r, "candidate_id", f"duplicate candidate '{cid[r]}' in query '{qid[r]}'")
+
+
+def order_lists(codes: np.ndarray, uniq, order_key: np.ndarray, min_candidates: int, on_small_list: str,
+                fail, report) -> tuple[np.ndarray, np.ndarray]:
+    """Row order of the kept lists: (perm [N_kept], kept list lengths [Q_kept]).
+
+    Rows are grouped by query (first appearance, `codes` [N] from pd.factorize with its `uniq`)
+    and sorted by `order_key` [N] inside (stably). Lists shorter than `min_candidates` are skipped
+    and counted in `report` (LoadReport), or rejected with a DataError when on_small_list="reject".
+    """
+    perm = np.lexsort((np.arange(len(codes)), order_key, codes))
+    lengths = np.bincount(codes, minlength=len(uniq))
+    keep_q = lengths >= min_candidates
+    if not keep_q.all():
+        small = np.flatnonzero(~keep_q)
+        if on_small_list == "reject":
+            row = int(np.flatnonzero(codes == small[0])[0])
+            raise fail(row, "query_id", f"query '{uniq[small[0]]}' has {lengths[small[0]]} candidate(s); "
+                                         f"at least {min_candidates} are needed")
+        report.queries_skipped = len(small)
+        report.candidates_skipped = int(lengths[small].sum())
+        report.skip_reasons[f"query with fewer than {min_candidates} candidates"] = len(small)
+        if not keep_q.any():
+            raise fail(0, "query_id", f"no query has at least {min_candidates} candidates "
+                                      f"({len(uniq)} queries, all too small to rank)")
+    perm = perm[keep_q[codes[perm]]]
+    report.queries_kept, report.candidates_kept = int(keep_q.sum()), len(perm)
+    return perm, lengths[keep_q]
