@@ -177,7 +177,7 @@ def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool 
             alone.append(_ndcg(test, g_test))
             nn_val, nn_test, ep = train_cotrr(bench, cfg, rep, members, run_root or tmp, log)
             blend_val = {w: _ndcg(val, nn_val + w * g_val) for w in BLEND_WEIGHTS}
-            w = max(BLEND_WEIGHTS, key=lambda x: (round(blend_val[x], 10), -x))  # ties -> less GBDT
+            w = max(BLEND_WEIGHTS, key=lambda x: (round(blend_val[x], 10), -x))  # ties -> less committee
             weights.append(w)
             epochs.append(ep)
             scores["cotrr_nn"].append(nn_test)
