@@ -19,6 +19,7 @@ from cotrr_core.data.dataset import RankingData, SmallListPolicy, build_ranking_
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.limits import (F32_MAX, MAX_COLUMNS, MAX_CSV_CELL, MAX_FEATURE_INDEX, MAX_GRADE, MAX_JSON_DEPTH,
                                     MAX_ROWS, MAX_SPARSE_EXPANSION, MAX_VALUES, SPARSE_FLOOR)
+from cotrr_core.data.parquet import read_parquet
 from cotrr_core.data.spec import FeatureSpec, builtin_spec, default_letor_spec
 
 __all__ = ["load_dataset", "infer_format", "FORMATS"]
@@ -73,7 +74,7 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
         return build_ranking_data(_read_jsonl(path, name), spec, name, **kwargs)
     if fmt == "csv":
         return build_ranking_data(_read_csv(path, name, spec), spec, name, **kwargs)
-    frame, vectors = _read_parquet(path, name, spec)
+    frame, vectors = read_parquet(path, name, spec)
     return build_ranking_data(frame, spec, name, line_label="row", vectors=vectors, **kwargs)
 
 
@@ -280,98 +281,6 @@ def _parse_vector_cells(frame: pd.DataFrame, col: str, name: str) -> list:
                 raise DataError(name, int(line), col, f"malformed vector: value {bad.token} {bad.problem}")
         out.append(value)
     return out
-
-
-# ---------- Parquet ----------
-
-def _read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Rows and columns are checked from the footer, decoded values batch by batch (so a tiny file
-    of a million repeated rows stops at the limit, not at the end); vector columns of one length are
-    decoded straight to [N, d] arrays (no per-row objects)."""
-    import pyarrow as pa
-
-    table = _read_parquet_table(path, name, pa)
-    vectors = vector_columns(table, spec, pa)
-    table = table.drop_columns(list(vectors))
-    try:  # self_destruct frees each Arrow column once converted: the peak is one copy, not two
-        frame = table.to_pandas(split_blocks=True, self_destruct=True)
-    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-        raise DataError(name, None, None, f"cannot convert Parquet columns: {exc}") from None
-    frame["_line"] = np.arange(1, len(frame) + 1)
-    return frame, vectors
-
-
-BATCH_ROWS = 131072  # Parquet rows decoded before the value count is checked again
-
-
-def _read_parquet_table(path: Path, name: str, pa):
-    """The file as one validated Arrow table, within MAX_ROWS / MAX_COLUMNS / MAX_VALUES.
-
-    Per-column-chunk footer statistics are deliberately not read: on some damaged files pyarrow
-    aborts the whole process there (C++ terminate), which no `except` can catch."""
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-        rows, cols = pf.metadata.num_rows, pf.metadata.num_columns
-        if rows > MAX_ROWS or cols > MAX_COLUMNS:
-            raise DataError(name, None, None, f"{rows} rows x {cols} columns; at most {MAX_ROWS} rows and "
-                                              f"{MAX_COLUMNS} columns are read")
-        batches, values = [], 0
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-            values += sum(_decoded_values(c, pa) for c in batch.columns)
-            if values > MAX_VALUES:
-                raise DataError(name, None, None, f"more than {MAX_VALUES} values once decoded; "
-                                                  f"at most {MAX_VALUES} are read")
-            batches.append(batch)
-        table = pa.Table.from_batches(batches, schema=pf.schema_arrow)
-        table.validate(full=True)  # e.g. text that is not UTF-8
-    except (DataError, MemoryError):  # Arrow's out-of-memory too: not a corrupt file
-        raise
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
-    return table
-
-
-def _decoded_values(array, pa) -> int:
-    """Numbers an Arrow column decodes to (list elements counted, however deep)."""
-    n = len(array)
-    while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or \
-            pa.types.is_fixed_size_list(array.type):
-        array = array.flatten()
-        n += len(array)
-    return n
-
-
-def vector_columns(table, spec: FeatureSpec, pa) -> dict[str, np.ndarray]:
-    """The single-column tokens of an Arrow table stored as equal-length lists: {column: [N, d]}."""
-    vectors = {}
-    for tok in spec.tokens:
-        col = token_columns(tok)[0] if len(token_columns(tok)) == 1 else None
-        if col in table.column_names:
-            arr = _fixed_vectors(table.column(col), pa)
-            if arr is not None:
-                vectors[col] = arr
-    return vectors
-
-
-def _fixed_vectors(column, pa) -> np.ndarray | None:
-    """A list column whose rows are all present, numeric and of one length, as [N, d]; else None
-    (the validator then explains the odd row)."""
-    col = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    t = col.type
-    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
-        return None
-    vt = t.value_type
-    if col.null_count or not (pa.types.is_floating(vt) or pa.types.is_integer(vt)) or len(col) == 0:
-        return None
-    lengths = np.asarray(col.value_lengths())
-    if (lengths != lengths[0]).any():
-        return None
-    flat = col.flatten().to_numpy(zero_copy_only=False)
-    # float64 stays float64 so an out-of-float32 value is named as such; narrower types fit float32
-    dtype = np.float64 if flat.dtype == np.float64 else np.float32
-    return np.asarray(flat, dtype=dtype).reshape(len(col), int(lengths[0]))
 
 
 # ---------- LETOR ----------

@@ -20,7 +20,8 @@ import pandas as pd
 from cotrr_core.data.dataset import _RESERVED, RankingData, SmallListPolicy
 from cotrr_core.data.errors import DataError, LoadReport
 from cotrr_core.data.limits import MAX_COLUMNS, MAX_ROWS, MAX_STREAM_VALUES
-from cotrr_core.data.loaders import infer_format, jsonl_chunks, vector_columns
+from cotrr_core.data.loaders import infer_format, jsonl_chunks
+from cotrr_core.data.parquet import vector_columns
 from cotrr_core.data.rowread import CHUNK_ROWS, read_rows
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.splits import split_queries

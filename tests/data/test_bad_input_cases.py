@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from cotrr_core.cli import main
 from cotrr_core.data import DataError, builtin_spec, load_dataset
-from cotrr_core.data import limits, loaders
+from cotrr_core.data import limits, loaders, parquet
 from cotrr_core.io import REPO_ROOT
 from tests.data.test_loaders import (assert_same_data, expect_error, step5_frames, step5_row, write_csv, write_jsonl,
                                      write_lines, write_parquet)
@@ -187,10 +187,10 @@ def test_letor_sparse_expansion_is_bounded(tmp_path, monkeypatch):
 
 def test_parquet_limits_come_from_the_footer(tmp_path, monkeypatch):
     path = write_parquet(tmp_path / "s.parquet", rows(50))
-    monkeypatch.setattr(loaders, "MAX_ROWS", 40)
+    monkeypatch.setattr(parquet, "MAX_ROWS", 40)
     expect_error(path, None, None, "50 rows")
-    monkeypatch.setattr(loaders, "MAX_ROWS", limits.MAX_ROWS)
-    monkeypatch.setattr(loaders, "MAX_VALUES", 100)
+    monkeypatch.setattr(parquet, "MAX_ROWS", limits.MAX_ROWS)
+    monkeypatch.setattr(parquet, "MAX_VALUES", 100)
     expect_error(path, None, None, "values once decoded")
 
 
