@@ -13,10 +13,10 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from cotrr_core.data.errors import DataError, LoadReport
+from cotrr_core.data.errors import LoadReport
 from cotrr_core.data.rowread import iter_chunks, read_rows
 from cotrr_core.data.spec import FeatureSpec
-from cotrr_core.data.validate import (_check_list_constant, check_unique_candidates, order_lists,
+from cotrr_core.data.validate import (_check_list_constant, check_unique_candidates, order_lists, row_failer,
                                        token_columns, validate_columns)
 
 __all__ = ["RankingData", "PaddedLists", "build_ranking_data", "token_columns", "to_device"]
@@ -153,12 +153,7 @@ def build_ranking_data(frame: pd.DataFrame, spec: FeatureSpec, source: str, *, r
     lines = frame["_line"].to_numpy() if "_line" in frame else np.arange(1, len(frame) + 1)
     report = LoadReport(source=source, lines=len(frame))
 
-    def fail(row: int | None, field: str | None, problem: str) -> DataError:
-        line = None if row is None else int(lines[row])
-        err = DataError(source, line, field, problem)
-        if line_label != "line" and line is not None:
-            err.args = (str(err).replace(f"line {line}", f"{line_label} {line}"),)
-        return err
+    fail = row_failer(source, lines, line_label)
 
     if len(frame) == 0:
         raise fail(None, None, "no candidates found (empty input)")

@@ -12,7 +12,7 @@ from cotrr_core.data.limits import MAX_COLUMNS, MAX_ROWS, MAX_VALUES
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.validate import token_columns
 
-__all__ = ["read_parquet", "vector_columns", "BATCH_ROWS"]
+__all__ = ["read_parquet", "parquet_chunks", "vector_columns", "BATCH_ROWS"]
 
 
 def read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -21,14 +21,17 @@ def read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFrame
     decoded straight to [N, d] arrays (no per-row objects)."""
     import pyarrow as pa
 
-    table = _read_parquet_table(path, name, pa)
+    return _frame(_read_parquet_table(path, name, pa), spec, name, pa, 1)
+
+
+def _frame(table, spec: FeatureSpec, name: str, pa, first_line: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """(the non-vector columns as a frame with `_line` from first_line, vector columns [N, d])."""
     vectors = vector_columns(table, spec, pa)
-    table = table.drop_columns(list(vectors))
     try:  # self_destruct frees each Arrow column once converted: the peak is one copy, not two
-        frame = table.to_pandas(split_blocks=True, self_destruct=True)
+        frame = table.drop_columns(list(vectors)).to_pandas(split_blocks=True, self_destruct=True)
     except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
         raise DataError(name, None, None, f"cannot convert Parquet columns: {exc}") from None
-    frame["_line"] = np.arange(1, len(frame) + 1)
+    frame["_line"] = np.arange(first_line, first_line + len(frame))
     return frame, vectors
 
 
@@ -103,3 +106,34 @@ def _fixed_vectors(column, pa) -> np.ndarray | None:
     # float64 stays float64 so an out-of-float32 value is named as such; narrower types fit float32
     dtype = np.float64 if flat.dtype == np.float64 else np.float32
     return np.asarray(flat, dtype=dtype).reshape(len(col), int(lengths[0]))
+
+
+def parquet_chunks(path: Path, name: str, spec: FeatureSpec, rows_per_chunk: int):
+    """(frame with `_line`, decoded vector columns) per batch of `rows_per_chunk` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        rows, cols = pf.metadata.num_rows, pf.metadata.num_columns
+        batches = pf.iter_batches(batch_size=rows_per_chunk)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
+    if rows > MAX_ROWS or cols > MAX_COLUMNS:
+        raise DataError(name, None, None, f"{rows} rows x {cols} columns; at most {MAX_ROWS} rows and "
+                                          f"{MAX_COLUMNS} columns are read")
+    start = 1
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            batch.validate(full=True)
+            table = pa.Table.from_batches([batch])
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
+        frame, vectors = _frame(table, spec, name, pa, start)
+        start += len(frame)
+        yield frame, vectors

@@ -19,9 +19,9 @@ import pandas as pd
 
 from cotrr_core.data.dataset import _RESERVED, RankingData, SmallListPolicy
 from cotrr_core.data.errors import DataError, LoadReport
-from cotrr_core.data.limits import MAX_COLUMNS, MAX_ROWS, MAX_STREAM_VALUES
+from cotrr_core.data.limits import MAX_STREAM_VALUES
 from cotrr_core.data.loaders import infer_format, jsonl_chunks
-from cotrr_core.data.parquet import vector_columns
+from cotrr_core.data.parquet import parquet_chunks
 from cotrr_core.data.rowread import CHUNK_ROWS, read_rows
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.splits import split_queries
@@ -33,7 +33,8 @@ from cotrr_core.data.store import (
     open_store,
     write_ids,
 )
-from cotrr_core.data.validate import check_unique_candidates, order_lists, token_columns, validate_columns
+from cotrr_core.data.validate import (check_unique_candidates, order_lists, row_failer, token_columns,
+                                      validate_columns)
 
 __all__ = ["STREAM_FORMATS", "cached_dataset", "cached_splits", "validate_file"]
 
@@ -93,52 +94,6 @@ def validate_file(path: str | Path, spec: FeatureSpec, *, fmt: str | None = None
     return {"report": report, "token_dims": meta["token_dims"], "relevant_share": meta["relevant_share"]}
 
 
-def _failer(name: str, lines: np.ndarray, line_label: str):
-    def fail(row: int | None, field: str | None, problem: str) -> DataError:
-        line = None if row is None else int(lines[row])
-        err = DataError(name, line, field, problem)
-        if line_label != "line" and line is not None:
-            err.args = (str(err).replace(f"line {line}", f"{line_label} {line}"),)
-        return err
-    return fail
-
-
-def _parquet_chunks(path: Path, name: str, spec: FeatureSpec):
-    """(frame with `_line`, decoded vector columns) per batch of CHUNK_ROWS rows."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-        rows, cols = pf.metadata.num_rows, pf.metadata.num_columns
-        batches = pf.iter_batches(batch_size=CHUNK_ROWS)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
-    if rows > MAX_ROWS or cols > MAX_COLUMNS:
-        raise DataError(name, None, None, f"{rows} rows x {cols} columns; at most {MAX_ROWS} rows and "
-                                          f"{MAX_COLUMNS} columns are read")
-    start = 1
-    while True:
-        try:
-            batch = next(batches, None)
-            if batch is None:
-                return
-            batch.validate(full=True)
-            table = pa.Table.from_batches([batch])
-        except MemoryError:
-            raise
-        except Exception as exc:
-            raise DataError(name, None, None, f"cannot read Parquet: {exc}") from None
-        vectors = vector_columns(table, spec, pa)
-        try:
-            frame = table.drop_columns(list(vectors)).to_pandas(split_blocks=True, self_destruct=True)
-        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-            raise DataError(name, None, None, f"cannot convert Parquet columns: {exc}") from None
-        frame["_line"] = np.arange(start, start + len(frame))
-        start += len(frame)
-        yield frame, vectors
-
-
 class _Pass1:
     """What pass 1 keeps: per row ids, label, order key, line, query text; extras; raw feature files."""
 
@@ -182,7 +137,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
            on_small_list: SmallListPolicy, write: bool = True, require_labels: bool = True) -> dict:
     """Both passes into `tmp` (write=False: every check, one "all" split, no arrays written)."""
     line_label = "row" if fmt == "parquet" else "line"
-    chunks = _parquet_chunks(path, name, spec) if fmt == "parquet" else \
+    chunks = parquet_chunks(path, name, spec, CHUNK_ROWS) if fmt == "parquet" else \
         ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B per number
     (tmp / "raw").mkdir()
     p1 = _Pass1(tmp / "raw")
@@ -192,13 +147,13 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
             if len(frame):
                 if not require_labels and spec.label_field not in frame.columns:  # scoring-only input
                     frame = frame.assign(**{spec.label_field: spec.label_min})
-                fail = _failer(name, frame["_line"].to_numpy(), line_label)
+                fail = row_failer(name, frame["_line"].to_numpy(), line_label)
                 p1.add(frame, validate_columns(frame, spec, fail, vectors, p1.dims), used, fail)
     finally:
         cols = p1.finish() if p1.cols["qid"] else None
     if cols is None:
         raise DataError(name, None, None, "no candidates found (empty input)")
-    fail = _failer(name, cols["line"], line_label)
+    fail = row_failer(name, cols["line"], line_label)
     qid, cid = cols["qid"], cols["cid"]
     check_unique_candidates(qid, cid, fail)
 

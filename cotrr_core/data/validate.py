@@ -13,10 +13,11 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
+from cotrr_core.data.errors import DataError
 from cotrr_core.data.limits import F32_MAX
 from cotrr_core.data.spec import FeatureSpec, TokenSpec
 
-__all__ = ["Columns", "check_unique_candidates", "order_lists", "token_columns", "validate_columns"]
+__all__ = ["Columns", "check_unique_candidates", "order_lists", "row_failer", "token_columns", "validate_columns"]
 
 
 @dataclass
@@ -291,3 +292,15 @@ def order_lists(codes: np.ndarray, uniq, order_key: np.ndarray, min_candidates: 
     perm = perm[keep_q[codes[perm]]]
     report.queries_kept, report.candidates_kept = int(keep_q.sum()), len(perm)
     return perm, lengths[keep_q]
+
+
+def row_failer(name: str, lines: np.ndarray, line_label: str = "line"):
+    """fail(row, field, problem) -> DataError naming `name`, the row's line (lines [N]) and the field;
+    `line_label` replaces "line" in the message (e.g. "row" for Parquet)."""
+    def fail(row: int | None, field: str | None, problem: str) -> DataError:
+        line = None if row is None else int(lines[row])
+        err = DataError(name, line, field, problem)
+        if line_label != "line" and line is not None:
+            err.args = (str(err).replace(f"line {line}", f"{line_label} {line}"),)
+        return err
+    return fail
