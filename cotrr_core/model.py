@@ -78,10 +78,11 @@ class Block(nn.Module):
 
 
 class TokenEncoder(nn.Module):
-    """Feature groups -> token states: dict of [B, L, d_t] (+ mask [B, L]) -> [B, L, T, H].
+    """Feature groups -> token states of the real candidates: dict of [B, L, d_t] + rows [n] -> [n, T, H].
 
-    One Linear per group, plus a learned token-type embedding, then LayerNorm. List-constant
-    groups are projected once per list (candidate 0's vector) and broadcast over candidates.
+    `rows` are the flat positions (b * L + l) of the candidates to encode, so padding is never read
+    or computed. One Linear per group, plus a learned token-type embedding, then LayerNorm.
+    List-constant groups are projected once per list (candidate 0's vector) and gathered per row.
     """
 
     def __init__(self, token_dims: Mapping[str, int], hidden: int, list_constant: Sequence[str] = ()) -> None:
@@ -95,18 +96,17 @@ class TokenEncoder(nn.Module):
         self.type_emb = nn.Parameter(torch.randn(len(self.names), hidden) * 0.02)
         self.ln = nn.LayerNorm(hidden)
 
-    def forward(self, tokens: Mapping[str, Tensor], mask: Tensor) -> Tensor:
+    def forward(self, tokens: Mapping[str, Tensor], mask: Tensor, rows: Tensor) -> Tensor:
         b, l = mask.shape
-        keep = mask[..., None]
         states = []
         for name in self.names:
-            # Zero padding first: arbitrary (even NaN) padded inputs must not reach gradients.
-            if name in self.list_constant:  # only candidate 0's vector is read: [B, 1, d]
-                first = torch.where(keep[:, :1], tokens[name][:, :1], 0.0)
-                states.append(self.proj[name](first).expand(b, l, -1))
+            x = tokens[name]
+            if name in self.list_constant:  # only candidate 0's vector is read (zeroed if it is padding)
+                first = torch.where(mask[:, :1], x[:, 0], 0.0)  # [B, d]
+                states.append(self.proj[name](first)[rows // l])
             else:
-                states.append(self.proj[name](torch.where(keep, tokens[name], 0.0)))
-        return self.ln(torch.stack(states, dim=2) + self.type_emb)
+                states.append(self.proj[name](x.reshape(b * l, -1)[rows]))
+        return self.ln(torch.stack(states, dim=1) + self.type_emb)
 
 
 class CoTRRModel(nn.Module):
@@ -137,15 +137,18 @@ class CoTRRModel(nn.Module):
 
     def candidates(self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False,
                    dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
-        """Token trunk: (tokens, mask) -> candidate vectors [B, L, H] (+ per-layer attention)."""
+        """Token trunk: (tokens, mask) -> candidate vectors [B, L, H] (+ per-layer attention [B*L, heads,
+        T, T]). Only real candidates go through it (padding would be ~20% of a batch's work); padding
+        positions get zero vectors, which the list context masks out and the head scores 0."""
         b, l = mask.shape
-        x = self.encoder(tokens, mask)  # [B, L, T, H]
-        x = x.reshape(b * l, x.size(2), -1)
+        rows = mask.reshape(-1).nonzero().squeeze(1)  # [n]
+        x = self.encoder(tokens, mask, rows)  # [n, T, H]
         token_att = []
         for blk in self.blocks:
             x, att = blk(x, return_attention=return_attention, dropout=dropout)
-            token_att.append(att)
-        return self.ln_tokens(x).mean(dim=1).view(b, l, -1), token_att
+            token_att.append(None if att is None else _unpack(att, rows, b * l))
+        c = _unpack(self.ln_tokens(x).mean(dim=1), rows, b * l)
+        return c.view(b, l, -1), token_att
 
     def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False,
                          dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
@@ -177,6 +180,11 @@ class CoTRRModel(nn.Module):
             "list": torch.stack(list_att, dim=1) if list_att else None,
         }
         return scores, maps
+
+
+def _unpack(x: Tensor, rows: Tensor, n: int) -> Tensor:
+    """Rows [k, ...] at flat positions `rows` [k] -> [n, ...], zeros elsewhere."""
+    return x.new_zeros(n, *x.shape[1:]).index_copy(0, rows, x)
 
 
 def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int,

@@ -44,6 +44,18 @@ def test_shape_padding_invariance_and_no_nan(list_context: bool) -> None:
     assert torch.allclose(scores[mask], again[mask], atol=1e-6)
 
 
+@pytest.mark.parametrize("list_context", [False, True])
+def test_padded_list_scores_as_it_does_alone(list_context: bool) -> None:
+    """The trunk skips padding: a short list padded into a batch scores as it does on its own."""
+    model = make_model(list_context=list_context)
+    tokens, mask = make_batch()
+    batch = model(tokens, mask)
+    for k in range(mask.size(0)):
+        n = int(mask[k].sum())
+        alone = model({name: v[k:k + 1, :n] for name, v in tokens.items()}, mask[k:k + 1, :n])
+        assert torch.allclose(alone[0], batch[k, :n], atol=1e-5)
+
+
 def test_all_padding_list_is_finite_with_finite_gradients() -> None:
     model = make_model(list_context=True).train()
     tokens, mask = make_batch()
@@ -74,7 +86,8 @@ def test_fused_path_equals_attention_path(list_context: bool) -> None:
     b, l = mask.shape
     cfg = model.config
     assert att["token"].shape == (b, l, cfg.layers, cfg.heads, len(DIMS), len(DIMS))
-    assert torch.allclose(att["token"].sum(-1), torch.ones(()), atol=1e-5)
+    rows = att["token"].sum(-1)  # [B, L, layers, heads, T]: 1 for real candidates, 0 for padding
+    assert torch.allclose(rows, mask[:, :, None, None, None].float().expand_as(rows), atol=1e-5)
     if list_context:
         lst = att["list"]
         assert lst.shape == (b, cfg.list_context_layers, cfg.heads, l, l)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cotrr_core.data import build_ranking_data
 from cotrr_core.serving.policy import Policy, bucket
@@ -188,3 +189,25 @@ def test_cli_rerank_writes_one_row_per_candidate(run_dir, synthetic_file, tmp_pa
     assert {"query_id", "candidate_id", "original_rank", "new_rank", "raw_score", "probability",
             "uncertainty"} <= set(rows[0])
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_budgeted_scoring_uses_the_callers_thread_count(loaded):
+    """Scoring workers started under one torch thread count follow a later torch.set_num_threads
+    (OpenMP keeps a count per thread, so a worker would otherwise keep the one it started with)."""
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("needs a machine with 2+ cores")
+    rr = Reranker(loaded.run, Policy("full"))
+    seen = []
+    real = rr._forward
+    rr._forward = lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1]
+    query, cands = lists_of(1)[0]
+    try:
+        rr.rerank(query, cands, time_budget_ms=1e6)  # starts a worker at `before` threads
+        torch.set_num_threads(1)
+        for _ in range(4):  # whichever worker takes it
+            assert rr.rerank(query, cands, time_budget_ms=1e6).fallback_reason is None
+    finally:
+        torch.set_num_threads(before)
+        rr.close()
+    assert seen[0] == before and seen[1:] == [1] * 4
