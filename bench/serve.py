@@ -130,9 +130,9 @@ def int8_model(model: torch.nn.Module) -> torch.nn.Module:
 # ---------------------------------------------------------------------------- measurements
 def padded_batch(reranker: Reranker, lists: list[tuple]) -> tuple[dict, torch.Tensor]:
     """The standardised padded tensors the Reranker builds for these (query, candidates) lists."""
-    feats = reranker.featurizer([c for _, cands in lists for c in cands],
-                                np.cumsum([0] + [len(c) for _, c in lists]))
-    return reranker._tensors(feats, np.cumsum([0] + [len(c) for _, c in lists]))
+    offsets = np.cumsum([0] + [len(c) for _, c in lists])
+    feats = reranker.featurizer([c for _, cands in lists for c in cands], offsets)
+    return reranker._batch(feats, offsets).padded()
 
 
 def flops_per_candidate(reranker: Reranker, lists: list[tuple]) -> float:

@@ -4,10 +4,13 @@ Pure nn.Modules, no I/O. A batch is B lists padded to L candidates:
 ``tokens`` maps each feature group to [B, L, d_t], ``mask`` [B, L] is True for real candidates.
 Each candidate is a sequence of T tokens (one per feature group) that attend to each other;
 optionally the pooled candidates of a list then attend to each other (list context).
+Internally (and for serving, which has no padding to begin with) a batch is `Ragged`: only the real
+candidates' rows, so padding is never gathered, read or computed.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +18,58 @@ from torch import Tensor, nn
 
 from cotrr_core.config import ModelConfig
 
-__all__ = ["mc_scores", "Attention", "Block", "TokenEncoder", "CoTRRModel", "mc_dropout_scores", "count_parameters"]
+__all__ = ["Ragged", "mc_scores", "Attention", "Block", "TokenEncoder", "CoTRRModel", "mc_dropout_scores", "count_parameters"]
+
+
+@dataclass
+class Ragged:
+    """K lists of candidates without padding.
+
+    rows {name: [n, d]}: the per-candidate groups, list k's candidates consecutive (row-major order
+    of `mask`); lists {name: [K, d]}: the list-constant groups, one vector per list; mask [K, L]:
+    True at the n real candidates; positions [n]: each row's flat index into [K, L].
+    """
+
+    rows: dict[str, Tensor]
+    lists: dict[str, Tensor]
+    mask: Tensor
+    positions: Tensor
+
+    @classmethod
+    def from_padded(cls, tokens: Mapping[str, Tensor], mask: Tensor, list_constant: Sequence[str] = ()) -> "Ragged":
+        """Padded tokens {name: [K, L, d]} + mask [K, L] -> the real rows (list-constant: candidate 0's
+        vector, zeroed when it is padding)."""
+        k, l = mask.shape
+        positions = mask.reshape(-1).nonzero().squeeze(1)
+        rows = {n: x.reshape(k * l, -1)[positions] for n, x in tokens.items() if n not in list_constant}
+        lists = {n: torch.where(mask[:, :1], tokens[n][:, 0], 0.0) for n in list_constant}
+        return cls(rows, lists, mask, positions)
+
+    @classmethod
+    def from_lengths(cls, rows: dict[str, Tensor], lists: dict[str, Tensor], lengths: Tensor) -> "Ragged":
+        """Rows of K lists laid end to end; lengths [K] (>= 1 each)."""
+        mask = torch.arange(int(lengths.max()), device=lengths.device)[None, :] < lengths[:, None]
+        return cls(rows, lists, mask, mask.reshape(-1).nonzero().squeeze(1))
+
+    def padded(self) -> tuple[dict[str, Tensor], Tensor]:
+        """The same lists padded: tokens {name: [K, L, d]} (zeros at padding) and mask [K, L]."""
+        k, l = self.mask.shape
+        tokens = {n: x.new_zeros(k * l, x.size(1)).index_copy(0, self.positions, x).view(k, l, -1)
+                  for n, x in self.rows.items()}
+        tokens.update({n: x[:, None].expand(k, l, -1) for n, x in self.lists.items()})
+        return tokens, self.mask
+
+    def list_of_row(self) -> Tensor:
+        """[n] the list each row belongs to."""
+        return self.positions // self.mask.size(1)
+
+    def repeat(self, times: int) -> "Ragged":
+        """The batch `times` times over: list s * K + k is copy s of list k."""
+        size = self.mask.numel()
+        offsets = torch.arange(times, device=self.positions.device).repeat_interleave(len(self.positions)) * size
+        return Ragged({n: x.repeat(times, 1) for n, x in self.rows.items()},
+                      {n: x.repeat(times, 1) for n, x in self.lists.items()},
+                      self.mask.repeat(times, 1), self.positions.repeat(times) + offsets)
 
 
 def _active(module: nn.Module, dropout: bool | None) -> bool:
@@ -78,11 +132,10 @@ class Block(nn.Module):
 
 
 class TokenEncoder(nn.Module):
-    """Feature groups -> token states of the real candidates: dict of [B, L, d_t] + rows [n] -> [n, T, H].
+    """Feature groups -> token states: Ragged batch -> [n, T, H].
 
-    `rows` are the flat positions (b * L + l) of the candidates to encode, so padding is never read
-    or computed. One Linear per group, plus a learned token-type embedding, then LayerNorm.
-    List-constant groups are projected once per list (candidate 0's vector) and gathered per row.
+    One Linear per group, plus a learned token-type embedding, then LayerNorm. List-constant
+    groups are projected once per list and gathered per candidate.
     """
 
     def __init__(self, token_dims: Mapping[str, int], hidden: int, list_constant: Sequence[str] = ()) -> None:
@@ -96,16 +149,11 @@ class TokenEncoder(nn.Module):
         self.type_emb = nn.Parameter(torch.randn(len(self.names), hidden) * 0.02)
         self.ln = nn.LayerNorm(hidden)
 
-    def forward(self, tokens: Mapping[str, Tensor], mask: Tensor, rows: Tensor) -> Tensor:
-        b, l = mask.shape
-        states = []
-        for name in self.names:
-            x = tokens[name]
-            if name in self.list_constant:  # only candidate 0's vector is read (zeroed if it is padding)
-                first = torch.where(mask[:, :1], x[:, 0], 0.0)  # [B, d]
-                states.append(self.proj[name](first)[rows // l])
-            else:
-                states.append(self.proj[name](x.reshape(b * l, -1)[rows]))
+    def forward(self, batch: Ragged) -> Tensor:
+        """The real candidates' token states [n, T, H]."""
+        list_of_row = batch.list_of_row() if batch.lists else None
+        states = [self.proj[name](batch.lists[name])[list_of_row] if name in self.list_constant
+                  else self.proj[name](batch.rows[name]) for name in self.names]
         return self.ln(torch.stack(states, dim=1) + self.type_emb)
 
 
@@ -135,20 +183,18 @@ class CoTRRModel(nn.Module):
         self.ln_list = nn.LayerNorm(h) if config.list_context else nn.Identity()
         self.head = nn.Sequential(nn.Linear(h, h // 2), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(h // 2, 1))
 
-    def candidates(self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False,
+    def candidates(self, batch: Ragged, return_attention: bool = False,
                    dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
-        """Token trunk: (tokens, mask) -> candidate vectors [B, L, H] (+ per-layer attention [B*L, heads,
-        T, T]). Only real candidates go through it (padding would be ~20% of a batch's work); padding
-        positions get zero vectors, which the list context masks out and the head scores 0."""
-        b, l = mask.shape
-        rows = mask.reshape(-1).nonzero().squeeze(1)  # [n]
-        x = self.encoder(tokens, mask, rows)  # [n, T, H]
+        """Token trunk: Ragged batch -> candidate vectors [K, L, H] (padding: zero vectors, which the
+        list context masks out and the head scores 0) and per-layer attention [n, heads, T, T]."""
+        k, l = batch.mask.shape
+        x = self.encoder(batch)  # [n, T, H]
         token_att = []
         for blk in self.blocks:
             x, att = blk(x, return_attention=return_attention, dropout=dropout)
-            token_att.append(None if att is None else _unpack(att, rows, b * l))
-        c = _unpack(self.ln_tokens(x).mean(dim=1), rows, b * l)
-        return c.view(b, l, -1), token_att
+            token_att.append(att)
+        c = _unpack(self.ln_tokens(x).mean(dim=1), batch.positions, k * l)
+        return c.view(k, l, -1), token_att
 
     def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False,
                          dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
@@ -165,18 +211,24 @@ class CoTRRModel(nn.Module):
         h = F.dropout(act(lin1(self.ln_list(c))), drop.p, training=_active(self, dropout))
         return lin2(h).squeeze(-1).masked_fill(~mask, 0.0), list_att
 
+    def score(self, batch: Ragged, dropout: bool | None = None) -> Tensor:
+        """Scores [K, L] of a Ragged batch (0.0 at padding)."""
+        return self.score_candidates(self.candidates(batch, dropout=dropout)[0], batch.mask, dropout=dropout)[0]
+
     def forward(
         self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False, dropout: bool | None = None
     ) -> Tensor | tuple[Tensor, dict[str, Tensor | None]]:
         """`dropout` None: as the module's mode; True: sample (MC dropout) even in eval mode."""
         b, l = mask.shape
-        c, token_att = self.candidates(tokens, mask, return_attention, dropout)
+        batch = Ragged.from_padded(tokens, mask, self.encoder.list_constant)
+        c, token_att = self.candidates(batch, return_attention, dropout)
         scores, list_att = self.score_candidates(c, mask, return_attention, dropout)  # [B, L]
         if not return_attention:
             return scores
         t = token_att[0].size(-1)
+        token = torch.stack([_unpack(a, batch.positions, b * l) for a in token_att], dim=1)
         maps: dict[str, Tensor | None] = {
-            "token": torch.stack(token_att, dim=1).view(b, l, len(self.blocks), -1, t, t),
+            "token": token.view(b, l, len(self.blocks), -1, t, t),
             "list": torch.stack(list_att, dim=1) if list_att else None,
         }
         return scores, maps
@@ -189,7 +241,7 @@ def _unpack(x: Tensor, rows: Tensor, n: int) -> Tensor:
 
 def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int,
                       scope: str = "all") -> Tensor:
-    """MC-dropout scores [S, B, L]: S stochastic passes drawn in ONE batched forward.
+    """MC-dropout scores [S, B, L] of a padded batch: S stochastic passes drawn in ONE batched forward.
 
     Dropout is switched on per call (forward's `dropout=True`), never by changing module modes, so
     other threads scoring with the same model are unaffected. Runs under torch.inference_mode.
@@ -197,32 +249,31 @@ def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tens
     and only the list-context block and the head are sampled (last-layers MC dropout), which
     costs a fraction of a forward per sample.
     """
-    return mc_scores(model, tokens, mask, n_samples, scope, with_mean=False)[1]
+    batch = Ragged.from_padded(tokens, mask, model.encoder.list_constant)
+    return mc_scores(model, batch, n_samples, scope, with_mean=False)[1]
 
 
-def mc_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int,
-              scope: str = "all", with_mean: bool = True) -> tuple[Tensor | None, Tensor]:
-    """(deterministic scores [B, L] or None, MC-dropout samples [S, B, L]); see mc_dropout_scores.
-
-    With scope="head" the deterministic scores share the trunk pass with the samples.
+def mc_scores(model: nn.Module, batch: Ragged, n_samples: int, scope: str = "all",
+              with_mean: bool = True) -> tuple[Tensor | None, Tensor]:
+    """(deterministic scores [K, L] or None, MC-dropout samples [S, K, L]) of a Ragged batch; see
+    mc_dropout_scores. With scope="head" the deterministic scores share the trunk pass with the samples.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if scope not in ("all", "head"):
         raise ValueError(f"scope must be 'all' or 'head', got {scope!r}")
-    scores = None
+    scores, mask = None, batch.mask
     with torch.inference_mode():
-        rep_mask = mask.repeat(n_samples, 1)  # row s * B + b is sample s of list b
+        rep_mask = mask.repeat(n_samples, 1)  # row s * K + k is sample s of list k
         if scope == "head":
-            c, _ = model.candidates(tokens, mask, dropout=False)
+            c, _ = model.candidates(batch, dropout=False)
             if with_mean:
                 scores, _ = model.score_candidates(c, mask, dropout=False)
             samples, _ = model.score_candidates(c.repeat(n_samples, 1, 1), rep_mask, dropout=True)
         else:
             if with_mean:
-                scores = model(tokens, mask, dropout=False)
-            rep = {k: v.repeat(n_samples, *([1] * (v.dim() - 1))) for k, v in tokens.items()}
-            samples = model(rep, rep_mask, dropout=True)
+                scores = model.score(batch, dropout=False)
+            samples = model.score(batch.repeat(n_samples), dropout=True)
     return scores, samples.view(n_samples, *mask.shape)
 
 

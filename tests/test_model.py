@@ -6,7 +6,7 @@ import torch
 
 from cotrr_core.config import ModelConfig
 from cotrr_core.losses import listmle_loss
-from cotrr_core.model import CoTRRModel, count_parameters, mc_dropout_scores, mc_scores
+from cotrr_core.model import CoTRRModel, Ragged, count_parameters, mc_dropout_scores, mc_scores
 
 DIMS = {"img": 12, "text": 12, "visual": 4, "conflict": 3}
 DEMO_DIMS = {"clip_img": 1024, "clip_text": 1024, "visual": 8, "conflict": 5}
@@ -54,6 +54,21 @@ def test_padded_list_scores_as_it_does_alone(list_context: bool) -> None:
         n = int(mask[k].sum())
         alone = model({name: v[k:k + 1, :n] for name, v in tokens.items()}, mask[k:k + 1, :n])
         assert torch.allclose(alone[0], batch[k, :n], atol=1e-5)
+
+
+def test_ragged_batch_from_lengths_scores_as_the_padded_one() -> None:
+    """Serving's end-to-end rows (no padding anywhere) give the padded forward's scores, also repeated."""
+    model = make_model(list_context=True)
+    tokens, mask = make_batch()
+    lengths = mask.sum(1)
+    rows = {n: v[mask] for n, v in tokens.items() if n != "text"}
+    batch = Ragged.from_lengths(rows, {"text": tokens["text"][:, 0]}, lengths)
+    torch.testing.assert_close(model.score(batch), model(tokens, mask))
+    padded, same_mask = batch.padded()
+    assert torch.equal(same_mask, mask)
+    torch.testing.assert_close(model(padded, mask), model(tokens, mask))
+    twice = batch.repeat(2)
+    torch.testing.assert_close(model.score(twice), model(tokens, mask).repeat(2, 1))
 
 
 def test_all_padding_list_is_finite_with_finite_gradients() -> None:
@@ -120,10 +135,10 @@ def test_mc_dropout_one_batched_forward_and_modes_restored(was_training: bool) -
     model = make_model(list_context=True).train(was_training)
     tokens, mask = make_batch()
     calls = []
-    handle = model.register_forward_hook(lambda m, args, out: calls.append(args[1].shape))
+    handle = model.encoder.register_forward_hook(lambda m, args, out: calls.append(args[0].mask.shape))
     samples = mc_dropout_scores(model, tokens, mask, n_samples=64)
     handle.remove()
-    assert calls == [torch.Size([64 * 3, 6])]  # one forward over S * B lists
+    assert calls == [torch.Size([64 * 3, 6])]  # one trunk pass over S * B lists
     assert samples.shape == (64, 3, 6) and not samples.requires_grad
     assert all(m.training == was_training for m in model.modules())
     assert not torch.allclose(samples[0], samples[1])
@@ -206,7 +221,7 @@ def test_head_scope_mc_samples_only_the_head_and_shares_the_trunk(list_context: 
     tokens, mask = make_batch()
     calls = []
     hook = model.encoder.register_forward_hook(lambda *a: calls.append(1))
-    scores, samples = mc_scores(model, tokens, mask, n_samples=6, scope="head")
+    scores, samples = mc_scores(model, Ragged.from_padded(tokens, mask, ("text",)), n_samples=6, scope="head")
     hook.remove()
     assert calls == [1]  # the token trunk ran once for the mean and all samples
     assert samples.shape == (6, *mask.shape)

@@ -50,7 +50,7 @@ def request_records(data: RankingData, q: int) -> list[dict]:
     records = [{"candidate_id": str(c), "first_stage_rank": i + 1} for i, c in enumerate(data.candidate_ids[r])]
     for tok in data.spec.tokens:
         cols = token_columns(tok)
-        block = data.features[tok.name][r]  # [n, d]
+        block = np.asarray(data.features[tok.name][r], dtype=np.float32)  # [n, d] (the cache may hold float16)
         if len(cols) == 1 and block.shape[1] > 1:
             for rec, row in zip(records, block):
                 rec[cols[0]] = row
@@ -132,7 +132,7 @@ def _numbers(values: list, t: TokenLayout) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{t.name}: values must be numbers, got {arr.dtype}")
     with np.errstate(over="ignore"):
-        return arr.astype(np.float32)
+        return arr.astype(np.float32, copy=False)
 
 
 def _width_error(t: TokenLayout, got: int) -> DataError:

@@ -8,8 +8,8 @@ Only the first M candidates of the original (first-stage) order are scored and r
 rest keep their order below them. Any problem (bad input, an internal error, a NaN score, the
 time budget) serves the original order and says why in `fallback_reason`.
 
-Two entry points share one columnar core (`_score_heads`: gather, standardise, one padded
-forward): `rerank_arrays` takes token arrays [N, d] plus list offsets and never touches a
+Two entry points share one columnar core (`_score_heads`: gather, standardise, one forward over
+the lists' rows end to end, no padding): `rerank_arrays` takes token arrays [N, d] plus list offsets and never touches a
 candidate in Python; `rerank` / `rerank_batch` take candidate dicts, convert every list in one
 go and annotate copies of the dicts. The model runs on a worker thread when a time budget is
 given, so a hung model costs the caller the budget, not the hang.
@@ -30,7 +30,7 @@ import torch
 
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.scaling import standardise
-from cotrr_core.model import count_parameters, mc_scores
+from cotrr_core.model import Ragged, count_parameters, mc_scores
 from cotrr_core.serving.features import Featurizer, as_records, original_order
 from cotrr_core.serving.policy import Decision, Policy, decide
 from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empty_array_result
@@ -343,14 +343,14 @@ class Reranker:
         if not todo:
             return
         try:
-            tokens, mask = self._tensors(heads.features, heads.offsets, starts)
+            batch = self._batch(heads.features, heads.offsets, starts)
             if budget_ms is None:
-                scores, std = self._forward(tokens, mask, mc)
+                scores, std = self._forward(batch, mc)
             else:
                 remaining = budget_ms / 1e3 - (time.perf_counter() - t0)
                 if remaining <= 0:
                     raise FutureTimeout()
-                future = self._pool.submit(_with_threads, torch.get_num_threads(), self._forward, tokens, mask, mc)
+                future = self._pool.submit(_with_threads, torch.get_num_threads(), self._forward, batch, mc)
                 try:
                     scores, std = future.result(timeout=remaining)
                 except FutureTimeout:
@@ -371,39 +371,42 @@ class Reranker:
             if not finite[heads.offsets[k]:heads.offsets[k + 1]].all():
                 heads.reason[k], heads.detail[k] = "nan_score", "the model returned a NaN or infinite score"
 
-    def _tensors(self, features: dict[str, np.ndarray], offsets: np.ndarray,
-                 starts: np.ndarray | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Gather K lists into padded, standardised tensors: tokens {name: [K, L, d]}, mask [K, L].
+    def _batch(self, features: dict[str, np.ndarray], offsets: np.ndarray, starts: np.ndarray | None = None) -> Ragged:
+        """K lists' rows as one standardised Ragged batch (no padding is built).
 
         List k is rows starts[k] : starts[k] + (offsets[k + 1] - offsets[k]) of `features` (starts
-        default to offsets[:-1]). A list-constant token is gathered once per list and broadcast.
+        default to offsets[:-1]); a list-constant token is read from each list's first row.
         """
         lengths = np.diff(offsets)
-        starts = offsets[:-1] if starts is None else starts
-        L = int(lengths.max())
-        mask = np.arange(L)[None, :] < lengths[:, None]
-        idx = np.where(mask, starts[:, None] + np.arange(L)[None, :], starts[:, None])  # padding reads row 0
-        tokens = {}
-        for name in self.token_names:
-            rows = idx[:, :1] if name in self._list_constant else idx
-            x = self._to_device(torch.from_numpy(np.ascontiguousarray(features[name][rows], dtype=np.float32)))
-            x = standardise(x, *self._scale[name], self.run.scaler.log_transform).to(self._dtype)
-            tokens[name] = x.expand(-1, L, -1) if name in self._list_constant else x
-        return tokens, self._to_device(torch.from_numpy(mask))
+        starts = offsets[:-1] if starts is None else np.asarray(starts)
+        n = int(offsets[-1])
+        # rows already laid end to end are used in place; otherwise gather each list's head
+        take = slice(0, n) if np.array_equal(starts, offsets[:-1]) else np.repeat(starts - offsets[:-1], lengths) + np.arange(n)
+        rows = {name: self._scaled(name, features[name][take]) for name in self.token_names
+                if name not in self._list_constant}
+        lists = {name: self._scaled(name, features[name][starts]) for name in self._list_constant}
+        return Ragged.from_lengths(rows, lists, self._to_device(torch.from_numpy(lengths)))
+
+    def _scaled(self, name: str, x: np.ndarray) -> torch.Tensor:
+        """Raw rows [n, d] -> standardised tensor on the device, in the serving dtype."""
+        x = np.asarray(x, dtype=np.float32)
+        if not x.flags.writeable:  # torch.from_numpy wants a writable array; nothing writes to it
+            x = x.copy()
+        x = self._to_device(torch.from_numpy(x))
+        return standardise(x, *self._scale[name], self.run.scaler.log_transform).to(self._dtype)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         if self.run.device.type == "cuda":  # pinned host memory: an asynchronous copy
             return x.pin_memory().to(self.run.device, non_blocking=True)
         return x.to(self.run.device)
 
-    def _forward(self, tokens: dict[str, torch.Tensor], mask: torch.Tensor,
-                 mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    def _forward(self, batch: Ragged, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw scores [K, L] and the MC-dropout std [K, L] of the CALIBRATED probability (None without
         samples): the probability is what callers act on."""
         with torch.inference_mode():
             if mc_samples <= 0:
-                return self.model(tokens, mask).float().cpu().numpy().astype(np.float64), None
-            scores, mc = mc_scores(self.model, tokens, mask, mc_samples, self.run.config.calibration.mc_scope)
+                return self.model.score(batch).float().cpu().numpy().astype(np.float64), None
+            scores, mc = mc_scores(self.model, batch, mc_samples, self.run.config.calibration.mc_scope)
             probs = self.run.probabilities(mc.float().cpu().numpy())
             return scores.float().cpu().numpy().astype(np.float64), probs.std(axis=0)
 

@@ -102,8 +102,8 @@ def _raise(*a, **k):
 
 
 def _nan(self):
-    def forward(tokens, mask, *a, **k):
-        return np.full(mask.shape, np.nan), None
+    def forward(batch, *a, **k):
+        return np.full(batch.mask.shape, np.nan), None
     return forward
 
 
