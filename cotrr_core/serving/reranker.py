@@ -31,7 +31,8 @@ import torch
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.scaling import standardise
 from cotrr_core.model import Ragged, count_parameters, mc_scores
-from cotrr_core.serving.features import Featurizer, as_records, original_order
+from cotrr_core.serving.allocator import retain_freed_memory
+from cotrr_core.serving.features import Featurizer, all_finite, as_records, original_order
 from cotrr_core.serving.policy import Decision, Policy, decide
 from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empty_array_result
 from cotrr_core.serving.stats import ServeStats
@@ -79,10 +80,14 @@ class Reranker:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", policy: Policy | None = None, *,
-             precision: str = "fp32", threads: int | None = None) -> "Reranker":
-        """Rebuild from the run directory alone and warm up. `threads` sets torch's (process-wide) pool."""
+             precision: str = "fp32", threads: int | None = None, retain_memory: bool = True) -> "Reranker":
+        """Rebuild from the run directory alone and warm up. Process-wide settings for a serving
+        process: `threads` sets torch's intra-op pool; `retain_memory` lets malloc keep freed blocks
+        for reuse (allocator.retain_freed_memory)."""
         if threads is not None:
             torch.set_num_threads(threads)
+        if retain_memory and not retain_freed_memory():
+            logger.info("malloc tuning is not available here (not glibc); serving with the default allocator")
         reranker = cls(load_run(run_dir, device), policy, precision)
         reranker.warm_up()
         return reranker
@@ -328,7 +333,7 @@ class Reranker:
                 got = "missing" if x is None else f"shape {np.shape(x)}"
                 return [f"token '{name}': expected [{n}, {dims[name]}], got {got}"] * len(out)
             with np.errstate(over="ignore", invalid="ignore"):
-                bad_rows = ~np.isfinite(np.asarray(x, dtype=np.float32)).all(axis=1)
+                bad_rows = ~all_finite(np.asarray(x, dtype=np.float32), axis=1)
             count = np.concatenate([[0], np.cumsum(bad_rows)])
             for q in np.flatnonzero(count[offsets[1:]] - count[offsets[:-1]]):
                 out[q] = out[q] or f"token '{name}': NaN, infinite or out-of-float32-range value"

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
+from cotrr_core.serving.features import all_finite
 from cotrr_core.serving.policy import Policy
 from cotrr_core.serving.reranker import Reranker
 from tests.serving.conftest import ids, lists_of
@@ -188,3 +190,12 @@ def test_a_bug_anywhere_still_serves_every_list(loaded, monkeypatch):
     res = reranker.rerank(query, cands)
     assert res.fallback_reason == "error:ZeroDivisionError" and ids(res.served) == ids(cands)
     assert reranker.health()["status"] == "degraded"
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6),
+                  elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))
+def test_all_finite_agrees_with_isfinite(x):
+    """The sum-based check flags exactly the rows numpy's isfinite flags, extreme values included."""
+    assert all_finite(x) == bool(np.isfinite(x).all())
+    np.testing.assert_array_equal(all_finite(x, axis=1), np.isfinite(x).all(axis=1))
