@@ -8,6 +8,7 @@ same inputs with the same messages.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Callable
 
@@ -87,10 +88,10 @@ class Featurizer:
             for t in spec.tokens)
 
     def __call__(self, records: list[dict], offsets: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """records (lists concatenated, each in original order) -> {name: [n, d] float32}.
+        """records (lists concatenated, each in original order) -> {name: float32 [n, d]}, except
+        list-constant tokens: [K, d], read from each list's first candidate (the model reads no more).
 
-        offsets [K + 1] mark the lists (default: one list); a list-constant token is read from each
-        list's first candidate. Raises DataError on bad input; an error the data layer does not
+        offsets [K + 1] mark the lists (default: one list). Raises DataError on bad input; an error the data layer does not
         confirm as bad input is an internal one and is raised as it is.
         """
         offsets = np.array([0, len(records)]) if offsets is None else np.asarray(offsets)
@@ -103,22 +104,20 @@ class Featurizer:
             raise err from exc
 
     def _token(self, t: TokenLayout, records: list[dict], offsets: np.ndarray) -> np.ndarray:
-        n = len(records)
         if t.list_constant and len(t.fields) == 1:
             # The model reads only candidate 0 of a list-constant token; the rest are only
             # length-checked, which saves converting (L - 1) x d floats per list.
             field = t.fields[0]
-            firsts = _numbers([records[a][field] for a in offsets[:-1]], t).reshape(len(offsets) - 1, -1)
+            arr = _numbers([records[a][field] for a in offsets[:-1]], t).reshape(len(offsets) - 1, -1)
             if any(len(r[field]) != t.dim for r in records):
                 raise ValueError(f"{field}: wrong vector length")
-            arr = np.repeat(firsts, np.diff(offsets), axis=0)
         else:
             values = [t.get(r) for r in records]
             if t.dim == len(t.fields):  # scalars: refuse booleans, as the data layer does
-                kinds = set(map(type, values)) if len(t.fields) == 1 else {type(v) for row in values for v in row}
+                kinds = set(map(type, values if len(t.fields) == 1 else chain.from_iterable(values)))
                 if bool in kinds or np.bool_ in kinds:
                     raise TypeError(f"{t.name}: a boolean is not a number")
-            arr = _numbers(values, t).reshape(n, -1)
+            arr = _numbers(values, t).reshape(len(records), -1)
         if arr.shape[1] != t.dim:
             raise _width_error(t, arr.shape[1])
         if not all_finite(arr):

@@ -319,8 +319,9 @@ class Reranker:
                     logger.exception("featurising a list failed")
                     self._stats.note_error(exc, f"error:{type(exc).__name__}")
                     out.reason[k], out.detail[k] = f"error:{type(exc).__name__}", f"{type(exc).__name__}: {exc}"
-                parts.append({t: np.zeros((len(h), d), np.float32) for t, d in self.run.meta["token_dims"].items()})
-        out.features = {t: np.concatenate([p[t] for p in parts]) for t in self.token_names}
+                parts.append({t: np.zeros((1 if t in self._list_constant else len(h), d), np.float32)
+                              for t, d in self.run.meta["token_dims"].items()})
+        out.features = {t: np.concatenate([p[t] for p in parts]) for t in self.token_names}  # list-constant: [K, d]
         return out
 
     def _invalid_lists(self, features: dict[str, np.ndarray], offsets: np.ndarray, n: int) -> list[str | None]:
@@ -379,17 +380,21 @@ class Reranker:
     def _batch(self, features: dict[str, np.ndarray], offsets: np.ndarray, starts: np.ndarray | None = None) -> Ragged:
         """K lists' rows as one standardised Ragged batch (no padding is built).
 
-        List k is rows starts[k] : starts[k] + (offsets[k + 1] - offsets[k]) of `features` (starts
-        default to offsets[:-1]); a list-constant token is read from each list's first row.
+        With `starts` (the columnar path: every token [N, d]), list k is rows starts[k] : starts[k] +
+        (offsets[k + 1] - offsets[k]) of `features` and its list-constant tokens are read from row
+        starts[k]. Without (the Featurizer's output), the rows are laid end to end and list-constant
+        tokens hold one row per list.
         """
         lengths = np.diff(offsets)
-        starts = offsets[:-1] if starts is None else np.asarray(starts)
         n = int(offsets[-1])
-        # rows already laid end to end are used in place; otherwise gather each list's head
-        take = slice(0, n) if np.array_equal(starts, offsets[:-1]) else np.repeat(starts - offsets[:-1], lengths) + np.arange(n)
+        if starts is None or np.array_equal(starts, offsets[:-1]):
+            take = slice(0, n)  # rows already laid end to end are used in place
+        else:
+            take = np.repeat(starts - offsets[:-1], lengths) + np.arange(n)
+        first = slice(0, len(lengths)) if starts is None else starts
         rows = {name: self._scaled(name, features[name][take]) for name in self.token_names
                 if name not in self._list_constant}
-        lists = {name: self._scaled(name, features[name][starts]) for name in self._list_constant}
+        lists = {name: self._scaled(name, features[name][first]) for name in self._list_constant}
         return Ragged.from_lengths(rows, lists, self._to_device(torch.from_numpy(lengths)))
 
     def _scaled(self, name: str, x: np.ndarray) -> torch.Tensor:
