@@ -104,7 +104,8 @@ class Featurizer:
             raise err from exc
 
     def _token(self, t: TokenLayout, records: list[dict], offsets: np.ndarray) -> np.ndarray:
-        if t.list_constant and len(t.fields) == 1:
+        first_rows = t.list_constant and len(t.fields) == 1
+        if first_rows:
             # The model reads only candidate 0 of a list-constant token; the rest are only
             # length-checked, which saves converting (L - 1) x d floats per list.
             field = t.fields[0]
@@ -122,7 +123,7 @@ class Featurizer:
             raise _width_error(t, arr.shape[1])
         if not all_finite(arr):
             raise ValueError(f"{t.name}: NaN, infinite or out-of-float32-range value")
-        return arr
+        return arr[offsets[:-1]] if t.list_constant and not first_rows else arr
 
 
 def _numbers(values: list, t: TokenLayout) -> np.ndarray:

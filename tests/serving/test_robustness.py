@@ -2,9 +2,11 @@
 budget holds against a hung model, internal errors are told apart from bad input."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cotrr_core.serving.features import all_finite
+import cotrr_core.data
+from cotrr_core.data.spec import FeatureSpec
+from cotrr_core.serving.features import Featurizer, all_finite
 from cotrr_core.serving.policy import Policy
 from cotrr_core.serving.reranker import Reranker
+from tests.conftest import CONFLICT, make_step5_rows
 from tests.serving.conftest import ids, lists_of
 
 
@@ -199,3 +204,18 @@ def test_all_finite_agrees_with_isfinite(x):
     """The sum-based check flags exactly the rows numpy's isfinite flags, extreme values included."""
     assert all_finite(x) == bool(np.isfinite(x).all())
     np.testing.assert_array_equal(all_finite(x, axis=1), np.isfinite(x).all(axis=1))
+
+
+def test_featurizer_gives_list_constant_tokens_one_row_per_list():
+    """Single-field and multi-field list-constant tokens both come back [K, d] from each list's first
+    candidate, as the model reads them; per-candidate tokens stay [n, d]."""
+    raw = json.loads((Path(cotrr_core.data.__file__).parent / "specs" / "step5.json").read_text())
+    raw["tokens"][3]["list_constant"] = True  # conflict: five scalar fields
+    spec = FeatureSpec.from_dict(raw)
+    dims = {"clip_img": 4, "clip_text": 4, "visual": 8, "conflict": 5}
+    rows = make_step5_rows(n_queries=3, list_len=5)
+    offsets = np.array([0, 5, 7, 15])  # lists of 5, 2 and 8 rows
+    out = Featurizer(spec, dims)(rows, offsets)
+    assert out["clip_img"].shape == (15, 4) and out["visual"].shape == (15, 8)
+    np.testing.assert_array_equal(out["clip_text"], np.float32([rows[a]["clip_text_features"] for a in offsets[:-1]]))
+    np.testing.assert_array_equal(out["conflict"], np.float32([[rows[a][f] for f in CONFLICT] for a in offsets[:-1]]))
