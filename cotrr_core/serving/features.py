@@ -19,7 +19,7 @@ from cotrr_core.data.dataset import RankingData, build_ranking_data, token_colum
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.spec import FeatureSpec
 
-__all__ = ["SOURCE", "TokenLayout", "Featurizer", "all_finite", "as_records", "original_order", "request_records"]
+__all__ = ["SOURCE", "TokenLayout", "Featurizer", "all_finite", "as_records", "invalid_lists", "original_order", "request_records"]
 
 SOURCE = "rerank request"
 
@@ -139,6 +139,24 @@ def all_finite(x: np.ndarray, axis: int | None = None) -> np.ndarray | bool:
     """Are all values of float32 `x` finite (per row with axis=1)? A float64 sum of float32 values is
     finite exactly when every value is (it cannot overflow), and it needs no [n, d] mask array."""
     return np.isfinite(x.sum(axis=axis, dtype=np.float64))
+
+
+def invalid_lists(features: dict[str, np.ndarray], offsets: np.ndarray, token_dims: dict[str, int]) -> list[str | None]:
+    """Columnar input: per list, why its arrays cannot be scored (missing token, wrong shape, a NaN,
+    infinite or out-of-float32-range value), or None. features {name: [N, d]}, offsets [K + 1]."""
+    n = int(offsets[-1]) if len(offsets) else 0
+    out: list[str | None] = [None] * (len(offsets) - 1)
+    for name, dim in token_dims.items():
+        x = features.get(name)
+        if x is None or np.ndim(x) != 2 or len(x) != n or np.shape(x)[1] != dim:
+            got = "missing" if x is None else f"shape {np.shape(x)}"
+            return [f"token '{name}': expected [{n}, {dim}], got {got}"] * len(out)
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad_rows = ~all_finite(np.asarray(x, dtype=np.float32), axis=1)
+        count = np.concatenate([[0], np.cumsum(bad_rows)])
+        for q in np.flatnonzero(count[offsets[1:]] - count[offsets[:-1]]):
+            out[q] = out[q] or f"token '{name}': NaN, infinite or out-of-float32-range value"
+    return out
 
 
 def _width_error(t: TokenLayout, got: int) -> DataError:

@@ -32,7 +32,7 @@ from cotrr_core.data.errors import DataError
 from cotrr_core.data.scaling import standardise
 from cotrr_core.model import Ragged, count_parameters, mc_scores
 from cotrr_core.serving.allocator import retain_freed_memory
-from cotrr_core.serving.features import Featurizer, all_finite, as_records, original_order
+from cotrr_core.serving.features import Featurizer, as_records, invalid_lists, original_order
 from cotrr_core.serving.policy import Decision, Policy, decide
 from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empty_array_result
 from cotrr_core.serving.stats import ServeStats
@@ -202,7 +202,7 @@ class Reranker:
         reasons: list[str | None] = [None] * n_lists
         details: list[str | None] = list(notes)
         lengths = np.diff(offsets)
-        bad = self._invalid_lists(features, offsets, n)
+        bad = invalid_lists(features, offsets, self.run.meta["token_dims"])
         todo = []
         for q in range(n_lists):
             if not decisions[q].score:
@@ -322,22 +322,6 @@ class Reranker:
                 parts.append({t: np.zeros((1 if t in self._list_constant else len(h), d), np.float32)
                               for t, d in self.run.meta["token_dims"].items()})
         out.features = {t: np.concatenate([p[t] for p in parts]) for t in self.token_names}  # list-constant: [K, d]
-        return out
-
-    def _invalid_lists(self, features: dict[str, np.ndarray], offsets: np.ndarray, n: int) -> list[str | None]:
-        """Per list: why its arrays cannot be scored (missing token, wrong width, non-finite value), or None."""
-        out: list[str | None] = [None] * (len(offsets) - 1)
-        dims = self.run.meta["token_dims"]
-        for name in self.token_names:
-            x = features.get(name)
-            if x is None or np.ndim(x) != 2 or len(x) != n or np.shape(x)[1] != dims[name]:
-                got = "missing" if x is None else f"shape {np.shape(x)}"
-                return [f"token '{name}': expected [{n}, {dims[name]}], got {got}"] * len(out)
-            with np.errstate(over="ignore", invalid="ignore"):
-                bad_rows = ~all_finite(np.asarray(x, dtype=np.float32), axis=1)
-            count = np.concatenate([[0], np.cumsum(bad_rows)])
-            for q in np.flatnonzero(count[offsets[1:]] - count[offsets[:-1]]):
-                out[q] = out[q] or f"token '{name}': NaN, infinite or out-of-float32-range value"
         return out
 
     def _score_heads(self, heads: _Heads, mc: int, t0: float, budget_ms: float | None,
