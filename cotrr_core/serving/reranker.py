@@ -49,7 +49,8 @@ INVALID = "invalid_input"
 
 @dataclass
 class _Heads:
-    """The lists to score: their top-M rows as token arrays {name: [n, d]} with offsets [K + 1]."""
+    """The lists to score: their top-M rows as token arrays {name: [n, d]} with offsets [K + 1]
+    (from the Featurizer, list-constant tokens are [K, d]: one row per list; see Reranker._batch)."""
 
     features: dict[str, np.ndarray]
     offsets: np.ndarray
