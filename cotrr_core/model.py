@@ -155,12 +155,12 @@ class TokenEncoder(nn.Module):
         self.type_emb = nn.Parameter(torch.randn(len(self.names), hidden) * 0.02)
         self.ln = nn.LayerNorm(hidden)
 
-    def forward(self, batch: Ragged) -> Tensor:
-        """The real candidates' token states [n, T, H]."""
+    def forward(self, batch: Ragged, slack: int = 0) -> Tensor:
+        """Token states [n + slack, T, H]: the real candidates', then `slack` rows of padding."""
         list_of_row = batch.list_of_row() if batch.lists else None
         states = [self.proj[name](batch.lists[name])[list_of_row] if name in self.list_constant
                   else self.proj[name](batch.rows[name]) for name in self.names]
-        return self.ln(torch.stack(states, dim=1) + self.type_emb)
+        return self.ln(F.pad(torch.stack(states, dim=1), (0, 0, 0, 0, 0, slack)) + self.type_emb)
 
 
 class CoTRRModel(nn.Module):
@@ -194,12 +194,14 @@ class CoTRRModel(nn.Module):
         """Token trunk: Ragged batch -> candidate vectors [K, L, H] (padding: zero vectors, which the
         list context masks out and the head scores 0) and per-layer attention [n, heads, T, T]."""
         k, l = batch.mask.shape
-        x = self.encoder(batch)  # [n, T, H]
+        n = batch.positions.numel()
+        slack = row_bucket(n) - n if isinstance(n, int) else 0  # traced for export, n is symbolic
+        x = self.encoder(batch, slack)  # [n + slack, T, H]
         token_att = []
         for blk in self.blocks:
             x, att = blk(x, return_attention=return_attention, dropout=dropout)
-            token_att.append(att)
-        c = _unpack(self.ln_tokens(x).mean(dim=1), batch.positions, k * l)
+            token_att.append(None if att is None else att[:n])
+        c = _unpack(self.ln_tokens(x).mean(dim=1)[:n], batch.positions, k * l)
         return c.view(k, l, -1), token_att
 
     def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False,
@@ -238,6 +240,17 @@ class CoTRRModel(nn.Module):
             "list": torch.stack(list_att, dim=1) if list_att else None,
         }
         return scores, maps
+
+
+def row_bucket(n: int) -> int:
+    """n rounded up to one of 16 sizes per octave (at most 1/16 more).
+
+    The token trunk runs on this many rows (the extra are padding): batches of every size then reuse a
+    few block sizes of the heap. With exact sizes glibc's heap fragments (one training epoch at 16x the
+    demo peaked at 1.6 GB RSS vs 1.2 GB bucketed, same speed).
+    """
+    step = 1 << max(0, n.bit_length() - 5)
+    return -(-n // step) * step
 
 
 def _unpack(x: Tensor, rows: Tensor, n: int) -> Tensor:

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cotrr_core.config import ModelConfig
 from cotrr_core.losses import listmle_loss
-from cotrr_core.model import CoTRRModel, Ragged, count_parameters, mc_dropout_scores, mc_scores
+from cotrr_core.model import CoTRRModel, Ragged, count_parameters, mc_dropout_scores, mc_scores, row_bucket
 
 DIMS = {"img": 12, "text": 12, "visual": 4, "conflict": 3}
 DEMO_DIMS = {"clip_img": 1024, "clip_text": 1024, "visual": 8, "conflict": 5}
@@ -69,6 +71,29 @@ def test_ragged_batch_from_lengths_scores_as_the_padded_one() -> None:
     torch.testing.assert_close(model(padded, mask), model(tokens, mask))
     twice = batch.repeat(2)
     torch.testing.assert_close(model.score(twice), model(tokens, mask).repeat(2, 1))
+
+
+def test_rows_bucketed_by_the_trunk_change_no_score_or_attention_map() -> None:
+    """35 real rows run as 36 (one slack row): every list still scores as it does alone, maps as alone."""
+    model = make_model(list_context=True)
+    tokens, mask = make_batch(b=5, l=8)
+    mask[:] = True
+    mask[4, 3:] = False
+    assert row_bucket(int(mask.sum())) == 36
+    scores, maps = model(tokens, mask, return_attention=True)
+    for k, n in enumerate(mask.sum(1).tolist()):
+        alone, alone_maps = model({name: v[k:k + 1, :n] for name, v in tokens.items()}, mask[k:k + 1, :n],
+                                  return_attention=True)
+        torch.testing.assert_close(alone[0], scores[k, :n])
+        torch.testing.assert_close(alone_maps["token"][0], maps["token"][k, :n])
+
+
+@given(st.integers(1, 10**7))
+def test_row_bucket_adds_at_most_a_sixteenth_with_sixteen_sizes_per_octave(n: int) -> None:
+    m = row_bucket(n)
+    assert n <= m <= n + n // 16
+    low = 1 << (n.bit_length() - 1)  # n's octave [low, 2 low): its buckets are 16 evenly spaced sizes
+    assert low < 32 or (m - low) % (low // 16) == 0
 
 
 def test_all_padding_list_is_finite_with_finite_gradients() -> None:
