@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from cotrr_core.config import ModelConfig
 from cotrr_core.losses import listmle_loss
-from cotrr_core.model import CoTRRModel, Ragged, count_parameters, mc_dropout_scores, mc_scores, row_bucket
+from cotrr_core.model import (SHORT_SEQUENCE, CoTRRModel, Ragged, _dropout, count_parameters, mc_dropout_scores,
+                              mc_scores, row_bucket)
 
 DIMS = {"img": 12, "text": 12, "visual": 4, "conflict": 3}
 DEMO_DIMS = {"clip_img": 1024, "clip_text": 1024, "visual": 8, "conflict": 5}
@@ -153,6 +154,23 @@ def test_autocast_bfloat16_runs_finite() -> None:
         slow, _ = model(tokens, mask, return_attention=True)
     assert torch.isfinite(fast).all() and torch.isfinite(slow).all()
     assert torch.allclose(fast.float(), model(tokens, mask), atol=0.1)
+
+
+def test_long_lists_matmul_attention_equals_sdpa_and_its_dropout_is_inverted_dropout() -> None:
+    """Lists longer than SHORT_SEQUENCE: attention maps (and MC samples) come from the matmul path, which
+    must score as the fused SDPA path does; its dropout keeps 1 - p of the values, scaled by 1 / (1 - p)."""
+    model = make_model(list_context=True)
+    tokens, mask = make_batch(l=SHORT_SEQUENCE + 4)
+    fast = model(tokens, mask)
+    slow, maps = model(tokens, mask, return_attention=True)
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(maps["list"].sum(-1), torch.ones_like(maps["list"].sum(-1)))
+    x = torch.ones(200_000)
+    with torch.inference_mode():
+        y = _dropout(x, 0.25)
+    torch.testing.assert_close(y.unique(), torch.tensor([0.0, 4 / 3]))
+    assert abs((y == 0).float().mean().item() - 0.25) < 0.005
+    assert _dropout(x, 0.0) is x
 
 
 @pytest.mark.parametrize("was_training", [False, True])

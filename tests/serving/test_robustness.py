@@ -198,10 +198,10 @@ def test_a_bug_anywhere_still_serves_every_list(loaded, monkeypatch):
 
 
 @settings(max_examples=200, deadline=None)
-@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6),
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=6),
                   elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))
 def test_all_finite_agrees_with_isfinite(x):
-    """The sum-based check flags exactly the rows numpy's isfinite flags, extreme values included."""
+    """The max/min check flags exactly the rows numpy's isfinite flags, extreme values and empty arrays included."""
     assert all_finite(x) == bool(np.isfinite(x).all())
     np.testing.assert_array_equal(all_finite(x, axis=1), np.isfinite(x).all(axis=1))
 
