@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 # than fp32 on this CPU and only pays for batch throughput.
 PRECISIONS = ("fp32", "bf16")
 INVALID = "invalid_input"
+# A budgeted request with fewer candidate rows is scored on ONE intra-op thread: on the 2-core bench VM
+# a second thread saved at most ~15% of a 20-row forward, at times doubled it, and gave p99 13-15 ms vs
+# 1.9 ms (OpenMP's barrier waits on a preempted core); it pays from ~300 rows (bench/serve.py, thread A/B).
+PARALLEL_MIN_ROWS = 256
 
 
 @dataclass
@@ -344,7 +348,8 @@ class Reranker:
                 remaining = budget_ms / 1e3 - (time.perf_counter() - t0)
                 if remaining <= 0:
                     raise FutureTimeout()
-                future = self._pool.submit(_with_threads, torch.get_num_threads(), self._forward, batch, mc)
+                threads = torch.get_num_threads() if len(batch.positions) >= PARALLEL_MIN_ROWS else 1
+                future = self._pool.submit(_with_threads, threads, self._forward, batch, mc)
                 try:
                     scores, std = future.result(timeout=remaining)
                 except FutureTimeout:
@@ -432,7 +437,8 @@ class Reranker:
 
 
 def _with_threads(threads: int, fn, *args):
-    """fn(*args) on a scoring worker with the caller's intra-op thread count. OpenMP keeps one count
+    """fn(*args) on a scoring worker with `threads` intra-op threads (the caller's count, or 1 for a small
+    request: PARALLEL_MIN_ROWS). OpenMP keeps one count
     per thread, fixed when the thread first ran torch: without this, a torch.set_num_threads after
     load never reached the workers (measured: a top-20 forward 2.6 ms on a 2-thread worker vs 1.0 ms
     on 1 thread)."""

@@ -53,19 +53,13 @@ def annotate(rows: list, order: np.ndarray, raw: np.ndarray | None, probs: np.nd
     """Copies of the dict rows in `order` with original_rank, new_rank, raw_score, probability, uncertainty;
     an item that is not a dict is passed through as it is."""
     m = 0 if raw is None else len(raw)
-    raw_l = raw.tolist() if m else []
-    prob_l = probs.tolist() if m else []
-    unc_l = unc.tolist() if m and unc is not None else [None] * m
-    out = []
-    for new, i in enumerate(order.tolist(), start=1):
-        row = rows[i]
-        if not isinstance(row, dict):
-            out.append(row)
-            continue
-        s = i < m
-        out.append({**row, "original_rank": i + 1, "new_rank": new, "raw_score": raw_l[i] if s else None,
-                    "probability": prob_l[i] if s else None, "uncertainty": unc_l[i] if s else None})
-    return out
+    none = [None] * (len(rows) - m)  # the rows past the top M: not scored
+    raw_l = (raw.tolist() if m else []) + none
+    prob_l = (probs.tolist() if m else []) + none
+    unc_l = (unc.tolist() if m and unc is not None else [None] * m) + none
+    return [dict(rows[i], original_rank=i + 1, new_rank=new, raw_score=raw_l[i], probability=prob_l[i],
+                 uncertainty=unc_l[i]) if isinstance(rows[i], dict) else rows[i]
+            for new, i in enumerate(order.tolist(), start=1)]
 
 
 def empty_array_result(n: int, n_lists: int, offsets: np.ndarray) -> ArrayResult:

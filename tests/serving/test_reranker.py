@@ -14,7 +14,7 @@ import torch
 from cotrr_core.data import build_ranking_data
 from cotrr_core.serving.policy import Policy, bucket
 from cotrr_core.scoring import score_data
-from cotrr_core.serving.reranker import Reranker
+from cotrr_core.serving.reranker import PARALLEL_MIN_ROWS, Reranker
 from tests.serving.conftest import ids, lists_of, original_ids
 
 
@@ -191,9 +191,9 @@ def test_cli_rerank_writes_one_row_per_candidate(run_dir, synthetic_file, tmp_pa
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_budgeted_scoring_uses_the_callers_thread_count(loaded):
-    """Scoring workers started under one torch thread count follow a later torch.set_num_threads
-    (OpenMP keeps a count per thread, so a worker would otherwise keep the one it started with)."""
+def test_budgeted_scoring_uses_the_callers_thread_count_and_one_thread_for_small_requests(loaded):
+    """Scoring workers follow a later torch.set_num_threads (OpenMP keeps a count per thread, so a worker
+    would otherwise keep the one it started with); a request below PARALLEL_MIN_ROWS rows runs on one."""
     before = torch.get_num_threads()
     if before < 2:
         pytest.skip("needs a machine with 2+ cores")
@@ -201,13 +201,16 @@ def test_budgeted_scoring_uses_the_callers_thread_count(loaded):
     seen = []
     real = rr._forward
     rr._forward = lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1]
-    query, cands = lists_of(1)[0]
+    small = lists_of(1)[:1]
+    large = lists_of(PARALLEL_MIN_ROWS // 12 + 1)
+    assert sum(len(c) for _, c in large) >= PARALLEL_MIN_ROWS > sum(len(c) for _, c in small)
     try:
-        rr.rerank(query, cands, time_budget_ms=1e6)  # starts a worker at `before` threads
+        rr.rerank_batch(large, time_budget_ms=1e6)  # starts a worker at `before` threads
+        rr.rerank_batch(small, time_budget_ms=1e6)
         torch.set_num_threads(1)
         for _ in range(4):  # whichever worker takes it
-            assert rr.rerank(query, cands, time_budget_ms=1e6).fallback_reason is None
+            assert rr.rerank_batch(large, time_budget_ms=1e6)[0].fallback_reason is None
     finally:
         torch.set_num_threads(before)
         rr.close()
-    assert seen[0] == before and seen[1:] == [1] * 4
+    assert seen == [before, 1] + [1] * 4
