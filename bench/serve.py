@@ -175,7 +175,7 @@ def ragged_batch(reranker: Reranker, lists: list[tuple]):
     """The standardised Ragged batch the Reranker scores for these (query, candidates) lists."""
     offsets = np.cumsum([0] + [len(c) for _, c in lists])
     feats = reranker.featurizer([c for _, cands in lists for c in cands], offsets)
-    return reranker._batch(feats, offsets)
+    return reranker.inputs(feats, offsets)
 
 
 def padded_batch(reranker: Reranker, lists: list[tuple]) -> tuple[dict, torch.Tensor]:

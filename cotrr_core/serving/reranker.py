@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from cotrr_core.data.errors import DataError
-from cotrr_core.data.scaling import standardise
 from cotrr_core.model import Ragged, count_parameters, mc_scores
 from cotrr_core.serving.allocator import retain_freed_memory
 from cotrr_core.serving.features import Featurizer, as_records, invalid_lists, original_order
+from cotrr_core.serving.inputs import ModelInputs
 from cotrr_core.serving.policy import Decision, Policy, decide
 from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empty_array_result
 from cotrr_core.serving.stats import ServeStats
@@ -54,7 +54,7 @@ PARALLEL_MIN_ROWS = 256
 @dataclass
 class _Heads:
     """The lists to score: their top-M rows as token arrays {name: [n, d]} with offsets [K + 1]
-    (from the Featurizer, list-constant tokens are [K, d]: one row per list; see Reranker._batch)."""
+    (from the Featurizer, list-constant tokens are [K, d]: one row per list; see ModelInputs)."""
 
     features: dict[str, np.ndarray]
     offsets: np.ndarray
@@ -78,8 +78,7 @@ class Reranker:
         self.featurizer = Featurizer(run.spec, run.meta["token_dims"])
         self.token_names = [t.name for t in run.spec.tokens]
         self._list_constant = {t.name for t in run.spec.tokens if t.list_constant}
-        self._dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self._scale = run.scaler.tensors(run.device)  # token -> (mean [d], std [d])
+        self.inputs = ModelInputs(run, torch.bfloat16 if precision == "bf16" else torch.float32)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotrr-score")
         self._stats = ServeStats()
 
@@ -341,7 +340,7 @@ class Reranker:
         if not todo:
             return
         try:
-            batch = self._batch(heads.features, heads.offsets, starts)
+            batch = self.inputs(heads.features, heads.offsets, starts)
             if budget_ms is None:
                 scores, std = self._forward(batch, mc)
             else:
@@ -369,39 +368,6 @@ class Reranker:
         for k in todo:
             if not finite[heads.offsets[k]:heads.offsets[k + 1]].all():
                 heads.reason[k], heads.detail[k] = "nan_score", "the model returned a NaN or infinite score"
-
-    def _batch(self, features: dict[str, np.ndarray], offsets: np.ndarray, starts: np.ndarray | None = None) -> Ragged:
-        """K lists' rows as one standardised Ragged batch (no padding is built).
-
-        With `starts` (the columnar path: every token [N, d]), list k is rows starts[k] : starts[k] +
-        (offsets[k + 1] - offsets[k]) of `features` and its list-constant tokens are read from row
-        starts[k]. Without (the Featurizer's output), the rows are laid end to end and list-constant
-        tokens hold one row per list.
-        """
-        lengths = np.diff(offsets)
-        n = int(offsets[-1])
-        if starts is None or np.array_equal(starts, offsets[:-1]):
-            take = slice(0, n)  # rows already laid end to end are used in place
-        else:
-            take = np.repeat(starts - offsets[:-1], lengths) + np.arange(n)
-        first = slice(0, len(lengths)) if starts is None else starts
-        rows = {name: self._scaled(name, features[name][take]) for name in self.token_names
-                if name not in self._list_constant}
-        lists = {name: self._scaled(name, features[name][first]) for name in self._list_constant}
-        return Ragged.from_lengths(rows, lists, self._to_device(torch.from_numpy(lengths)))
-
-    def _scaled(self, name: str, x: np.ndarray) -> torch.Tensor:
-        """Raw rows [n, d] -> standardised tensor on the device, in the serving dtype."""
-        x = np.asarray(x, dtype=np.float32)
-        if not x.flags.writeable:  # torch.from_numpy wants a writable array; nothing writes to it
-            x = x.copy()
-        x = self._to_device(torch.from_numpy(x))
-        return standardise(x, *self._scale[name], self.run.scaler.log_transform).to(self._dtype)
-
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        if self.run.device.type == "cuda":  # pinned host memory: an asynchronous copy
-            return x.pin_memory().to(self.run.device, non_blocking=True)
-        return x.to(self.run.device)
 
     def _forward(self, batch: Ragged, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw scores [K, L] and the MC-dropout std [K, L] of the CALIBRATED probability (None without
