@@ -327,6 +327,15 @@ def main() -> int:
     torch.set_num_threads(best_threads)
     out["throughput_vs_model"] = out["throughput_cps"] / out["model_only_throughput_cps"]
     out["columnar_vs_model"] = out["columnar_throughput_cps"] / out["model_only_throughput_cps"]
+    # intra-op threads by request size (the evidence for reranker.PARALLEL_MIN_ROWS): the model alone on
+    # 1 and 2 threads, p50 / p99 ms by candidate rows
+    steps["forward_threads_by_rows"] = {}
+    for k in (1, 2, 4, 8, 16):
+        rows_k = ragged_batch(rr, lists[:k])
+        lat_k = interleaved_latency({f"threads{th}": (th, inferring(lambda b=rows_k: rr.model.score(b)))
+                                     for th in (1, 2)}, 100)
+        steps["forward_threads_by_rows"][str(len(rows_k.positions))] = lat_k
+    torch.set_num_threads(best_threads)
     loop_cps = throughput(lambda: [rr.rerank(q, c, top_m=64, time_budget_ms=BIG) for q, c in batch], n_batch, 2)
     steps["batch_vs_loop"] = {"batch_cps": out["throughput_cps"], "loop_cps": loop_cps}
 
@@ -394,6 +403,10 @@ def print_table(o: dict) -> None:
     for th in (1, 2):
         t = s[f"threads{th}"]
         print(f"{f'  {th} thread(s): mc0 / mc5 (p50)':<40}{t['mc0']['p50']:9.2f}{t['mc5']['p50']:9.2f}")
+    rows = s["forward_threads_by_rows"]
+    print("  model alone, p50 / p99 ms on 1 | 2 threads, by rows: " + "; ".join(
+        f"{n}: {v['threads1']['p50']:.2f}/{v['threads1']['p99']:.2f} | {v['threads2']['p50']:.2f}/{v['threads2']['p99']:.2f}"
+        for n, v in rows.items()))
     im = s["inference_mode"]
     print(f"{'  model call: inference_mode on / off':<40}{im['on_p50']:9.2f}{im['off_p50']:9.2f}")
     head = f"throughput on {o['throughput_threads']} thread(s)"

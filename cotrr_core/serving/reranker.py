@@ -47,7 +47,7 @@ PRECISIONS = ("fp32", "bf16")
 INVALID = "invalid_input"
 # A budgeted request with fewer candidate rows is scored on ONE intra-op thread: on the 2-core bench VM
 # a second thread saved at most ~15% of a 20-row forward, at times doubled it, and gave p99 13-15 ms vs
-# 1.9 ms (OpenMP's barrier waits on a preempted core); it pays from ~300 rows (bench/serve.py, thread A/B).
+# 1.9 ms; it pays from ~300 rows (bench/serve.py: steps.forward_threads_by_rows).
 PARALLEL_MIN_ROWS = 256
 
 
