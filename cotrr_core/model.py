@@ -21,7 +21,7 @@ from cotrr_core.config import ModelConfig
 __all__ = ["Ragged", "mc_scores", "Attention", "Block", "TokenEncoder", "CoTRRModel", "mc_dropout_scores", "count_parameters"]
 
 
-SHORT_SEQUENCE = 8  # sequences up to this long (a candidate's tokens) use explicit attention
+SHORT_SEQUENCE = 8  # sequences up to this long (a candidate's tokens) use broadcast attention
 
 
 @dataclass

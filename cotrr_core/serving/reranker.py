@@ -167,9 +167,7 @@ class Reranker:
         todo = [i for i in todo if reasons[i] is None]
         heads = self._featurize([items[i][:m] for i in todo])
         self._score_heads(heads, mc, t0, time_budget_ms)
-        probs = None  # one call for all lists; those with a non-finite score fall back and never read theirs
-        if heads.scores is not None:
-            probs = self.run.probabilities(np.where(np.isfinite(heads.scores), heads.scores, 0.0))
+        probs = self._probabilities(heads)
         latency = 1e3 * (time.perf_counter() - t0)
         results = []
         k_of = {i: k for k, i in enumerate(todo)}
@@ -226,6 +224,7 @@ class Reranker:
                        np.concatenate([[0], np.cumsum(heads_len)]).astype(np.int64),
                        reason=[None] * len(todo), detail=[None] * len(todo))
         self._score_heads(heads, mc, t0, time_budget_ms, starts=offsets[todo])
+        probs = self._probabilities(heads)
         out = empty_array_result(n, n_lists, offsets)
         for k, q in enumerate(todo.tolist()):
             reasons[q], details[q] = heads.reason[k] or reasons[q], heads.detail[k] or details[q]
@@ -233,7 +232,7 @@ class Reranker:
                 a, h = int(offsets[q]), int(heads_len[k])
                 s = heads.scores[heads.offsets[k]:heads.offsets[k + 1]]
                 out.raw_score[a:a + h] = s
-                out.probability[a:a + h] = self.run.probabilities(s)
+                out.probability[a:a + h] = probs[heads.offsets[k]:heads.offsets[k + 1]]
                 if heads.std is not None:
                     out.uncertainty[a:a + h] = heads.std[heads.offsets[k]:heads.offsets[k + 1]]
                 out.wouldbe[a:a + h] = a + np.argsort(-s, kind="stable")
@@ -368,6 +367,13 @@ class Reranker:
         for k in todo:
             if not finite[heads.offsets[k]:heads.offsets[k + 1]].all():
                 heads.reason[k], heads.detail[k] = "nan_score", "the model returned a NaN or infinite score"
+
+    def _probabilities(self, heads: _Heads) -> np.ndarray | None:
+        """Calibrated probabilities [n] of all scored rows in one call; a list with a non-finite score falls
+        back (nan_score) and never reads its own: those rows go in as 0 (the calibrator refuses NaN)."""
+        if heads.scores is None:
+            return None
+        return self.run.probabilities(np.where(np.isfinite(heads.scores), heads.scores, 0.0))
 
     def _forward(self, batch: Ragged, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw scores [K, L] and the MC-dropout std [K, L] of the CALIBRATED probability (None without
