@@ -49,10 +49,15 @@ class Ragged:
         return cls(rows, lists, mask, positions)
 
     @classmethod
-    def from_lengths(cls, rows: dict[str, Tensor], lists: dict[str, Tensor], lengths: Tensor) -> "Ragged":
-        """Rows of K lists laid end to end; lengths [K] (>= 1 each)."""
-        mask = torch.arange(int(lengths.max()), device=lengths.device)[None, :] < lengths[:, None]
-        return cls(rows, lists, mask, mask.reshape(-1).nonzero().squeeze(1))
+    def from_lengths(cls, rows: dict[str, Tensor], lists: dict[str, Tensor], lengths: Tensor,
+                     device: torch.device | str | None = None) -> "Ragged":
+        """Rows of K lists laid end to end; lengths [K] (>= 1 each). Mask and positions are built on the CPU
+        and copied to `device` (default: the rows'), so a CUDA batch costs no device-to-host sync."""
+        lengths = lengths.cpu()
+        mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+        positions = mask.reshape(-1).nonzero().squeeze(1)
+        device = device or next(iter({**rows, **lists}.values())).device
+        return cls(rows, lists, mask.to(device, non_blocking=True), positions.to(device, non_blocking=True))
 
     def padded(self) -> tuple[dict[str, Tensor], Tensor]:
         """The same lists padded: tokens {name: [K, L, d]} (zeros at padding) and mask [K, L]."""
