@@ -19,7 +19,8 @@ from cotrr_core.data.dataset import RankingData, build_ranking_data, token_colum
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.spec import FeatureSpec
 
-__all__ = ["SOURCE", "TokenLayout", "Featurizer", "all_finite", "as_records", "invalid_lists", "original_order", "request_records"]
+__all__ = ["SOURCE", "TokenLayout", "Featurizer", "all_finite", "as_records", "invalid_lists", "original_order",
+           "request_items", "request_records"]
 
 SOURCE = "rerank request"
 _REAL, _BOOL = (int, float, np.integer, np.floating), (bool, np.bool_)
@@ -43,6 +44,16 @@ def as_records(candidates: Any) -> list[dict]:
     if not isinstance(candidates, (list, tuple)) or not all(isinstance(c, dict) for c in candidates):
         raise DataError(SOURCE, None, None, "candidates must be a list of dicts or a DataFrame")
     return list(candidates)
+
+
+def request_items(candidates: Any) -> list | None:
+    """A request's items as a list (a DataFrame -> row dicts); None when it is not a list at all."""
+    try:
+        if isinstance(candidates, (list, tuple)):
+            return list(candidates)
+        return as_records(candidates)
+    except DataError:
+        return None
 
 
 def request_records(data: RankingData, q: int) -> list[dict]:

@@ -1,6 +1,8 @@
-"""Token arrays of K lists -> the model's input: one standardised Ragged batch on the run's device, in the
-serving dtype (no padding is built)."""
+"""The model a Reranker serves and its input: the model in the serving precision, and token arrays of K
+lists -> one standardised Ragged batch on the run's device, in that precision (no padding is built)."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
@@ -9,14 +11,25 @@ from cotrr_core.data.scaling import standardise
 from cotrr_core.model import Ragged
 from cotrr_core.training.runs import LoadedRun
 
-__all__ = ["ModelInputs"]
+__all__ = ["PRECISIONS", "ModelInputs", "model_in"]
+
+# int8 dynamic quantisation is measured in bench/serve.py but not offered: it is slower per list
+# than fp32 on this CPU and only pays for batch throughput.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def model_in(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """fp32: the model as is; bf16: a bfloat16 copy in eval mode (its inputs are bfloat16, see ModelInputs)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    return model if precision == "fp32" else copy.deepcopy(model).to(torch.bfloat16).eval()
 
 
 class ModelInputs:
     """Builds the Ragged batch a Reranker scores; holds the run's standardisation on its device."""
 
-    def __init__(self, run: LoadedRun, dtype: torch.dtype = torch.float32) -> None:
-        self.device, self.dtype = run.device, dtype
+    def __init__(self, run: LoadedRun, precision: str = "fp32") -> None:
+        self.device, self.dtype = run.device, PRECISIONS[precision]
         self.log_transform = run.scaler.log_transform
         self.scale = run.scaler.tensors(run.device)  # token -> (mean [d], std [d])
         self.row_tokens = [t.name for t in run.spec.tokens if not t.list_constant]

@@ -11,7 +11,7 @@ from typing import Literal, Sequence, get_args
 import numpy as np
 
 __all__ = ["FNV32_OFFSET", "FNV32_PRIME", "fnv1a_32", "fmix32", "bucket", "buckets",
-           "Mode", "Arm", "Policy", "Decision", "decide"]
+           "Mode", "Arm", "Policy", "Decision", "decide", "unit_key"]
 
 FNV32_OFFSET = 0x811C9DC5  # 2166136261, the 32-bit FNV offset basis
 FNV32_PRIME = 0x01000193  # 16777619, the 32-bit FNV prime
@@ -131,3 +131,14 @@ def decide(policy: Policy, unit_id: str) -> Decision:
         treat, score = True, True
     return Decision(serve_treatment=treat, score=score,
                     arm="treatment" if treat else "control", bucket=b)
+
+
+def unit_key(unit_id: str | None, query: str | None, mode: str) -> tuple[str, str | None]:
+    """(the unit a request is bucketed by, a note or None): unit_id, else (rollout needs one) the query
+    text, which the note says."""
+    if unit_id is not None:
+        return str(unit_id), None
+    if mode != "rollout":
+        return "", None
+    return (str(query) if query else ""), ("no unit_id: bucketed by the query text" if query else
+                                           "no unit_id and no query: every such request shares one bucket")

@@ -16,7 +16,6 @@ given, so a hung model costs the caller the budget, not the hang.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +30,9 @@ import torch
 from cotrr_core.data.errors import DataError
 from cotrr_core.model import Ragged, count_parameters, mc_scores
 from cotrr_core.serving.allocator import retain_freed_memory
-from cotrr_core.serving.features import Featurizer, as_records, invalid_lists, original_order
-from cotrr_core.serving.inputs import ModelInputs
-from cotrr_core.serving.policy import Decision, Policy, decide
+from cotrr_core.serving.features import Featurizer, invalid_lists, original_order, request_items
+from cotrr_core.serving.inputs import PRECISIONS, ModelInputs, model_in
+from cotrr_core.serving.policy import Decision, Policy, decide, unit_key
 from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empty_array_result
 from cotrr_core.serving.stats import ServeStats
 from cotrr_core.training.runs import LoadedRun, load_run
@@ -41,9 +40,6 @@ from cotrr_core.training.runs import LoadedRun, load_run
 __all__ = ["Reranker", "RerankResult", "ArrayResult", "PRECISIONS"]
 
 logger = logging.getLogger(__name__)
-# int8 dynamic quantisation is measured in bench/serve.py but not offered: it is slower per list
-# than fp32 on this CPU and only pays for batch throughput.
-PRECISIONS = ("fp32", "bf16")
 INVALID = "invalid_input"
 # A budgeted request with fewer candidate rows is scored on ONE intra-op thread: on the 2-core bench VM
 # a second thread saved at most ~15% of a 20-row forward, at times doubled it, and gave p99 13-15 ms vs
@@ -70,15 +66,13 @@ class Reranker:
 
     def __init__(self, run: LoadedRun, policy: Policy | None = None, precision: str = "fp32", *,
                  workers: int = 4) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.run, self.precision = run, precision
         self.policy = policy or Policy(mode="full")
-        self.model = _prepare_model(run.model, precision)
+        self.model = model_in(run.model, precision)  # checks the precision
         self.featurizer = Featurizer(run.spec, run.meta["token_dims"])
         self.token_names = [t.name for t in run.spec.tokens]
         self._list_constant = {t.name for t in run.spec.tokens if t.list_constant}
-        self.inputs = ModelInputs(run, torch.bfloat16 if precision == "bf16" else torch.float32)
+        self.inputs = ModelInputs(run, precision)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotrr-score")
         self._stats = ServeStats()
 
@@ -133,7 +127,7 @@ class Reranker:
             latency = 1e3 * (time.perf_counter() - t0)
             out = []
             for query, candidates in lists:
-                rows = _items(candidates) or []
+                rows = request_items(candidates) or []
                 self._stats.record(n_candidates=len(rows), latency_ms=latency, reranked=False, shadowed=False,
                                    scored=False, fallback_reason=f"error:{type(exc).__name__}")
                 out.append(RerankResult(served=list(rows), wouldbe=None, reranked=False, mode=self.policy.mode,
@@ -146,7 +140,7 @@ class Reranker:
         units = list(unit_ids) if unit_ids is not None else [None] * len(lists)
         items, reasons, details = [], [None] * len(lists), [None] * len(lists)
         for i, (_, candidates) in enumerate(lists):
-            items.append(_items(candidates))
+            items.append(request_items(candidates))
             if items[i] is None:
                 items[i], reasons[i], details[i] = [], INVALID, "candidates must be a list of dicts or a DataFrame"
         decisions = [self._decide(q, u) for (q, _), u in zip(lists, units)]
@@ -299,7 +293,7 @@ class Reranker:
         return max(0, self.config.mc_samples if mc_samples is None else int(mc_samples))
 
     def _decide(self, query: str | None, unit_id: str | None) -> tuple[Decision, str | None]:
-        unit, note = _unit_key(unit_id, query, self.policy.mode)
+        unit, note = unit_key(unit_id, query, self.policy.mode)
         return decide(self.policy, unit), note
 
     def _featurize(self, heads: list[list[dict]]) -> _Heads:
@@ -419,33 +413,6 @@ def _with_threads(threads: int, fn, *args):
     return fn(*args)
 
 
-def _items(candidates: Any) -> list | None:
-    """The request's items as a list (a DataFrame -> row dicts); None when it is not a list at all."""
-    try:
-        if isinstance(candidates, (list, tuple)):
-            return list(candidates)
-        return as_records(candidates)
-    except DataError:
-        return None
-
-
 def _fail(heads: _Heads, todo: list[int], reason: str, detail: str) -> None:
     for k in todo:
         heads.reason[k], heads.detail[k] = reason, detail
-
-
-def _unit_key(unit_id: str | None, query: str | None, mode: str) -> tuple[str, str | None]:
-    """The policy's unit: unit_id, else (rollout needs one) the query text, said in the note."""
-    if unit_id is not None:
-        return str(unit_id), None
-    if mode != "rollout":
-        return "", None
-    return (str(query) if query else ""), ("no unit_id: bucketed by the query text" if query else
-                                           "no unit_id and no query: every such request shares one bucket")
-
-
-def _prepare_model(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """fp32: the model as is; bf16: a bfloat16 copy (inputs are cast to bfloat16, scores back to fp32)."""
-    if precision == "fp32":
-        return model
-    return copy.deepcopy(model).to(torch.bfloat16).eval()
