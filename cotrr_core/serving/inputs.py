@@ -60,10 +60,10 @@ class ModelInputs:
         x = np.asarray(x, dtype=np.float32)
         if not x.flags.writeable:  # torch.from_numpy wants a writable array; nothing writes to it
             x = x.copy()
-        x = self.to_device(torch.from_numpy(x))
+        x = self._to_device(torch.from_numpy(x))
         return standardise(x, *self.scale[name], self.log_transform).to(self.dtype)
 
-    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":  # pinned host memory: an asynchronous copy
             return x.pin_memory().to(self.device, non_blocking=True)
         return x.to(self.device)
