@@ -115,6 +115,28 @@ class Featurizer:
                 raise
             raise err from exc
 
+    def lists(self, heads: list[list[dict]]) -> tuple[dict[str, np.ndarray], np.ndarray, list[Exception | None]]:
+        """K lists of dicts -> (token arrays over all their rows, as __call__ gives them; offsets [K + 1]; per
+        list the exception its input raised, or None). One conversion per token; only when that fails are
+        the lists converted one by one, to blame the right ones (their rows are then zeros)."""
+        offsets = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).astype(np.int64)
+        errors: list[Exception | None] = [None] * len(heads)
+        if not heads:
+            return {}, offsets, errors
+        try:
+            return self([r for h in heads for r in h], offsets), offsets, errors
+        except Exception:  # noqa: BLE001 - find the list(s) to blame below
+            pass
+        parts = []
+        for k, h in enumerate(heads):
+            try:
+                parts.append(self(h))
+            except Exception as exc:  # noqa: BLE001 - one list's problem must not fail the others
+                errors[k] = exc
+                parts.append({t.name: np.zeros((1 if t.list_constant else len(h), t.dim), np.float32)
+                              for t in self.layout})
+        return {t.name: np.concatenate([p[t.name] for p in parts]) for t in self.layout}, offsets, errors
+
     def _token(self, t: TokenLayout, records: list[dict], offsets: np.ndarray) -> np.ndarray:
         first_rows = t.list_constant and len(t.fields) == 1
         if first_rows:

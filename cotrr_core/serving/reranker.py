@@ -71,7 +71,6 @@ class Reranker:
         self.model = model_in(run.model, precision)  # checks the precision
         self.featurizer = Featurizer(run.spec, run.meta["token_dims"])
         self.token_names = [t.name for t in run.spec.tokens]
-        self._list_constant = {t.name for t in run.spec.tokens if t.list_constant}
         self.inputs = ModelInputs(run, precision)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotrr-score")
         self._stats = ServeStats()
@@ -297,31 +296,16 @@ class Reranker:
         return decide(self.policy, unit), note
 
     def _featurize(self, heads: list[list[dict]]) -> _Heads:
-        """Top-M dicts of K lists -> token arrays over all their rows, one conversion per token; a list
-        whose input is bad gets its own DataError (found by converting the lists one by one)."""
-        offsets = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).astype(np.int64)
-        out = _Heads({}, offsets, reason=[None] * len(heads), detail=[None] * len(heads))
-        if not heads:
-            return out
-        try:
-            out.features = self.featurizer([r for h in heads for r in h], offsets)  # dicts, checked above
-            return out
-        except Exception:  # noqa: BLE001 - find the list(s) to blame below
-            pass
-        parts = []
-        for k, h in enumerate(heads):
-            try:
-                parts.append(self.featurizer(h))
-            except Exception as exc:  # noqa: BLE001 - one list's problem must not fail the others
-                if isinstance(exc, DataError):
-                    out.reason[k], out.detail[k] = INVALID, str(exc)
-                else:
-                    logger.exception("featurising a list failed")
-                    self._stats.note_error(exc, f"error:{type(exc).__name__}")
-                    out.reason[k], out.detail[k] = f"error:{type(exc).__name__}", f"{type(exc).__name__}: {exc}"
-                parts.append({t: np.zeros((1 if t in self._list_constant else len(h), d), np.float32)
-                              for t, d in self.run.meta["token_dims"].items()})
-        out.features = {t: np.concatenate([p[t] for p in parts]) for t in self.token_names}  # list-constant: [K, d]
+        """Top-M dicts of K lists -> _Heads; a list whose input fails gets its reason (Featurizer.lists)."""
+        features, offsets, errors = self.featurizer.lists(heads)
+        out = _Heads(features, offsets, reason=[None] * len(heads), detail=[None] * len(heads))
+        for k, exc in enumerate(errors):
+            if isinstance(exc, DataError):
+                out.reason[k], out.detail[k] = INVALID, str(exc)
+            elif exc is not None:
+                logger.error("featurising a list failed", exc_info=exc)
+                self._stats.note_error(exc, f"error:{type(exc).__name__}")
+                out.reason[k], out.detail[k] = f"error:{type(exc).__name__}", f"{type(exc).__name__}: {exc}"
         return out
 
     def _score_heads(self, heads: _Heads, mc: int, t0: float, budget_ms: float | None,
