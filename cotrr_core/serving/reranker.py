@@ -42,8 +42,9 @@ __all__ = ["Reranker", "RerankResult", "ArrayResult", "PRECISIONS"]
 logger = logging.getLogger(__name__)
 INVALID = "invalid_input"
 # A budgeted request with fewer candidate rows is scored on ONE intra-op thread: on the 2-core bench VM
-# a second thread saved at most ~15% of a 20-row forward, at times doubled it, and gave p99 13-15 ms vs
-# 1.9 ms; it pays from ~300 rows (bench/serve.py: steps.forward_threads_by_rows).
+# a second thread made a 20-50-row forward up to 1.5x faster when the VM was quiet, but at other times
+# doubled it and gave p99 13-15 ms vs 1.9 ms; it pays reliably from ~300 rows (bench/serve.py:
+# steps.forward_threads_by_rows). One thread per request also leaves the other cores to other requests.
 PARALLEL_MIN_ROWS = 256
 
 
