@@ -59,7 +59,11 @@ def timed(fn: Callable[[], object], calls: int, warm: int = 20) -> dict:
         a = time.perf_counter()
         fn()
         t[i] = time.perf_counter() - a
-    t *= 1e3
+    return _latency_summary(t)
+
+
+def _latency_summary(seconds) -> dict:
+    t = 1e3 * np.asarray(seconds)
     return {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99)), "mean": float(t.mean())}
 
 
@@ -79,11 +83,7 @@ def interleaved_latency(fns: dict[str, tuple[int, Callable[[], object]]], calls:
                 a = time.perf_counter()
                 fn()
                 samples[k].append(time.perf_counter() - a)
-    out = {}
-    for k, v in samples.items():
-        t = 1e3 * np.asarray(v)
-        out[k] = {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99)), "mean": float(t.mean())}
-    return out
+    return {k: _latency_summary(v) for k, v in samples.items()}
 
 
 def interleaved_throughput(fns: dict[str, Callable[[], object]], n_candidates: int, rounds: int = 7) -> dict[str, float]:

@@ -223,12 +223,11 @@ class Reranker:
         for k, q in enumerate(todo.tolist()):
             reasons[q], details[q] = heads.reason[k] or reasons[q], heads.detail[k] or details[q]
             if heads.reason[k] is None:
-                a, h = int(offsets[q]), int(heads_len[k])
-                s = heads.scores[heads.offsets[k]:heads.offsets[k + 1]]
-                out.raw_score[a:a + h] = s
-                out.probability[a:a + h] = probs[heads.offsets[k]:heads.offsets[k + 1]]
+                a, h, rows = int(offsets[q]), int(heads_len[k]), slice(heads.offsets[k], heads.offsets[k + 1])
+                s = heads.scores[rows]
+                out.raw_score[a:a + h], out.probability[a:a + h] = s, probs[rows]
                 if heads.std is not None:
-                    out.uncertainty[a:a + h] = heads.std[heads.offsets[k]:heads.offsets[k + 1]]
+                    out.uncertainty[a:a + h] = heads.std[rows]
                 out.wouldbe[a:a + h] = a + np.argsort(-s, kind="stable")
                 out.scored[q] = True
                 out.reranked[q] = decisions[q].serve_treatment
