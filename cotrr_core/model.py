@@ -56,7 +56,7 @@ class Ragged:
         lengths = lengths.cpu()
         mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
         positions = mask.reshape(-1).nonzero().squeeze(1)
-        device = device or next(iter({**rows, **lists}.values())).device
+        device = device or next(iter((rows or lists).values())).device
         return cls(rows, lists, mask.to(device, non_blocking=True), positions.to(device, non_blocking=True))
 
     def padded(self) -> tuple[dict[str, Tensor], Tensor]:
