@@ -12,7 +12,7 @@ import numpy as np
 
 from cotrr_core.data.rowread import CHUNK_ROWS, iter_chunks, read_rows
 
-__all__ = ["FeatureScaler", "standardise"]
+__all__ = ["FeatureScaler", "signed_log1p", "standardise"]
 
 
 def standardise(x: Any, mean: Any, std: Any, log_transform: bool) -> Any:
@@ -20,9 +20,12 @@ def standardise(x: Any, mean: Any, std: Any, log_transform: bool) -> Any:
 
     x [..., d], mean [d], std [d]: all numpy arrays or all torch tensors.
     """
-    if log_transform:
-        x = np.sign(x) * np.log1p(np.abs(x)) if isinstance(x, np.ndarray) else x.sign() * x.abs().log1p()
-    return (x - mean) / std
+    return ((signed_log1p(x) if log_transform else x) - mean) / std
+
+
+def signed_log1p(x: Any) -> Any:
+    """sign(x) * log1p(|x|) of a numpy array or a torch tensor."""
+    return np.sign(x) * np.log1p(np.abs(x)) if isinstance(x, np.ndarray) else x.sign() * x.abs().log1p()
 
 
 @dataclass

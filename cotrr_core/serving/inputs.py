@@ -1,5 +1,10 @@
 """The model a Reranker serves and its input: the model in the serving precision, and token arrays of K
-lists -> one standardised Ragged batch on the run's device, in that precision (no padding is built)."""
+lists -> one Ragged batch on the run's device, in that precision (no padding is built).
+
+In fp32 the served model is a copy whose token projections absorb the run's standardisation
+(proj(standardise(x)) = (W / std) x + b - (W / std) mean, as BatchNorm is folded into a convolution),
+so a request's features go to the model as they come: no pass over them before the forward.
+"""
 from __future__ import annotations
 
 import copy
@@ -7,15 +12,18 @@ import copy
 import numpy as np
 import torch
 
-from cotrr_core.data.scaling import standardise
+from cotrr_core.data.scaling import signed_log1p, standardise
 from cotrr_core.model import Ragged
 from cotrr_core.training.runs import LoadedRun
 
-__all__ = ["PRECISIONS", "ModelInputs", "model_in"]
+__all__ = ["PRECISIONS", "FOLD_MAX_SHIFT", "ModelInputs", "model_in", "fold_standardisation"]
 
 # int8 dynamic quantisation is measured in bench/serve.py but not offered: it is slower per list
 # than fp32 on this CPU and only pays for batch throughput.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# A token whose |mean| / std exceeds this keeps explicit standardisation: folded, W'x and W'mean would
+# cancel in float32 and lose ~FOLD_MAX_SHIFT x float32's 6e-8 relative precision.
+FOLD_MAX_SHIFT = 100.0
 
 
 def model_in(model: torch.nn.Module, precision: str) -> torch.nn.Module:
@@ -25,13 +33,36 @@ def model_in(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     return model if precision == "fp32" else copy.deepcopy(model).to(torch.bfloat16).eval()
 
 
+def fold_standardisation(model: torch.nn.Module, scale: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                         ) -> tuple[torch.nn.Module, frozenset[str]]:
+    """(a copy of `model` whose projection of each foldable token takes the token before standardisation,
+    the tokens folded). scale: token -> (mean [d], std [d]); folded in float64 and rounded once, so
+    scores move by float32 rounding only (~1e-6)."""
+    model = copy.deepcopy(model).eval()
+    folded = set()
+    with torch.no_grad():
+        for name, proj in model.encoder.proj.items():
+            mean, std = (t.double() for t in scale[name])
+            if float((mean.abs() / std).max()) > FOLD_MAX_SHIFT:
+                continue
+            weight = proj.weight.double() / std  # [H, d]: column j scaled by 1 / std_j
+            proj.bias.copy_(proj.bias.double() - weight @ mean)
+            proj.weight.copy_(weight)
+            folded.add(name)
+    return model, frozenset(folded)
+
+
 class ModelInputs:
-    """Builds the Ragged batch a Reranker scores; holds the run's standardisation on its device."""
+    """The model a Reranker serves (`model`) and the Ragged batches it scores."""
 
     def __init__(self, run: LoadedRun, precision: str = "fp32") -> None:
+        self.model = model_in(run.model, precision)  # checks the precision
         self.device, self.dtype = run.device, PRECISIONS[precision]
         self.log_transform = run.scaler.log_transform
         self.scale = run.scaler.tensors(run.device)  # token -> (mean [d], std [d])
+        self.folded: frozenset[str] = frozenset()
+        if precision == "fp32":  # bf16 rounds the inputs after standardising, where rounding costs least
+            self.model, self.folded = fold_standardisation(self.model, self.scale)
         self.row_tokens = [t.name for t in run.spec.tokens if not t.list_constant]
         self.list_tokens = [t.name for t in run.spec.tokens if t.list_constant]
 
@@ -56,11 +87,14 @@ class ModelInputs:
         return Ragged.from_lengths(rows, lists, torch.from_numpy(lengths), self.device)
 
     def _scaled(self, name: str, x: np.ndarray) -> torch.Tensor:
-        """Raw rows [n, d] -> standardised tensor on the device, in the serving dtype."""
+        """Raw rows [n, d] -> the model's input on the device, in the serving dtype: standardised, or for
+        a folded token as is (signed log1p when the run uses it)."""
         x = np.asarray(x, dtype=np.float32)
         if not x.flags.writeable:  # torch.from_numpy wants a writable array; nothing writes to it
             x = x.copy()
         x = self._to_device(torch.from_numpy(x))
+        if name in self.folded:
+            return signed_log1p(x) if self.log_transform else x
         return standardise(x, *self.scale[name], self.log_transform).to(self.dtype)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:

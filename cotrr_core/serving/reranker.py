@@ -31,7 +31,7 @@ from cotrr_core.data.errors import DataError
 from cotrr_core.model import Ragged, count_parameters, mc_scores
 from cotrr_core.serving.allocator import retain_freed_memory
 from cotrr_core.serving.features import Featurizer, invalid_lists, original_order, request_items
-from cotrr_core.serving.inputs import PRECISIONS, ModelInputs, model_in
+from cotrr_core.serving.inputs import PRECISIONS, ModelInputs
 from cotrr_core.serving.policy import Decision, Policy, decide, unit_key
 from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empty_array_result
 from cotrr_core.serving.stats import ServeStats
@@ -69,10 +69,10 @@ class Reranker:
                  workers: int = 4) -> None:
         self.run, self.precision = run, precision
         self.policy = policy or Policy(mode="full")
-        self.model = model_in(run.model, precision)  # checks the precision
+        self.inputs = ModelInputs(run, precision)  # checks the precision
+        self.model = self.inputs.model
         self.featurizer = Featurizer(run.spec, run.meta["token_dims"])
         self.token_names = [t.name for t in run.spec.tokens]
-        self.inputs = ModelInputs(run, precision)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotrr-score")
         self._stats = ServeStats()
 
