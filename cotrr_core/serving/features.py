@@ -20,7 +20,7 @@ from cotrr_core.data.errors import DataError
 from cotrr_core.data.spec import FeatureSpec
 
 __all__ = ["SOURCE", "TokenLayout", "Featurizer", "all_finite", "as_records", "invalid_lists", "original_order",
-           "request_items", "request_records"]
+           "in_original_order", "request_items", "request_records"]
 
 SOURCE = "rerank request"
 _REAL, _BOOL = (int, float, np.integer, np.floating), (bool, np.bool_)
@@ -87,6 +87,38 @@ def original_order(records: list[dict], spec: FeatureSpec) -> np.ndarray:
                 raise explain(records, spec)
             return np.argsort(sign * arr, kind="stable")
     return np.arange(len(records))
+
+
+def in_original_order(lists: list[list], spec: FeatureSpec) -> list[list | DataError]:
+    """Each list's items in original order (see original_order; the list itself when it already is), or
+    the DataError why there is none (an item that is not a dict, a bad rank or score). Lists whose every
+    item is a dict with a finite first_stage_rank (the common request) are checked in one pass."""
+    flat = list(chain.from_iterable(lists))
+    if set(map(type, flat)) <= {dict}:
+        try:
+            ranks = np.asarray([r.get("first_stage_rank") for r in flat], dtype=np.float64)  # None: NaN
+        except (TypeError, ValueError, OverflowError):
+            ranks = np.array([np.nan])
+        if np.isfinite(ranks).all():
+            ends = np.cumsum([len(items) for items in lists])
+            descents = np.flatnonzero(ranks[1:] < ranks[:-1]) + 1  # rows ranked above the row before them
+            unsorted = set(np.searchsorted(ends, descents[~np.isin(descents, ends)], side="right").tolist())
+            return [_reorder(items, original_order(items, spec)) if k in unsorted else items
+                    for k, items in enumerate(lists)]
+    return [_in_original_order(items, spec) for items in lists]
+
+
+def _in_original_order(items: list, spec: FeatureSpec) -> list | DataError:
+    if not all(isinstance(r, dict) for r in items):
+        return DataError(SOURCE, None, None, "every candidate must be a dict")
+    try:
+        return _reorder(items, original_order(items, spec))
+    except DataError as exc:
+        return exc
+
+
+def _reorder(items: list, order: np.ndarray) -> list:
+    return [items[k] for k in order.tolist()]
 
 
 class Featurizer:

@@ -30,7 +30,7 @@ import torch
 from cotrr_core.data.errors import DataError
 from cotrr_core.model import Ragged, count_parameters, mc_scores
 from cotrr_core.serving.allocator import retain_freed_memory
-from cotrr_core.serving.features import Featurizer, invalid_lists, original_order, request_items
+from cotrr_core.serving.features import Featurizer, in_original_order, invalid_lists, request_items
 from cotrr_core.serving.inputs import PRECISIONS, ModelInputs
 from cotrr_core.serving.policy import Decision, Policy, decide, unit_key
 from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empty_array_result
@@ -146,14 +146,12 @@ class Reranker:
         decisions = [self._decide(q, u) for (q, _), u in zip(lists, units)]
         notes = [note for _, note in decisions]
         decisions = [d for d, _ in decisions]
-        for i, rows in enumerate(items):  # into original order where the input allows it
-            if reasons[i] is None:
-                try:
-                    if not all(isinstance(r, dict) for r in rows):
-                        raise DataError("rerank request", None, None, "every candidate must be a dict")
-                    items[i] = [rows[k] for k in original_order(rows, self.run.spec)]
-                except DataError as exc:
-                    reasons[i], details[i] = INVALID, str(exc)
+        valid = [i for i in range(len(lists)) if reasons[i] is None]
+        for i, ordered in zip(valid, in_original_order([items[i] for i in valid], self.run.spec)):
+            if isinstance(ordered, DataError):  # served as given
+                reasons[i], details[i] = INVALID, str(ordered)
+            else:
+                items[i] = ordered
         todo = [i for i, d in enumerate(decisions) if d.score and reasons[i] is None]
         for i in todo:
             if len(items[i]) < 2:

@@ -16,7 +16,8 @@ from hypothesis.extra import numpy as hnp
 
 import cotrr_core.data
 from cotrr_core.data.spec import FeatureSpec
-from cotrr_core.serving.features import Featurizer, all_finite
+from cotrr_core.data.errors import DataError
+from cotrr_core.serving.features import Featurizer, all_finite, in_original_order, original_order
 from cotrr_core.serving.policy import Policy
 from cotrr_core.serving.reranker import Reranker
 from tests.conftest import CONFLICT, make_step5_rows
@@ -219,3 +220,25 @@ def test_featurizer_gives_list_constant_tokens_one_row_per_list():
     assert out["clip_img"].shape == (15, 4) and out["visual"].shape == (15, 8)
     np.testing.assert_array_equal(out["clip_text"], np.float32([rows[a]["clip_text_features"] for a in offsets[:-1]]))
     np.testing.assert_array_equal(out["conflict"], np.float32([[rows[a][f] for f in CONFLICT] for a in offsets[:-1]]))
+
+
+RANK = st.one_of(st.integers(-3, 3), st.floats(allow_nan=True, allow_infinity=True), st.none(), st.just("2"))
+RANKED = st.one_of(st.builds(lambda r, s: {"first_stage_rank": r, "first_stage_score": s}, RANK, RANK),
+                   st.builds(lambda s: {"first_stage_score": s}, RANK), st.builds(dict), st.just(3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(RANKED, max_size=6), max_size=5))
+def test_batch_original_order_equals_each_list_ordered_alone(lists):
+    """The one-pass check for ranked lists agrees with ordering each list on its own (ties, NaN, None,
+    text, non-dict items and empty lists included)."""
+    spec = FeatureSpec.from_dict(json.loads((Path(cotrr_core.data.__file__).parent / "specs" / "step5.json").read_text()))
+    for items, got in zip(lists, in_original_order(lists, spec)):
+        try:
+            if not all(isinstance(r, dict) for r in items):
+                raise DataError("t", None, None, "not a dict")
+            want = [items[k] for k in original_order(items, spec)]
+        except DataError:
+            assert isinstance(got, DataError)
+        else:
+            assert [id(r) for r in got] == [id(r) for r in want]
