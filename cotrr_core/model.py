@@ -97,26 +97,28 @@ class Attention(nn.Module):
         self.attn_drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None
+        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None,
+        exempt: int = 0,
     ) -> tuple[Tensor, Tensor | None]:
-        """Returns (y [N, S, H], attention weights [N, heads, S, S] or None on the fused path)."""
+        """Returns (y [N, S, H], attention weights [N, heads, S, S] or None on the fused path); the first
+        `exempt` of the N sequences never drop (see _dropout)."""
         p = self.attn_drop.p if _active(self, dropout) else 0.0
         n, s, _ = x.shape
         qkv = self.qkv(x).view(n, s, 3, self.heads, -1)
         if s <= SHORT_SEQUENCE:
-            y, att = _broadcast_attention(qkv, key_mask, p)
+            y, att = _broadcast_attention(qkv, key_mask, p, exempt)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, S, d]
             allowed = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, S]
-            if return_attention or (p > 0 and torch.is_inference_mode_enabled()):
-                y, att = _matmul_attention(q, k, v, allowed, p)
+            if return_attention or exempt or (p > 0 and torch.is_inference_mode_enabled()):
+                y, att = _matmul_attention(q, k, v, allowed, p, exempt)
             else:
                 y, att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p), None
             y = y.transpose(1, 2)
         return self.out(y.reshape(n, s, -1)), att if return_attention else None
 
 
-def _broadcast_attention(qkv: Tensor, key_mask: Tensor | None, p: float) -> tuple[Tensor, Tensor]:
+def _broadcast_attention(qkv: Tensor, key_mask: Tensor | None, p: float, exempt: int = 0) -> tuple[Tensor, Tensor]:
     """qkv [N, S, 3, h, d] -> (y [N, S, h, d], weights [N, h, S, S]) by broadcasting: for a candidate's
     4 tokens ~2x faster than SDPA's kernel (2,678 candidates on a 2-core CPU: 4.3 vs 8.1 ms per layer)."""
     q, k, v = qkv.unbind(2)  # [N, S, h, d]
@@ -124,28 +126,33 @@ def _broadcast_attention(qkv: Tensor, key_mask: Tensor | None, p: float) -> tupl
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask[:, None, :, None], float("-inf"))
     att = logits.softmax(dim=2)
-    y = (_dropout(att, p)[..., None] * v[:, None]).sum(2)
+    y = (_dropout(att, p, exempt)[..., None] * v[:, None]).sum(2)
     return y, att.permute(0, 3, 1, 2)
 
 
-def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: float) -> tuple[Tensor, Tensor]:
+def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: float,
+                      exempt: int = 0) -> tuple[Tensor, Tensor]:
     """q, k, v [N, h, S, d] -> (y [N, h, S, d], weights [N, h, S, S]): what SDPA computes, with the weights
     (for attention maps) and with the fast dropout draw (for MC sampling, where SDPA's costs 1.5x this)."""
     logits = q @ k.transpose(-1, -2) * q.size(-1) ** -0.5
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
     att = logits.softmax(dim=-1)
-    return _dropout(att, p) @ v, att
+    return _dropout(att, p, exempt) @ v, att
 
 
-def _dropout(x: Tensor, p: float) -> Tensor:
-    """Inverted dropout with drop probability p (0: x itself). At inference (MC sampling) the mask is a
-    uniform draw, ~1.8x faster on CPU than F.dropout's bernoulli_ (a third of an MC forward's time);
-    training keeps F.dropout (its random stream and its fused CUDA kernel)."""
+def _dropout(x: Tensor, p: float, exempt: int = 0) -> Tensor:
+    """Inverted dropout with drop probability p (0: x itself); x[:exempt] passes unchanged (the
+    deterministic copy that MC sampling scores in the same batch as its samples). At inference (MC
+    sampling) the mask is a uniform draw, ~1.8x faster on CPU than F.dropout's bernoulli_ (a third of an
+    MC forward's time); training keeps F.dropout (its random stream and its fused CUDA kernel)."""
     if p == 0.0:
         return x
-    if torch.is_inference_mode_enabled():
-        return x * (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
+    if torch.is_inference_mode_enabled() or exempt:
+        keep = (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
+        if exempt:
+            keep[:exempt] = 1.0
+        return x * keep
     return F.dropout(x, p, training=True)
 
 
@@ -163,13 +170,14 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None
+        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None,
+        exempt: int = 0,
     ) -> tuple[Tensor, Tensor | None]:
         on = _active(self, dropout)
         p = self.drop.p if on else 0.0
-        a, att = self.attn(self.ln1(x), key_mask, return_attention, on)
-        x = x + _dropout(a, p)
-        x = x + _dropout(self.ff(self.ln2(x)), p)
+        a, att = self.attn(self.ln1(x), key_mask, return_attention, on, exempt)
+        x = x + _dropout(a, p, exempt)
+        x = x + _dropout(self.ff(self.ln2(x)), p, exempt)
         return x, att
 
 
@@ -241,18 +249,19 @@ class CoTRRModel(nn.Module):
         return c.view(k, l, -1), token_att
 
     def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False,
-                         dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
-        """List context (when on) and head: candidate vectors [B, L, H] -> scores [B, L]."""
+                         dropout: bool | None = None, exempt: int = 0) -> tuple[Tensor, list[Tensor | None]]:
+        """List context (when on) and head: candidate vectors [B, L, H] -> scores [B, L]; with dropout on,
+        the first `exempt` lists are scored without it."""
         list_att = []
         if len(self.list_blocks) > 0:
             # An all-padding list would have no key to attend to (NaN softmax): let it attend to
             # everything instead; its scores are masked to 0 below anyway.
             key_mask = mask | ~mask.any(dim=-1, keepdim=True)
             for blk in self.list_blocks:
-                c, att = blk(c, key_mask, return_attention, dropout)
+                c, att = blk(c, key_mask, return_attention, dropout, exempt)
                 list_att.append(att)
         lin1, act, drop, lin2 = self.head
-        h = _dropout(act(lin1(self.ln_list(c))), drop.p if _active(self, dropout) else 0.0)
+        h = _dropout(act(lin1(self.ln_list(c))), drop.p if _active(self, dropout) else 0.0, exempt)
         return lin2(h).squeeze(-1).masked_fill(~mask, 0.0), list_att
 
     def score(self, batch: Ragged, dropout: bool | None = None) -> Tensor:
@@ -311,7 +320,8 @@ def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tens
 def mc_scores(model: nn.Module, batch: Ragged, n_samples: int, scope: str = "all",
               with_mean: bool = True) -> tuple[Tensor | None, Tensor]:
     """(deterministic scores [K, L] or None, MC-dropout samples [S, K, L]) of a Ragged batch; see
-    mc_dropout_scores. With scope="head" the deterministic scores share the trunk pass with the samples.
+    mc_dropout_scores. With scope="head" the deterministic scores share the trunk pass and the head's
+    batch with the samples (they are its copy 0, exempt from dropout).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
@@ -319,12 +329,12 @@ def mc_scores(model: nn.Module, batch: Ragged, n_samples: int, scope: str = "all
         raise ValueError(f"scope must be 'all' or 'head', got {scope!r}")
     scores, mask = None, batch.mask
     with torch.inference_mode():
-        rep_mask = mask.repeat(n_samples, 1)  # row s * K + k is sample s of list k
         if scope == "head":
             c, _ = model.candidates(batch, dropout=False)
-            if with_mean:
-                scores, _ = model.score_candidates(c, mask, dropout=False)
-            samples, _ = model.score_candidates(c.repeat(n_samples, 1, 1), rep_mask, dropout=True)
+            copies = n_samples + with_mean  # copy 0 (the deterministic scores) is exempt from dropout
+            out, _ = model.score_candidates(c.repeat(copies, 1, 1), mask.repeat(copies, 1), dropout=True,
+                                            exempt=len(mask) if with_mean else 0)
+            scores, samples = (out[:len(mask)], out[len(mask):]) if with_mean else (None, out)
         else:
             if with_mean:
                 scores = model.score(batch, dropout=False)

@@ -171,6 +171,19 @@ def test_long_lists_matmul_attention_equals_sdpa_and_its_dropout_is_inverted_dro
     torch.testing.assert_close(y.unique(), torch.tensor([0.0, 4 / 3]))
     assert abs((y == 0).float().mean().item() - 0.25) < 0.005
     assert _dropout(x, 0.0) is x
+    with torch.inference_mode():
+        y = _dropout(torch.ones(4, 50_000), 0.25, exempt=1)  # row 0: the deterministic copy
+    assert torch.equal(y[0], torch.ones(50_000)) and abs((y[1:] == 0).float().mean().item() - 0.25) < 0.01
+
+
+@pytest.mark.parametrize("l", [4, SHORT_SEQUENCE + 4])
+def test_head_scope_scores_its_deterministic_copy_exactly_in_the_sampled_batch(l: int) -> None:
+    """Both attention paths: copy 0 of the head's batch is exempt from dropout, copies 1.. are samples."""
+    model = make_model(list_context=True)
+    tokens, mask = make_batch(l=l)
+    scores, samples = mc_scores(model, Ragged.from_padded(tokens, mask, ("text",)), n_samples=3, scope="head")
+    torch.testing.assert_close(scores, model(tokens, mask))
+    assert all(not torch.allclose(s[mask], scores[mask]) for s in samples)
 
 
 @pytest.mark.parametrize("was_training", [False, True])
