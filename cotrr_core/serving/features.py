@@ -34,7 +34,7 @@ class TokenLayout:
     fields: tuple[str, ...]
     dim: int
     list_constant: bool
-    columns: slice  # its fields' place among all the spec's fields
+    get: Callable[[dict], Any]  # itemgetter over `fields`
 
 
 def as_records(candidates: Any) -> list[dict]:
@@ -126,16 +126,10 @@ class Featurizer:
 
     def __init__(self, spec: FeatureSpec, token_dims: dict[str, int]) -> None:
         self.spec = spec
-        layout, start = [], 0
-        for t in spec.tokens:
-            fields = token_columns(t)
-            layout.append(TokenLayout(t.name, fields, int(token_dims[t.name]), t.list_constant,
-                                      slice(start, start + len(fields))))
-            start += len(fields)
-        self.layout = tuple(layout)
-        self.fields = [f for t in self.layout for f in t.fields]
-        get = itemgetter(*self.fields)
-        self._get = get if len(self.fields) > 1 else (lambda r: (get(r),))  # always a tuple
+        self.layout = tuple(
+            TokenLayout(t.name, token_columns(t), int(token_dims[t.name]), t.list_constant,
+                        itemgetter(*token_columns(t)))
+            for t in spec.tokens)
 
     def __call__(self, records: list[dict], offsets: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """records (lists concatenated, each in original order) -> {name: float32 [n, d]}, except
@@ -146,9 +140,7 @@ class Featurizer:
         """
         offsets = np.array([0, len(records)]) if offsets is None else np.asarray(offsets)
         try:
-            # one pass over the dicts reads every field; then one column (a tuple over the rows) per field
-            columns = list(zip(*map(self._get, records))) or [()] * len(self.fields)
-            return {t.name: self._token(t, columns[t.columns], offsets) for t in self.layout}
+            return {t.name: self._token(t, records, offsets) for t in self.layout}
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             err = explain(records, self.spec, exc)
             if err is None:
@@ -157,8 +149,8 @@ class Featurizer:
 
     def lists(self, heads: list[list[dict]]) -> tuple[dict[str, np.ndarray], np.ndarray, list[Exception | None]]:
         """K lists of dicts -> (token arrays over all their rows, as __call__ gives them; offsets [K + 1]; per
-        list the exception its input raised, or None). One conversion for all lists; only when that fails
-        are the lists converted one by one, to blame the right ones (their rows are then zeros)."""
+        list the exception its input raised, or None). One conversion per token; only when that fails are
+        the lists converted one by one, to blame the right ones (their rows are then zeros)."""
         offsets = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).astype(np.int64)
         errors: list[Exception | None] = [None] * len(heads)
         if not heads:
@@ -177,26 +169,24 @@ class Featurizer:
                               for t in self.layout})
         return {t.name: np.concatenate([p[t.name] for p in parts]) for t in self.layout}, offsets, errors
 
-    def _token(self, t: TokenLayout, columns: list[tuple], offsets: np.ndarray) -> np.ndarray:
-        """One token [n, d] (list-constant: [K, d]) from its fields' columns (a tuple of n values each)."""
-        n = len(columns[0])
+    def _token(self, t: TokenLayout, records: list[dict], offsets: np.ndarray) -> np.ndarray:
         first_rows = t.list_constant and len(t.fields) == 1
         if first_rows:
             # The model reads only candidate 0 of a list-constant token; the rest are only
             # length-checked, which saves converting (L - 1) x d floats per list.
-            values = columns[0]
-            arr = _numbers([values[a] for a in offsets[:-1]], t).reshape(len(offsets) - 1, -1)
-            if set(map(len, values)) - {t.dim}:
-                raise ValueError(f"{t.fields[0]}: wrong vector length")
-        elif t.dim == len(t.fields):  # scalar fields
-            refused = [k for k in set(map(type, chain.from_iterable(columns)))
-                       if not issubclass(k, _REAL) or issubclass(k, _BOOL)]
+            field = t.fields[0]
+            arr = _numbers([records[a][field] for a in offsets[:-1]], t).reshape(len(offsets) - 1, -1)
+            if any(len(r[field]) != t.dim for r in records):
+                raise ValueError(f"{field}: wrong vector length")
+        elif t.dim == len(t.fields):  # scalar fields, read in one flat pass
+            values = list(map(t.get, records) if len(t.fields) == 1 else chain.from_iterable(map(t.get, records)))
+            refused = [k for k in set(map(type, values)) if not issubclass(k, _REAL) or issubclass(k, _BOOL)]
             if refused:  # text, booleans, None, objects: refused as the data layer does, not converted
                 raise TypeError(f"{t.name}: values must be numbers, got {sorted(k.__name__ for k in refused)}")
             with np.errstate(over="ignore"):
-                arr = np.array(columns, dtype=np.float64).T.astype(np.float32, order="C")
+                arr = np.array(values, dtype=np.float64).astype(np.float32).reshape(len(records), -1)
         else:
-            arr = _numbers(columns[0] if len(columns) == 1 else list(zip(*columns)), t).reshape(n, -1)
+            arr = _numbers([t.get(r) for r in records], t).reshape(len(records), -1)
         if arr.shape[1] != t.dim:
             raise _width_error(t, arr.shape[1])
         if not all_finite(arr):
