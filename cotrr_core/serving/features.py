@@ -1,7 +1,7 @@
 """Request candidates -> feature arrays, fast; the data layer explains what is wrong when it is not.
 
-The fast path converts plain dicts straight to float32 arrays and checks shapes and
-finiteness. Anything it cannot convert is handed to `build_ranking_data` (the Step5
+The fast path converts plain dicts straight to float32 arrays and checks shapes and (unless
+the caller checks the scores instead) finiteness. Anything it cannot convert is handed to `build_ranking_data` (the Step5
 contract) only to obtain its precise DataError, so serving and training reject the
 same inputs with the same messages.
 """
@@ -131,23 +131,26 @@ class Featurizer:
                         itemgetter(*token_columns(t)))
             for t in spec.tokens)
 
-    def __call__(self, records: list[dict], offsets: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def __call__(self, records: list[dict], offsets: np.ndarray | None = None,
+                 check_finite: bool = True) -> dict[str, np.ndarray]:
         """records (lists concatenated, each in original order) -> {name: float32 [n, d]}, except
         list-constant tokens: [K, d], read from each list's first candidate (the model reads no more).
 
         offsets [K + 1] mark the lists (default: one list). Raises DataError on bad input; an error the data layer does not
-        confirm as bad input is an internal one and is raised as it is.
+        confirm as bad input is an internal one and is raised as it is. check_finite=False lets NaN, inf
+        and out-of-float32-range values through (a caller that checks the scores instead: see Reranker).
         """
         offsets = np.array([0, len(records)]) if offsets is None else np.asarray(offsets)
         try:
-            return {t.name: self._token(t, records, offsets) for t in self.layout}
+            return {t.name: self._token(t, records, offsets, check_finite) for t in self.layout}
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             err = explain(records, self.spec, exc)
             if err is None:
                 raise
             raise err from exc
 
-    def lists(self, heads: list[list[dict]]) -> tuple[dict[str, np.ndarray], np.ndarray, list[Exception | None]]:
+    def lists(self, heads: list[list[dict]], check_finite: bool = True,
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, list[Exception | None]]:
         """K lists of dicts -> (token arrays over all their rows, as __call__ gives them; offsets [K + 1]; per
         list the exception its input raised, or None). One conversion per token; only when that fails are
         the lists converted one by one, to blame the right ones (their rows are then zeros)."""
@@ -156,20 +159,20 @@ class Featurizer:
         if not heads:
             return {}, offsets, errors
         try:
-            return self([r for h in heads for r in h], offsets), offsets, errors
+            return self([r for h in heads for r in h], offsets, check_finite), offsets, errors
         except Exception:  # noqa: BLE001 - find the list(s) to blame below
             pass
         parts = []
         for k, h in enumerate(heads):
             try:
-                parts.append(self(h))
+                parts.append(self(h, check_finite=check_finite))
             except Exception as exc:  # noqa: BLE001 - one list's problem must not fail the others
                 errors[k] = exc
                 parts.append({t.name: np.zeros((1 if t.list_constant else len(h), t.dim), np.float32)
                               for t in self.layout})
         return {t.name: np.concatenate([p[t.name] for p in parts]) for t in self.layout}, offsets, errors
 
-    def _token(self, t: TokenLayout, records: list[dict], offsets: np.ndarray) -> np.ndarray:
+    def _token(self, t: TokenLayout, records: list[dict], offsets: np.ndarray, check_finite: bool) -> np.ndarray:
         first_rows = t.list_constant and len(t.fields) == 1
         if first_rows:
             # The model reads only candidate 0 of a list-constant token; the rest are only
@@ -189,7 +192,7 @@ class Featurizer:
             arr = _numbers([t.get(r) for r in records], t).reshape(len(records), -1)
         if arr.shape[1] != t.dim:
             raise _width_error(t, arr.shape[1])
-        if not all_finite(arr):
+        if check_finite and not all_finite(arr):
             raise ValueError(f"{t.name}: NaN, infinite or out-of-float32-range value")
         return arr[offsets[:-1]] if t.list_constant and not first_rows else arr
 

@@ -157,8 +157,10 @@ class Reranker:
             if len(items[i]) < 2:
                 reasons[i], details[i] = INVALID, f"{len(items[i])} candidate(s): nothing to rerank, returned as is"
         todo = [i for i in todo if reasons[i] is None]
-        heads = self._featurize([items[i][:m] for i in todo])
+        head_rows = [items[i][:m] for i in todo]
+        heads = self._featurize(head_rows)
         self._score_heads(heads, mc, t0, time_budget_ms)
+        self._blame_inputs(heads, head_rows)
         probs = self._probabilities(heads)
         latency = 1e3 * (time.perf_counter() - t0)
         results = []
@@ -294,8 +296,12 @@ class Reranker:
         return decide(self.policy, unit), note
 
     def _featurize(self, heads: list[list[dict]]) -> _Heads:
-        """Top-M dicts of K lists -> _Heads; a list whose input fails gets its reason (Featurizer.lists)."""
-        features, offsets, errors = self.featurizer.lists(heads)
+        """Top-M dicts of K lists -> _Heads; a list whose input fails gets its reason (Featurizer.lists).
+
+        Values are not checked for NaN / inf here (two passes over every vector, ~1% of a batch's time):
+        such a value makes its candidate's score NaN (IEEE arithmetic propagates it through every layer),
+        so its list falls back as nan_score and `_blame_inputs` then names the bad field."""
+        features, offsets, errors = self.featurizer.lists(heads, check_finite=False)
         out = _Heads(features, offsets, reason=[None] * len(heads), detail=[None] * len(heads))
         for k, exc in enumerate(errors):
             if isinstance(exc, DataError):
@@ -305,6 +311,15 @@ class Reranker:
                 self._stats.note_error(exc, f"error:{type(exc).__name__}")
                 out.reason[k], out.detail[k] = f"error:{type(exc).__name__}", f"{type(exc).__name__}: {exc}"
         return out
+
+    def _blame_inputs(self, heads: _Heads, rows: list[list[dict]]) -> None:
+        """A list that scored NaN because of its input is the caller's invalid_input, with the data layer's message."""
+        for k, reason in enumerate(heads.reason):
+            if reason == "nan_score":
+                try:
+                    self.featurizer(rows[k])
+                except DataError as exc:
+                    heads.reason[k], heads.detail[k] = INVALID, str(exc)
 
     def _score_heads(self, heads: _Heads, mc: int, t0: float, budget_ms: float | None,
                      starts: np.ndarray | None = None) -> None:
@@ -358,7 +373,8 @@ class Reranker:
             if mc_samples <= 0:
                 return self.model.score(batch).float().cpu().numpy().astype(np.float64), None
             scores, mc = mc_scores(self.model, batch, mc_samples, self.run.config.calibration.mc_scope)
-            probs = self.run.probabilities(mc.float().cpu().numpy())
+            mc = mc.float().cpu().numpy()
+            probs = self.run.probabilities(np.where(np.isfinite(mc), mc, 0.0))  # NaN lists fall back anyway
             return scores.float().cpu().numpy().astype(np.float64), probs.std(axis=0)
 
     def _finish(self, rows: list, decision: Decision, scored: bool, scores: np.ndarray | None,

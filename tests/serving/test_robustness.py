@@ -123,7 +123,7 @@ def test_a_hung_model_costs_the_budget_not_the_hang(loaded, monkeypatch):
 def test_an_internal_error_is_logged_and_not_blamed_on_the_caller(loaded, monkeypatch, caplog):
     reranker = Reranker(loaded.run, Policy("full"))
 
-    def bug(self, t, records, offsets):
+    def bug(self, *args):
         raise KeyError("a bug in our code")
 
     monkeypatch.setattr(type(reranker.featurizer), "_token", bug)
@@ -242,3 +242,19 @@ def test_batch_original_order_equals_each_list_ordered_alone(lists):
             assert isinstance(got, DataError)
         else:
             assert [id(r) for r in got] == [id(r) for r in want]
+
+
+@pytest.mark.parametrize("mc", [0, 3])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300])
+def test_a_non_finite_vector_value_fails_only_its_list_and_is_named(reranker, mc, value):
+    """Vectors reach the model unchecked; the NaN score they cause is traced back to the input."""
+    lists = lists_of()
+    bad = [dict(c) for c in lists[2][1]]
+    vector = np.array(bad[3]["clip_img_features"], dtype=np.float64)
+    vector[2] = value
+    bad[3]["clip_img_features"] = vector
+    lists[2] = (lists[2][0], bad)
+    out = reranker.rerank_batch(lists, mc_samples=mc)
+    assert out[2].fallback_reason == "invalid_input" and "clip_img_features" in out[2].detail
+    assert [r.fallback_reason for k, r in enumerate(out) if k != 2] == [None] * (len(out) - 1)
+    assert reranker.health()["last_error"] is None
