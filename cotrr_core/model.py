@@ -143,17 +143,26 @@ def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p
 
 def _dropout(x: Tensor, p: float, exempt: int = 0) -> Tensor:
     """Inverted dropout with drop probability p (0: x itself); x[:exempt] passes unchanged (the
-    deterministic copy that MC sampling scores in the same batch as its samples). At inference (MC
-    sampling) the mask is a uniform draw, ~1.8x faster on CPU than F.dropout's bernoulli_ (a third of an
-    MC forward's time); training keeps F.dropout (its random stream and its fused CUDA kernel)."""
+    deterministic copy that MC sampling scores in the same batch as its samples). Training keeps
+    F.dropout (its random stream and its fused CUDA kernel); MC sampling at inference uses _keep_scale."""
     if p == 0.0:
         return x
     if torch.is_inference_mode_enabled() or exempt:
-        keep = (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
+        keep = _keep_scale(x, p)
         if exempt:
             keep[:exempt] = 1.0
         return x * keep
     return F.dropout(x, p, training=True)
+
+
+def _keep_scale(x: Tensor, p: float) -> Tensor:
+    """Inverted-dropout multipliers like x: 0 with probability p' = round(p * 2**16) / 2**16 (p to within
+    8e-6), else 1 / (1 - p'). Drawn as 16-bit integers, four per 64-bit draw: on CPU ~2.5x faster than
+    rand_like and ~6x faster than F.dropout's bernoulli_ (the draws were a fifth of an MC forward)."""
+    n, dropped = x.numel(), round(p * 65536)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)  # every 64-bit value
+    keep = bits.view(torch.int16)[:n].view(x.shape) >= dropped - 32768
+    return keep.to(x.dtype).mul_(65536 / (65536 - dropped))
 
 
 class Block(nn.Module):
