@@ -99,47 +99,53 @@ class Attention(nn.Module):
 
     def forward(
         self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None,
-        exempt: int = 0,
+        exempt: int = 0, copies: int = 1,
     ) -> tuple[Tensor, Tensor | None]:
-        """Returns (y [N, S, H], attention weights [N, heads, S, S] or None on the fused path); the first
-        `exempt` of the N sequences never drop (see _dropout)."""
+        """Returns (y [copies * N, S, H], attention weights [N, heads, S, S] or None on the fused path).
+
+        copies > 1: the weights are computed once and each copy (row j * N + i is copy j of sequence i)
+        draws its own dropout over them; the first `exempt` rows never drop (see _dropout)."""
         p = self.attn_drop.p if _active(self, dropout) else 0.0
         n, s, _ = x.shape
         qkv = self.qkv(x).view(n, s, 3, self.heads, -1)
         if s <= SHORT_SEQUENCE:
-            y, att = _broadcast_attention(qkv, key_mask, p, exempt)
+            y, att = _broadcast_attention(qkv, key_mask, p, exempt, copies)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, S, d]
             allowed = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, S]
-            if return_attention or exempt or (p > 0 and torch.is_inference_mode_enabled()):
-                y, att = _matmul_attention(q, k, v, allowed, p, exempt)
+            if return_attention or exempt or copies > 1 or (p > 0 and torch.is_inference_mode_enabled()):
+                y, att = _matmul_attention(q, k, v, allowed, p, exempt, copies)
             else:
                 y, att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p), None
             y = y.transpose(1, 2)
-        return self.out(y.reshape(n, s, -1)), att if return_attention else None
+        return self.out(y.reshape(copies * n, s, -1)), att if return_attention else None
 
 
-def _broadcast_attention(qkv: Tensor, key_mask: Tensor | None, p: float, exempt: int = 0) -> tuple[Tensor, Tensor]:
-    """qkv [N, S, 3, h, d] -> (y [N, S, h, d], weights [N, h, S, S]) by broadcasting: for a candidate's
-    4 tokens ~2x faster than SDPA's kernel (2,678 candidates on a 2-core CPU: 4.3 vs 8.1 ms per layer)."""
+def _broadcast_attention(qkv: Tensor, key_mask: Tensor | None, p: float, exempt: int = 0,
+                         copies: int = 1) -> tuple[Tensor, Tensor]:
+    """qkv [N, S, 3, h, d] -> (y [copies * N, S, h, d], weights [N, h, S, S]) by broadcasting: for a
+    candidate's 4 tokens ~2x faster than SDPA's kernel (2,678 candidates on a 2-core CPU: 4.3 vs 8.1 ms
+    per layer)."""
     q, k, v = qkv.unbind(2)  # [N, S, h, d]
     logits = (q[:, :, None] * k[:, None]).sum(-1) * q.size(-1) ** -0.5  # [N, S_query, S_key, h]
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask[:, None, :, None], float("-inf"))
     att = logits.softmax(dim=2)
-    y = (_dropout(att, p, exempt)[..., None] * v[:, None]).sum(2)
+    weights, v = (att.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) if copies > 1 else (att, v)
+    y = (_dropout(weights, p, exempt)[..., None] * v[:, None]).sum(2)
     return y, att.permute(0, 3, 1, 2)
 
 
 def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: float,
-                      exempt: int = 0) -> tuple[Tensor, Tensor]:
-    """q, k, v [N, h, S, d] -> (y [N, h, S, d], weights [N, h, S, S]): what SDPA computes, with the weights
-    (for attention maps) and with the fast dropout draw (for MC sampling, where SDPA's costs 1.5x this)."""
+                      exempt: int = 0, copies: int = 1) -> tuple[Tensor, Tensor]:
+    """q, k, v [N, h, S, d] -> (y [copies * N, h, S, d], weights [N, h, S, S]): what SDPA computes, with the
+    weights (for attention maps) and with the fast dropout draw (for MC sampling, where SDPA's costs 1.5x this)."""
     logits = q @ k.transpose(-1, -2) * q.size(-1) ** -0.5
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
     att = logits.softmax(dim=-1)
-    return _dropout(att, p, exempt) @ v, att
+    weights, v = (att.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) if copies > 1 else (att, v)
+    return _dropout(weights, p, exempt) @ v, att
 
 
 def _dropout(x: Tensor, p: float, exempt: int = 0) -> Tensor:
@@ -181,12 +187,13 @@ class Block(nn.Module):
 
     def forward(
         self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None,
-        exempt: int = 0,
+        exempt: int = 0, copies: int = 1,
     ) -> tuple[Tensor, Tensor | None]:
+        """[N, S, H] -> [copies * N, S, H] (see Attention.forward for copies and exempt)."""
         on = _active(self, dropout)
         p = self.drop.p if on else 0.0
-        a, att = self.attn(self.ln1(x), key_mask, return_attention, on, exempt)
-        x = x + _dropout(a, p, exempt)
+        a, att = self.attn(self.ln1(x), key_mask, return_attention, on, exempt, copies)
+        x = (x.repeat(copies, 1, 1) if copies > 1 else x) + _dropout(a, p, exempt)
         x = x + _dropout(self.ff(self.ln2(x)), p, exempt)
         return x, att
 
@@ -258,18 +265,26 @@ class CoTRRModel(nn.Module):
         c = _unpack(self.ln_tokens(x).mean(dim=1)[:n], batch.positions, k * l)
         return c.view(k, l, -1), token_att
 
-    def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False,
-                         dropout: bool | None = None, exempt: int = 0) -> tuple[Tensor, list[Tensor | None]]:
-        """List context (when on) and head: candidate vectors [B, L, H] -> scores [B, L]; with dropout on,
-        the first `exempt` lists are scored without it."""
+    def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False, dropout: bool | None = None,
+                         exempt: int = 0, copies: int = 1) -> tuple[Tensor, list[Tensor | None]]:
+        """List context (when on) and head: candidate vectors [B, L, H] -> scores [copies * B, L].
+
+        MC sampling asks for `copies` of each list (row j * B + b is copy j of list b), each with its own
+        dropout draw; the first `exempt` rows are scored without dropout. What comes before the first
+        dropout (the first list block's attention weights) is computed once for all copies."""
         list_att = []
         if len(self.list_blocks) > 0:
             # An all-padding list would have no key to attend to (NaN softmax): let it attend to
             # everything instead; its scores are masked to 0 below anyway.
             key_mask = mask | ~mask.any(dim=-1, keepdim=True)
-            for blk in self.list_blocks:
-                c, att = blk(c, key_mask, return_attention, dropout, exempt)
+            for i, blk in enumerate(self.list_blocks):
+                c, att = blk(c, key_mask, return_attention, dropout, exempt, copies if i == 0 else 1)
+                if i == 0 and copies > 1:
+                    key_mask = key_mask.repeat(copies, 1)
                 list_att.append(att)
+        elif copies > 1:
+            c = c.repeat(copies, 1, 1)
+        mask = mask.repeat(copies, 1) if copies > 1 else mask
         lin1, act, drop, lin2 = self.head
         h = _dropout(act(lin1(self.ln_list(c))), drop.p if _active(self, dropout) else 0.0, exempt)
         return lin2(h).squeeze(-1).masked_fill(~mask, 0.0), list_att
@@ -342,8 +357,8 @@ def mc_scores(model: nn.Module, batch: Ragged, n_samples: int, scope: str = "all
         if scope == "head":
             c, _ = model.candidates(batch, dropout=False)
             copies = n_samples + with_mean  # copy 0 (the deterministic scores) is exempt from dropout
-            out, _ = model.score_candidates(c.repeat(copies, 1, 1), mask.repeat(copies, 1), dropout=True,
-                                            exempt=len(mask) if with_mean else 0)
+            out, _ = model.score_candidates(c, mask, dropout=True, exempt=len(mask) if with_mean else 0,
+                                            copies=copies)
             scores, samples = (out[:len(mask)], out[len(mask):]) if with_mean else (None, out)
         else:
             if with_mean:

@@ -177,6 +177,22 @@ def test_long_lists_matmul_attention_equals_sdpa_and_its_dropout_is_inverted_dro
 
 
 @pytest.mark.parametrize("l", [4, SHORT_SEQUENCE + 4])
+@pytest.mark.parametrize("list_context", [False, True])
+def test_copies_share_the_first_attention_weights_and_sample_as_repeated_lists(l: int, list_context: bool) -> None:
+    """score_candidates(c, copies=C) draws the same dropout as scoring C stacked copies of c (same seed)."""
+    model = make_model(list_context=list_context)
+    tokens, mask = make_batch(l=l)
+    with torch.inference_mode():
+        c, _ = model.candidates(Ragged.from_padded(tokens, mask, ("text",)))
+        torch.manual_seed(5)
+        shared, _ = model.score_candidates(c, mask, dropout=True, exempt=len(mask), copies=4)
+        torch.manual_seed(5)
+        stacked, _ = model.score_candidates(c.repeat(4, 1, 1), mask.repeat(4, 1), dropout=True, exempt=len(mask))
+    torch.testing.assert_close(shared, stacked)
+    assert shared.shape == (4 * len(mask), l)
+
+
+@pytest.mark.parametrize("l", [4, SHORT_SEQUENCE + 4])
 def test_head_scope_scores_its_deterministic_copy_exactly_in_the_sampled_batch(l: int) -> None:
     """Both attention paths: copy 0 of the head's batch is exempt from dropout, copies 1.. are samples."""
     model = make_model(list_context=True)
