@@ -354,9 +354,9 @@ class Reranker:
         mask_np = np.arange(scores.shape[1])[None, :] < lengths[:, None]
         heads.scores = scores[mask_np]
         heads.std = None if std is None else std[mask_np]
-        finite = np.isfinite(heads.scores)
-        for k in todo:
-            if not finite[heads.offsets[k]:heads.offsets[k + 1]].all():
+        nonfinite = np.concatenate([[0], np.cumsum(~np.isfinite(heads.scores))])[heads.offsets]
+        for k in np.flatnonzero(np.diff(nonfinite)).tolist():  # lists with a NaN or infinite score
+            if heads.reason[k] is None:
                 heads.reason[k], heads.detail[k] = "nan_score", "the model returned a NaN or infinite score"
 
     def _probabilities(self, heads: _Heads) -> np.ndarray | None:
