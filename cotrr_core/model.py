@@ -221,7 +221,8 @@ class TokenEncoder(nn.Module):
         list_of_row = batch.list_of_row() if batch.lists else None
         states = [self.proj[name](batch.lists[name])[list_of_row] if name in self.list_constant
                   else self.proj[name](batch.rows[name]) for name in self.names]
-        return self.ln(F.pad(torch.stack(states, dim=1), (0, 0, 0, 0, 0, slack)) + self.type_emb)
+        x = torch.stack(states, dim=1)
+        return self.ln((F.pad(x, (0, 0, 0, 0, 0, slack)) if slack else x) + self.type_emb)
 
 
 class CoTRRModel(nn.Module):
@@ -262,7 +263,9 @@ class CoTRRModel(nn.Module):
         for blk in self.blocks:
             x, att = blk(x, return_attention=return_attention, dropout=dropout)
             token_att.append(None if att is None else att[:n])
-        c = _unpack(self.ln_tokens(x).mean(dim=1)[:n], batch.positions, k * l)
+        c = self.ln_tokens(x).mean(dim=1)[:n]
+        if not (isinstance(n, int) and n == k * l):  # else no padding (one list): the rows are in place
+            c = _unpack(c, batch.positions, k * l)
         return c.view(k, l, -1), token_att
 
     def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False, dropout: bool | None = None,
