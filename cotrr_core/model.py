@@ -58,7 +58,8 @@ class Ragged:
         mask = np.arange(lengths.max())[None, :] < lengths[:, None]  # numpy: ~5x cheaper than torch at this size
         positions = torch.from_numpy(np.flatnonzero(mask))
         device = device or next(iter((rows or lists).values())).device
-        return cls(rows, lists, torch.from_numpy(mask).to(device, non_blocking=True), positions.to(device, non_blocking=True))
+        return cls(rows, lists, torch.from_numpy(mask).to(device, non_blocking=True),
+                   positions.to(device, non_blocking=True))
 
     def padded(self) -> tuple[dict[str, Tensor], Tensor]:
         """The same lists padded: tokens {name: [K, L, d]} (zeros at padding) and mask [K, L]."""

@@ -1,9 +1,9 @@
 """Request candidates -> feature arrays, fast; the data layer explains what is wrong when it is not.
 
-The fast path converts plain dicts straight to float32 arrays and checks shapes and (unless
-the caller checks the scores instead) finiteness. Anything it cannot convert is handed to `build_ranking_data` (the Step5
-contract) only to obtain its precise DataError, so serving and training reject the
-same inputs with the same messages.
+The fast path converts plain dicts straight to float32 arrays and checks shapes and (unless the
+caller checks the scores instead) finiteness. Anything it cannot convert is handed to
+`build_ranking_data` (the Step5 contract) only to obtain its precise DataError, so serving and
+training reject the same inputs with the same messages.
 """
 from __future__ import annotations
 
@@ -98,8 +98,8 @@ def in_original_order(lists: list[list], spec: FeatureSpec) -> list[list | DataE
         try:
             ranks = np.asarray([r.get("first_stage_rank") for r in flat], dtype=np.float64)  # None: NaN
         except (TypeError, ValueError, OverflowError):
-            ranks = np.array([np.nan])
-        if np.isfinite(ranks).all():
+            ranks = None
+        if ranks is not None and np.isfinite(ranks).all():
             ends = np.cumsum([len(items) for items in lists], dtype=np.int64)
             descent = ranks[1:] < ranks[:-1]  # row j + 1 ranked above row j ...
             starts = ends[:-1][(ends[:-1] > 0) & (ends[:-1] < len(ranks))]
@@ -138,9 +138,10 @@ class Featurizer:
         """records (lists concatenated, each in original order) -> {name: float32 [n, d]}, except
         list-constant tokens: [K, d], read from each list's first candidate (the model reads no more).
 
-        offsets [K + 1] mark the lists (default: one list). Raises DataError on bad input; an error the data layer does not
-        confirm as bad input is an internal one and is raised as it is. check_finite=False lets NaN, inf
-        and out-of-float32-range values through (a caller that checks the scores instead: see Reranker).
+        offsets [K + 1] mark the lists (default: one list). Raises DataError on bad input; an error the
+        data layer does not confirm as bad input is an internal one and is raised as it is.
+        check_finite=False lets NaN, inf and out-of-float32-range values through (for a caller that checks
+        the scores instead: see Reranker._blame_inputs).
         """
         offsets = np.array([0, len(records)]) if offsets is None else np.asarray(offsets)
         try:
