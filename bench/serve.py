@@ -344,7 +344,7 @@ def main() -> int:
     variants = {"fp32": rr}
     for prec in ("bf16", "int8"):
         r = Reranker(rr.run, rr.policy, precision="bf16" if prec == "bf16" else "fp32")
-        if prec == "int8":  # measured here only: it failed the nDCG gate, so serve.py does not offer it
+        if prec == "int8":  # measured here only, not offered (serving/inputs.py says why)
             r.model, r.inputs.folded = int8_model(rr.run.model), frozenset()  # quantised on standardised inputs
         r.warm_up()
         variants[prec] = r

@@ -18,8 +18,8 @@ from cotrr_core.training.runs import LoadedRun
 
 __all__ = ["PRECISIONS", "FOLD_MAX_SHIFT", "ModelInputs", "model_in", "fold_standardisation"]
 
-# int8 dynamic quantisation is measured in bench/serve.py but not offered: it is slower per list
-# than fp32 on this CPU and only pays for batch throughput.
+# int8 dynamic quantisation is measured in bench/serve.py (steps.precision) but not offered: it has been
+# checked on the demo only, and quantised after folding (raw-scale inputs) it lost 0.15 nDCG@10 there.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # A token whose |mean| / std exceeds this keeps explicit standardisation: folded, W'x and W'mean would
 # cancel in float32 and lose ~FOLD_MAX_SHIFT x float32's 6e-8 relative precision.
