@@ -83,7 +83,7 @@ def measure_list_latency(run: LoadedRun, data: RankingData, top_m: int | None = 
 def serving_latency(reranker, data: RankingData, top_m: int | None = None, repeats: int = 3,
                     max_queries: int | None = None) -> np.ndarray:
     """Per-query ms [Q'] of the serving path (cotrr_core.serving.reranker Reranker.rerank_batch of one list, no time
-    budget: featurise, standardise, forward, calibrate, annotate) on each list, one request at a time on
+    budget: featurise, forward, calibrate, annotate) on each list, one request at a time on
     one thread; best of `repeats`."""
     qs = range(_n_timed(data, max_queries))
     out = []
@@ -129,7 +129,7 @@ def stored_serving_latency(reranker, data: RankingData, dataset_key: str, what: 
     one request at a time), measured once per run and dataset and reused by every page and command."""
     from cotrr_core.simulate.latency import latency_key, measurement_conditions, stored_latency
 
-    path = f"Reranker.rerank_batch of one list ({what}): featurise, standardise, forward, calibrate"
+    path = f"Reranker.rerank_batch of one list ({what}): featurise, forward, calibrate"
     measure = measure or (lambda: serving_latency(reranker, data, None, repeats))
     return stored_latency(reranker.run.run_dir, latency_key(dataset_key, what), measure,
                           lambda: measurement_conditions(path, repeats, 1, str(reranker.run.device)))
