@@ -244,10 +244,11 @@ def test_batch_original_order_equals_each_list_ordered_alone(lists):
             assert [id(r) for r in got] == [id(r) for r in want]
 
 
-@pytest.mark.parametrize("mc", [0, 3])
+@pytest.mark.parametrize("mc, precision", [(0, "fp32"), (3, "fp32"), (3, "bf16")])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300])
-def test_a_non_finite_vector_value_fails_only_its_list_and_is_named(reranker, mc, value):
+def test_a_non_finite_vector_value_fails_only_its_list_and_is_named(loaded, mc, precision, value):
     """Vectors reach the model unchecked; the NaN score they cause is traced back to the input."""
+    reranker = Reranker(loaded.run, Policy("full"), precision=precision)
     lists = lists_of()
     bad = [dict(c) for c in lists[2][1]]
     vector = np.array(bad[3]["clip_img_features"], dtype=np.float64)
