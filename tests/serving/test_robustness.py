@@ -210,7 +210,7 @@ def test_all_finite_agrees_with_isfinite(x):
 def test_featurizer_gives_list_constant_tokens_one_row_per_list():
     """Single-field and multi-field list-constant tokens both come back [K, d] from each list's first
     candidate, as the model reads them; per-candidate tokens stay [n, d]."""
-    raw = json.loads((Path(cotrr_core.data.__file__).parent / "specs" / "step5.json").read_text())
+    raw = _step5_spec()
     raw["tokens"][3]["list_constant"] = True  # conflict: five scalar fields
     spec = FeatureSpec.from_dict(raw)
     dims = {"clip_img": 4, "clip_text": 4, "visual": 8, "conflict": 5}
@@ -220,6 +220,10 @@ def test_featurizer_gives_list_constant_tokens_one_row_per_list():
     assert out["clip_img"].shape == (15, 4) and out["visual"].shape == (15, 8)
     np.testing.assert_array_equal(out["clip_text"], np.float32([rows[a]["clip_text_features"] for a in offsets[:-1]]))
     np.testing.assert_array_equal(out["conflict"], np.float32([[rows[a][f] for f in CONFLICT] for a in offsets[:-1]]))
+
+
+def _step5_spec() -> dict:
+    return json.loads((Path(cotrr_core.data.__file__).parent / "specs" / "step5.json").read_text())
 
 
 RANK = st.one_of(st.integers(-3, 3), st.floats(allow_nan=True, allow_infinity=True), st.none(), st.just("2"))
@@ -232,7 +236,7 @@ RANKED = st.one_of(st.builds(lambda r, s: {"first_stage_rank": r, "first_stage_s
 def test_batch_original_order_equals_each_list_ordered_alone(lists):
     """The one-pass check for ranked lists agrees with ordering each list on its own (ties, NaN, None,
     text, non-dict items and empty lists included)."""
-    spec = FeatureSpec.from_dict(json.loads((Path(cotrr_core.data.__file__).parent / "specs" / "step5.json").read_text()))
+    spec = FeatureSpec.from_dict(_step5_spec())
     for items, got in zip(lists, in_original_order(lists, spec)):
         try:
             if not all(isinstance(r, dict) for r in items):
