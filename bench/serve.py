@@ -288,7 +288,7 @@ def main() -> int:
         return lambda: r.rerank(*top20[next(cycle) % len(top20)], mc_samples=mc, time_budget_ms=BIG)
 
     # single-list latency with the caller on 1 and 2 threads, interleaved (a list this small is scored on one
-    # intra-op thread either way: reranker.PARALLEL_MIN_ROWS); the headline uses the faster
+    # intra-op thread either way: deadline.PARALLEL_MIN_ROWS); the headline uses the faster
     lat = interleaved_latency({f"mc{mc}_t{th}": (th, single(rr, mc)) for th in (1, 2) for mc in (0, 5)}, args.calls)
     steps = {f"threads{th}": {"mc0": lat[f"mc0_t{th}"], "mc5": lat[f"mc5_t{th}"]} for th in (1, 2)}
     best_threads = min((1, 2), key=lambda th: steps[f"threads{th}"]["mc0"]["p50"])
@@ -328,7 +328,7 @@ def main() -> int:
     torch.set_num_threads(best_threads)
     out["throughput_vs_model"] = out["throughput_cps"] / out["model_only_throughput_cps"]
     out["columnar_vs_model"] = out["columnar_throughput_cps"] / out["model_only_throughput_cps"]
-    # intra-op threads by request size (the evidence for reranker.PARALLEL_MIN_ROWS): the model alone on
+    # intra-op threads by request size (the evidence for deadline.PARALLEL_MIN_ROWS): the model alone on
     # 1 and 2 threads, p50 / p99 ms by candidate rows
     steps["forward_threads_by_rows"] = {}
     for k in (1, 2, 4, 8, 16):

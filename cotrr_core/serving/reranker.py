@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ import torch
 from cotrr_core.data.errors import DataError
 from cotrr_core.model import Ragged, count_parameters, mc_scores
 from cotrr_core.serving.allocator import retain_freed_memory
+from cotrr_core.serving.deadline import PARALLEL_MIN_ROWS, FutureTimeout, call_with_deadline
 from cotrr_core.serving.features import Featurizer, in_original_order, invalid_lists, request_items
 from cotrr_core.serving.inputs import PRECISIONS, ModelInputs
 from cotrr_core.serving.policy import Decision, Policy, decide, unit_key
@@ -37,15 +37,10 @@ from cotrr_core.serving.results import ArrayResult, RerankResult, annotate, empt
 from cotrr_core.serving.stats import ServeStats
 from cotrr_core.training.runs import LoadedRun, load_run
 
-__all__ = ["Reranker", "RerankResult", "ArrayResult", "PRECISIONS"]
+__all__ = ["Reranker", "RerankResult", "ArrayResult", "PRECISIONS", "PARALLEL_MIN_ROWS"]
 
 logger = logging.getLogger(__name__)
 INVALID = "invalid_input"
-# A budgeted request with fewer candidate rows is scored on ONE intra-op thread: on the 2-core bench VM
-# a second thread made a 20-50-row forward up to 1.5x faster when the VM was quiet, but at other times
-# doubled it and gave p99 13-15 ms vs 1.9 ms; it pays reliably from ~300 rows (bench/serve.py:
-# steps.forward_threads_by_rows). One thread per request also leaves the other cores to other requests.
-PARALLEL_MIN_ROWS = 256
 
 
 @dataclass
@@ -335,15 +330,8 @@ class Reranker:
                 scores, std = self._forward(batch, mc)
             else:
                 remaining = budget_ms / 1e3 - (time.perf_counter() - t0)
-                if remaining <= 0:
-                    raise FutureTimeout()
-                threads = torch.get_num_threads() if len(batch.positions) >= PARALLEL_MIN_ROWS else 1
-                future = self._pool.submit(_with_threads, threads, self._forward, batch, mc)
-                try:
-                    scores, std = future.result(timeout=remaining)
-                except FutureTimeout:
-                    future.add_done_callback(lambda _: self._stats.count_late())
-                    raise
+                scores, std = call_with_deadline(self._pool, self._forward, (batch, mc), len(batch.positions),
+                                                 remaining, self._stats.count_late)
         except FutureTimeout:
             return _fail(heads, todo, "timeout", f"over the {budget_ms:g} ms budget")
         except Exception as exc:  # noqa: BLE001 - serving degrades to the original order, and says why
@@ -398,17 +386,6 @@ class Reranker:
                            scored=scored, fallback_reason=reason)
         return RerankResult(served=served, wouldbe=wouldbe, reranked=treat, mode=mode, arm=decision.arm,
                             fallback_reason=reason, latency_ms=latency_ms, detail=detail, bucket=decision.bucket)
-
-
-def _with_threads(threads: int, fn, *args):
-    """fn(*args) on a scoring worker with `threads` intra-op threads (the caller's count, or 1 for a small
-    request: PARALLEL_MIN_ROWS). OpenMP keeps one count
-    per thread, fixed when the thread first ran torch: without this, a torch.set_num_threads after
-    load never reached the workers (measured: a top-20 forward 2.6 ms on a 2-thread worker vs 1.0 ms
-    on 1 thread)."""
-    if torch.get_num_threads() != threads:  # this thread's count; the process-wide one is `threads`
-        torch.set_num_threads(threads)
-    return fn(*args)
 
 
 def _fail(heads: _Heads, todo: list[int], reason: str, detail: str) -> None:
