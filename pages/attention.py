@@ -3,10 +3,13 @@ import plotly.express as px
 import streamlit as st
 
 from cotrr_core.views import attention_by_relevance, attention_maps, token_ablation
-from pages._charts import chart, csv_button, heatmap, matrix_frame
-from pages._shared import context, query_picker, shown_errors, sidebar
+from pages.common.charts import chart, csv_button, heatmap, matrix_frame
+from pages.common.context import context
+from pages.common.errors import shown_errors
+from pages.common.frame import require_frame
+from pages.common.queries import query_picker
 
-sidebar()
+require_frame()
 st.title("Attention")
 st.warning("Attention is not an explanation: weights show where information was routed, not why the model "
            "scored a candidate. Use the ablation below to see what changing an input actually does.")

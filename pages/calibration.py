@@ -3,12 +3,13 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from cotrr_core.views import calibration_view
-from cotrr_core.views.calibration import METHODS, risk_view
-from pages._charts import chart
-from pages._shared import context, shown_errors, sidebar
+from cotrr_core.views import METHODS, calibration_view, risk_view
+from pages.common.charts import chart
+from pages.common.context import context
+from pages.common.errors import shown_errors
+from pages.common.frame import require_frame
 
-sidebar()
+require_frame()
 st.title("Calibration")
 ctx = context()
 c1, c2, c3 = st.columns(3)

@@ -2,11 +2,15 @@
 import plotly.express as px
 import streamlit as st
 
-from cotrr_core.views import find_queries, query_lists, query_metrics, wins_ties_losses
-from pages._charts import candidate_cards, chart, csv_button
-from pages._shared import _write_url, context, default_query, shown_errors, sidebar
+from cotrr_core.views import find_queries, query_lists, query_metrics, rerank_file, wins_ties_losses
+from pages.common.charts import candidate_cards, chart, csv_button
+from pages.common.context import context
+from pages.common.errors import shown_errors
+from pages.common.frame import require_frame
+from pages.common.queries import default_query
+from pages.common.url import write_url
 
-sidebar()
+require_frame()
 st.title("Compare original vs reranked")
 ctx = context()
 test = ctx.test
@@ -43,7 +47,7 @@ delta = dict(zip(per_query["query_index"], per_query["change"]))
 q = st.selectbox("Query", options, key="cmp-query",
                  format_func=lambda i: f"{test.query_ids[i]} · {test.queries[i]} (ΔnDCG@10 {delta[i]:+.3f})")
 
-_write_url(query=str(test.query_ids[q]))
+write_url(query=str(test.query_ids[q]))
 original, reranked = query_lists(test, q, scored)
 st.markdown(f"### “{test.queries[q]}”")
 n = int(test.list_lengths[q])
@@ -91,8 +95,6 @@ with st.form("rerank-file"):
 if go and upload is not None:
     import tempfile
     from pathlib import Path
-
-    from cotrr_core.serving.batch import rerank_file
 
     with tempfile.TemporaryDirectory() as tmp, shown_errors("Could not rerank the file", stop=False):
         src = Path(tmp) / Path(upload.name).name

@@ -4,10 +4,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cotrr_core.views import headline
-from pages._charts import chart, csv_button, fmt_ci
-from pages._shared import context, serving_latency_cached, shown_errors, sidebar
+from pages.common.cache import serving_latency_cached
+from pages.common.charts import chart, csv_button, fmt_ci
+from pages.common.context import context
+from pages.common.errors import shown_errors
+from pages.common.frame import require_frame
 
-sidebar()
+require_frame()
 st.title("CoTRR-Stable")
 st.markdown(
     "CoTRR-Stable reranks the candidate images a first-stage retriever (CLIP nearest neighbours) returns "

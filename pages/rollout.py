@@ -1,11 +1,14 @@
 """Rollout: A/B simulator and ramp, shadow mode, Top-M frontier, all on the run's measured outputs."""
 import streamlit as st
 
-from pages._rollout_views import ab_section, click_model_picker, ramp_section, shadow_section, topm_section
-from pages._shared import (context, rollout_inputs_cached, serving_latency_cached, shown_errors, sidebar,
-                           topm_frontier_cached)
+from pages.common.cache import rollout_inputs_cached, serving_latency_cached, topm_frontier_cached
+from pages.common.context import context
+from pages.common.errors import shown_errors
+from pages.common.frame import require_frame
+from pages.common.rollout_sections import (ab_section, click_model_picker, ramp_section, shadow_section,
+                                           topm_section)
 
-sidebar()
+require_frame()
 st.title("Safe rollout")
 ctx = context()
 with shown_errors("Could not measure the rollout inputs"):

@@ -3,16 +3,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from cotrr_core.training import jobs
-from cotrr_core.views.runs import config_diff, metrics_side_by_side, runs_table
-from cotrr_core.training.runs import list_runs, read_status, request_cancel
-from cotrr_core.training.recipe import fast_config
-from pages._charts import csv_button, history_charts
-from pages._shared import dataset_key, dataset_label, run_progress, shown_errors, sidebar
+from cotrr_core.views import (config_diff, dataset_key, dataset_label, default_dataset, fast_config, is_alive,
+                              launch_training, list_runs, metrics_side_by_side, read_status, request_cancel,
+                              runs_root, runs_table, validate_overrides)
+from pages.common.charts import csv_button, history_charts
+from pages.common.errors import shown_errors
+from pages.common.frame import require_frame
+from pages.common.progress import run_progress
 
-sidebar()
+require_frame()
 st.title("Train a reranker")
-dataset = st.session_state.get("dataset") or jobs.default_dataset()
+dataset = st.session_state.get("dataset") or default_dataset()
 st.caption(f"Runs train in their own process (they survive reloads) on the sidebar dataset: "
            f"**{dataset_label(dataset)}**.")
 
@@ -55,14 +56,14 @@ if submitted:
                  "loss.listmle_weight": float(w_listmle), "loss.focal_weight": float(w_focal),
                  "train.device": device}
     with shown_errors("Cannot start this run", stop=False):
-        jobs.validate_overrides(overrides)
-        st.session_state["train_run"] = str(jobs.launch_training(dataset, overrides, name or "app", fast=True))
+        validate_overrides(overrides)
+        st.session_state["train_run"] = str(launch_training(dataset, overrides, name or "app", fast=True))
         st.toast("Training started")
 
 active = st.session_state.get("train_run")
 if not active:  # follow a run started elsewhere (another tab, the first-launch default run)
-    live_runs = [r for r in list_runs(jobs.runs_root())
-                 if r.state in ("queued", "running") and jobs.is_alive(r.path)]
+    live_runs = [r for r in list_runs(runs_root())
+                 if r.state in ("queued", "running") and is_alive(r.path)]
     active = str(live_runs[0].path) if live_runs else None
 if active and Path(active).exists():
     st.subheader(f"Run {Path(active).name}")
@@ -71,7 +72,7 @@ if active and Path(active).exists():
     @st.fragment(run_every=2.0)
     def live(run_dir: Path) -> None:
         state = read_status(run_dir).get("state")
-        if state in ("queued", "running") and jobs.is_alive(run_dir):
+        if state in ("queued", "running") and is_alive(run_dir):
             if st.button("Cancel this run", key="cancel"):
                 request_cancel(run_dir)
                 st.toast("Cancellation requested: the run stops at its next step")
@@ -80,7 +81,7 @@ if active and Path(active).exists():
     live(Path(active))
 
 st.subheader("All runs")
-runs = list_runs(jobs.runs_root())
+runs = list_runs(runs_root())
 table = runs_table(runs)
 if table.empty:
     st.info("No runs yet.")

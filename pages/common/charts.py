@@ -6,6 +6,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from cotrr_core.views import history_frame, render_candidate_image
+
 
 def csv_button(df: pd.DataFrame, name: str, key: str, label: str = "Download data (CSV)") -> None:
     st.download_button(label, df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
@@ -25,8 +27,6 @@ def fmt_ci(row) -> str:
 def history_charts(run_dirs: list[Path], key: str) -> None:
     """Loss and validation-metric curves (plotly) of one or more runs, from history.jsonl."""
     import plotly.express as px
-
-    from cotrr_core.views.runs import history_frame
 
     hist = history_frame(list(run_dirs))
     if hist.empty:
@@ -76,8 +76,6 @@ def thumbnail(render_spec: str):
     a user's file may carry anything in that column)."""
     import json
 
-    from cotrr_core.data.demo import render_candidate_image
-
     if not isinstance(render_spec, str) or not render_spec:
         return None
     try:
@@ -103,9 +101,3 @@ def candidate_cards(df: pd.DataFrame, top: int, side: str) -> None:
                 if "cocktail" in row and "candidate_kind" in row else "")
         c_txt.markdown(f"**#{rank}**{move} {mark} `{row['candidate_id']}`{what}  \n"
                        f"compliance {row['compliance']:.2f} · P(relevant) {row['p_relevant']:.3f}{unc}")
-
-
-if __name__ == "__main__":  # opened as a page (cold deep link): it is a helper, not a page
-    from pages._shared import leave_automatic_navigation
-
-    leave_automatic_navigation()

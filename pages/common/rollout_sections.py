@@ -5,9 +5,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cotrr_core.simulate import ClickModel, recommend_m, shadow_analysis, simulate_ab, simulate_ramp, topm_tradeoff
-from pages._charts import chart, csv_button
-from pages._shared import shown_errors
+from cotrr_core.views import ClickModel, recommend_m, shadow_analysis, simulate_ab, simulate_ramp, topm_tradeoff
+from pages.common.charts import chart, csv_button
+from pages.common.errors import shown_errors
 
 
 def click_model_picker() -> ClickModel:
@@ -125,9 +125,3 @@ def topm_section(quality: dict, latency: dict, source: str) -> None:
         fig.update_traces(textposition="top center", selector=dict(mode="markers+text"))
         chart(fig.update_layout(height=380, xaxis_title="p95 latency per list (ms)"), df, "topm_frontier", "topm")
         st.dataframe(df.round(4), hide_index=True)
-
-
-if __name__ == "__main__":  # opened as a page (cold deep link): it is a helper, not a page
-    from pages._shared import leave_automatic_navigation
-
-    leave_automatic_navigation()
