@@ -18,7 +18,7 @@ _EXPORTS = {
     "load_benchmark": "cotrr_core.data.benchmarks",
     "fit": "cotrr_core.training.trainer",
     "fast_config": "cotrr_core.training.recipe",
-    "load_run": "cotrr_core.training.runs",
+    "load_run": "cotrr_core.artifacts",
     "calibrate_run": "cotrr_core.calibration.evaluate",
     "Reranker": "cotrr_core.serving.reranker",
     "Ensemble": "cotrr_core.training.ensemble",

@@ -88,8 +88,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cotrr_core.training.trainer import TrainingCancelled, fit
 
     if args.resume:
+        from cotrr_core.artifacts import stored_config
         from cotrr_core.io import read_json
-        from cotrr_core.training.runs import read_status, stored_config
+        from cotrr_core.training.runs import read_status
 
         run_dir = Path(args.resume)
         if read_status(run_dir).get("state") == "done":

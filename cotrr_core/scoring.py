@@ -1,24 +1,33 @@
 """Score lists with a model: device choice, model construction, batched (and MC-dropout) scoring.
 
 Everything here is a pure function of (model, data); loading a run from disk is
-`cotrr_core.training.runs.load_run`.
+`cotrr_core.artifacts.load_run`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from cotrr_core.config import RunConfig
 from cotrr_core.data.dataset import PaddedLists, RankingData
+from cotrr_core.data.scaling import FeatureScaler
 from cotrr_core.data.spec import FeatureSpec
-from cotrr_core.model import CoTRRModel, mc_dropout_scores
+from cotrr_core.mc import mc_dropout_scores
+from cotrr_core.model import CoTRRModel
 
-if TYPE_CHECKING:
-    from cotrr_core.training.runs import LoadedRun
+__all__ = ["ScoringRun", "pick_device", "build_model", "score_padded", "score_data", "mc_samples_data",
+           "scaled_padded"]
 
-__all__ = ["pick_device", "build_model", "score_padded", "score_data", "mc_samples_data", "scaled_padded"]
+
+class ScoringRun(Protocol):
+    """What scoring reads from a run (an artifacts.LoadedRun): declared here so scoring sits below it."""
+
+    config: RunConfig
+    scaler: FeatureScaler
+    model: CoTRRModel
+    device: torch.device
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -37,24 +46,29 @@ def pick_device(preference: str = "auto") -> torch.device:
     return device
 
 
-def build_model(config: RunConfig, spec: FeatureSpec, token_dims: dict[str, int]) -> CoTRRModel:
-    """An untrained CoTRRModel for the spec's tokens (list-constant tokens read once per list).
+def build_model(config: RunConfig, spec: FeatureSpec, token_dims: dict[str, int],
+                scaler: FeatureScaler | None = None) -> CoTRRModel:
+    """An untrained CoTRRModel for the spec's tokens (list-constant tokens read once per list), standardising
+    its inputs with `scaler` (a fitted FeatureScaler; else until its state dict is loaded: identity).
 
     Tokens are taken in the SPEC's order whatever the order of `token_dims` (config.json stores it with
     sorted keys): the token-type embedding is indexed by position.
     """
     dims = {t.name: int(token_dims[t.name]) for t in spec.tokens}
-    return CoTRRModel(config.model, dims, [t.name for t in spec.tokens if t.list_constant])
+    model = CoTRRModel(config.model, dims, [t.name for t in spec.tokens if t.list_constant])
+    if scaler is not None:
+        model.set_standardisation(scaler.to_state())
+    return model
 
 
-def scaled_padded(run: "LoadedRun", data: RankingData, query_index=None) -> PaddedLists:
-    """Padded lists with the run's standardisation applied (per batch, as read): what the model sees."""
-    return data.padded(query_index, scaler=run.scaler)
+def scaled_padded(run: ScoringRun, data: RankingData, query_index=None) -> PaddedLists:
+    """Padded lists of raw features, read per batch: what the run's model takes (it standardises them)."""
+    return data.padded(query_index)
 
 
 @torch.inference_mode()
 def score_padded(model: CoTRRModel, padded: PaddedLists, device: torch.device, batch_lists: int = 64) -> np.ndarray:
-    """Eval-mode scores [B, L] (0 at padding) of already standardised padded lists."""
+    """Eval-mode scores [B, L] (0 at padding) of padded lists of raw features."""
     model.eval()
     out = np.zeros(padded.mask.shape, dtype=np.float64)
     for sl in padded.chunks(batch_lists):
@@ -63,7 +77,7 @@ def score_padded(model: CoTRRModel, padded: PaddedLists, device: torch.device, b
     return out
 
 
-def score_data(run: "LoadedRun", data: RankingData) -> np.ndarray:
+def score_data(run: ScoringRun, data: RankingData) -> np.ndarray:
     """Raw scores [N] for every candidate of `data`, in its row order.
 
     Args:
@@ -77,7 +91,7 @@ def score_data(run: "LoadedRun", data: RankingData) -> np.ndarray:
 
 
 @torch.inference_mode()
-def mc_samples_data(run: "LoadedRun", data: RankingData, n_samples: int, batch_lists: int = 64) -> np.ndarray:
+def mc_samples_data(run: ScoringRun, data: RankingData, n_samples: int, batch_lists: int = 64) -> np.ndarray:
     """MC-dropout raw scores [S, N] for every candidate of `data` (one batched forward per chunk)."""
     padded = scaled_padded(run, data)
     out = np.zeros((n_samples,) + padded.mask.shape, dtype=np.float64)

@@ -1,10 +1,10 @@
 """A run reloaded from disk scores exactly as the model that training evaluated."""
 from __future__ import annotations
 
+from cotrr_core.artifacts import load_run
 from cotrr_core.data.benchmarks import load_benchmark
 from cotrr_core.evaluation.compare import evaluate_scores
 from cotrr_core.scoring import score_data
-from cotrr_core.training.runs import load_run
 from cotrr_core.training.trainer import fit
 from tests.training.test_trainer import tiny_config
 

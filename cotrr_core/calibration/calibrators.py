@@ -35,7 +35,7 @@ from cotrr_core.io import write_json
 
 __all__ = [
     "Calibrator", "TemperatureCalibrator", "PlattCalibrator", "IsotonicCalibrator", "NotFittedError",
-    "make_calibrator", "calibrator_from_state", "save_calibrator", "load_calibrator",
+    "make_calibrator", "calibrator_from_state", "save_calibrator", "load_calibrator", "uncalibrated_probs",
 ]
 
 STATE_FORMAT = "cotrr-calibrator"
@@ -117,6 +117,12 @@ def _data_notes(s: np.ndarray, y: np.ndarray) -> list[str]:
 def _mean_log_loss(u: np.ndarray, t: np.ndarray) -> float:
     """Mean cross-entropy of sigmoid(u) against targets t, stable for large |u|."""
     return float(np.mean(np.logaddexp(0.0, u) - t * u))
+
+
+# ----------------------------------------------------------------------------- no calibrator
+def uncalibrated_probs(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(score / T) [...]: what the focal head was trained to output, before any calibrator."""
+    return 1.0 / (1.0 + np.exp(-np.clip(scores / temperature, -50, 50)))
 
 
 # ----------------------------------------------------------------------------- base

@@ -6,22 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from cotrr_core.calibration.calibrators import Calibrator, make_calibrator, save_calibrator
+from cotrr_core.artifacts import LoadedRun, load_run, write_metrics
+from cotrr_core.calibration.calibrators import Calibrator, make_calibrator, save_calibrator, uncalibrated_probs
 from cotrr_core.data.benchmarks import Benchmark, load_benchmark
 from cotrr_core.evaluation.metrics import adaptive_ece, brier, ece, log_loss, mce, risk_coverage
-from cotrr_core.io import read_json, write_json
+from cotrr_core.io import read_json
 from cotrr_core.scoring import mc_samples_data, score_data
-from cotrr_core.training.runs import LoadedRun, load_run
 
-__all__ = ["CalibrationFit", "fit_calibrators", "calibrate_run", "calibration_table", "uncalibrated_probs",
+__all__ = ["CalibrationFit", "fit_calibrators", "calibrate_loaded", "calibrate_run", "calibration_table",
            "probability_std", "METHODS", "cal_cv_table", "select_method", "fit_splits"]
 
 METHODS = ("temperature", "platt", "isotonic")
-
-
-def uncalibrated_probs(scores: np.ndarray, temperature: float) -> np.ndarray:
-    """sigmoid(score / T) [N]: what the focal head was trained to output."""
-    return 1.0 / (1.0 + np.exp(-np.clip(scores / temperature, -50, 50)))
 
 
 def calibration_table(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> dict[str, float]:
@@ -107,64 +102,85 @@ def select_method(cv_table: dict[str, dict[str, float]]) -> str:
     return min(METHODS, key=lambda m: (round(cv_table[m]["ece"], 6), METHODS.index(m)))
 
 
-def fit_calibrators(run: LoadedRun, bench: Benchmark) -> CalibrationFit:
-    """Score the fit splits and 'test' with the run's model; fit every method in METHODS on the fit splits."""
+def fit_calibrators(run: LoadedRun, bench: Benchmark, test_scores: np.ndarray | None = None) -> CalibrationFit:
+    """Score the fit splits and 'test' with the run's model; fit every method in METHODS on the fit splits.
+
+    test_scores: the run's raw scores [N_test] of 'test' when the caller has them (not scored again).
+    """
     parts = [bench.splits[name] for name in fit_splits(bench)]
     test = bench.splits["test"]
     s_cal = np.concatenate([score_data(run, d) for d in parts])
     y_cal = np.concatenate([d.relevant() for d in parts]).astype(int)
     first = np.cumsum([0] + [d.num_queries for d in parts])
     g_cal = np.concatenate([k + np.repeat(np.arange(d.num_queries), d.list_lengths) for k, d in zip(first, parts)])
-    s_test = score_data(run, test)
+    s_test = score_data(run, test) if test_scores is None else np.asarray(test_scores, dtype=np.float64)
     y_test = test.relevant().astype(int)
     fitted = {name: make_calibrator(name).fit(s_cal, y_cal) for name in METHODS}
     return CalibrationFit(s_cal, y_cal, g_cal, s_test, y_test, uncalibrated_probs(s_test, run.temperature), fitted)
 
 
+def calibrate_loaded(run: LoadedRun, bench: Benchmark, method: str = "isotonic", mc_samples: int = 5,
+                     test_scores: np.ndarray | None = None) -> dict:
+    """Fit every calibrator on 'cal' (+ 'val', see fit_splits), evaluate on 'test', keep `method`.
+
+    Args:
+        run: a trained run, loaded (artifacts.load_run) or still in the trainer's memory.
+        bench: its benchmark.
+        method: the calibrator to keep ("temperature", "platt", "isotonic"), or "auto": the one
+            with the lowest out-of-fold ECE on the calibration data (cal_cv_table; test never decides).
+        mc_samples: MC-dropout samples for the uncertainty check.
+        test_scores: the run's raw scores [N_test] of 'test', when already computed.
+    Returns:
+        The 'calibration' section of metrics.json: per calibrator ECE / adaptive ECE / MCE / Brier /
+        log loss on test, and whether MC-dropout uncertainty predicts the error (AURC). The kept
+        calibrator is written to run.run_dir/calibrator.json and set as run.calibrator.
+    """
+    fit = fit_calibrators(run, bench, test_scores)
+    cv = cal_cv_table(fit.s_cal, fit.y_cal, fit.g_cal)
+    chosen_name = select_method(cv) if method == "auto" else method
+    chosen = fit.fitted[chosen_name]
+    save_calibrator(chosen, Path(run.run_dir) / "calibrator.json")
+    run.calibrator = chosen
+    std_test = probability_std(chosen, mc_samples_data(run, bench.splits["test"], mc_samples))
+    fitted_on = "+".join(fit_splits(bench))
+    return {
+        "method": chosen_name, "configured_method": method,
+        "selected_on": f"out-of-fold ECE on {fitted_on} (5 folds by query, 5 repeats)",
+        "cal_cv": cv, "fit_split": fitted_on, "eval_split": "test", "n_cal": int(len(fit.y_cal)),
+        "n_test": int(len(fit.y_test)), "cal_queries": int(len(np.unique(fit.g_cal))),
+        "test_queries": bench.splits["test"].num_queries, "table": fit.table(), "fit_notes": fit.notes(),
+        "uncertainty": _uncertainty(chosen.predict(fit.s_test), fit.y_test, std_test, mc_samples),
+    }
+
+
+def _uncertainty(p_test: np.ndarray, y_test: np.ndarray, std_test: np.ndarray, mc_samples: int) -> dict:
+    """Does the MC-dropout std [N] of calibrated probabilities [N] predict their error against labels [N]?"""
+    error = np.abs(p_test - y_test)
+    rc = risk_coverage(error, std_test)
+    return {"mc_samples": mc_samples, "error": "|p_calibrated - y|",
+            "uncertainty": "std over MC-dropout samples of the calibrated probability", "aurc": rc["aurc"],
+            "random_aurc": rc["random_aurc"], "oracle_aurc": rc["oracle_aurc"],
+            "corr_std_error": _corr(std_test, error)}
+
+
 def calibrate_run(run_dir: str | Path, bench: Benchmark | None = None, method: str = "isotonic",
                   mc_samples: int = 5, run: LoadedRun | None = None) -> dict:
-    """Fit every calibrator on 'cal' (+ 'val', see fit_splits), evaluate on 'test', store `method` as calibrator.json.
+    """Calibrate a finished run directory (`calibrate_loaded`) and add the section to its metrics.json.
 
     Args:
         run_dir: a trained run's directory.
         bench: its benchmark (default: reloaded from the run's config).
-        method: the calibrator to keep ("temperature", "platt", "isotonic"), or "auto": the one
-            with the lowest out-of-fold ECE on the calibration data (cal_cv_table; test never decides).
-        mc_samples: MC-dropout samples for the uncertainty check.
+        method, mc_samples: see `calibrate_loaded`.
+        run: the run already loaded (default: load_run(run_dir) on CPU).
     Returns:
-        The 'calibration' section added to metrics.json: per calibrator ECE / adaptive ECE / MCE /
-        Brier / log loss on test, and whether MC-dropout uncertainty predicts the error (AURC).
+        The 'calibration' section now in metrics.json.
     """
     run_dir = Path(run_dir)
     run = run or load_run(run_dir, device="cpu")
-    bench = bench or load_benchmark(run.meta["dataset"])
-    fit = fit_calibrators(run, bench)
-    cv = cal_cv_table(fit.s_cal, fit.y_cal, fit.g_cal)
-    configured = method
-    if method == "auto":
-        method = select_method(cv)
-    chosen = fit.fitted[method]
-    save_calibrator(chosen, run_dir / "calibrator.json")
-
-    p_test = chosen.predict(fit.s_test)
-    std_test = probability_std(chosen, mc_samples_data(run, bench.splits["test"], mc_samples))
-    error = np.abs(p_test - fit.y_test)
-    rc = risk_coverage(error, std_test)
-    section = {
-        "method": method, "configured_method": configured,
-        "selected_on": f"out-of-fold ECE on {'+'.join(fit_splits(bench))} (5 folds by query, 5 repeats)",
-        "cal_cv": cv, "fit_split": "+".join(fit_splits(bench)), "eval_split": "test", "n_cal": int(len(fit.y_cal)),
-        "n_test": int(len(fit.y_test)), "cal_queries": int(len(np.unique(fit.g_cal))),
-        "test_queries": bench.splits["test"].num_queries, "table": fit.table(), "fit_notes": fit.notes(),
-        "uncertainty": {"mc_samples": mc_samples, "error": "|p_calibrated - y|",
-                        "uncertainty": "std over MC-dropout samples of the calibrated probability", "aurc": rc["aurc"],
-                        "random_aurc": rc["random_aurc"], "oracle_aurc": rc["oracle_aurc"],
-                        "corr_std_error": _corr(std_test, error)},
-    }
+    section = calibrate_loaded(run, bench or load_benchmark(run.meta["dataset"]), method, mc_samples)
     metrics_path = run_dir / "metrics.json"
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
-    metrics["calibration"] = section
-    write_json(metrics_path, metrics)
+    write_metrics(run_dir, {**metrics, "calibration": section})
     return section
 
 

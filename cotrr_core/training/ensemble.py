@@ -12,11 +12,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cotrr_core.artifacts import LoadedRun, load_run
 from cotrr_core.config import RunConfig
 from cotrr_core.data.benchmarks import Benchmark
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.scoring import score_data
-from cotrr_core.training.runs import LoadedRun, load_run
+from cotrr_core.training.trainer import fit
 
 __all__ = ["train_ensemble", "Ensemble"]
 
@@ -24,8 +25,6 @@ __all__ = ["train_ensemble", "Ensemble"]
 def train_ensemble(bench: Benchmark, config: RunConfig, root: str | Path, seeds: Sequence[int] = (0, 1, 2, 3, 4),
                    on_progress: Callable[[float, str], None] | None = None) -> list[Path]:
     """Train one run per seed into root/seed<k>/ (calibrated as usual). Returns the run dirs."""
-    from cotrr_core.training.trainer import fit
-
     dirs = []
     for i, seed in enumerate(seeds):
         cfg = RunConfig.from_dict(config.to_dict())

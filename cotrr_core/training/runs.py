@@ -1,8 +1,9 @@
-"""Run registry on disk: artifacts/runs/<run_id>/ with config, weights, history, status, log,
-and `load_run`, which rebuilds a trained run from its directory alone.
+"""Run registry on disk (no torch): the runs under artifacts/runs/, their status, cancel requests,
+history, log, process liveness and the dataset identity each was trained on.
 
 status.json is what the app and CLI poll: state (queued/running/done/failed/cancelled),
-progress in [0, 1], a message, and the pid of the training process.
+progress in [0, 1], a message, and the pid of the training process. What a run directory holds
+and how a trained run is rebuilt from it is `cotrr_core.artifacts`.
 """
 from __future__ import annotations
 
@@ -15,17 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cotrr_core.io import REPO_ROOT, read_json, write_json
 
 __all__ = ["runs_root", "RunInfo", "new_run_dir", "write_status", "read_status", "list_runs",
-           "request_cancel", "cancel_requested", "append_log", "read_history", "STATES", "LoadedRun", "load_run",
-           "dataset_identity", "write_dataset_identity", "runs_for_dataset", "best_first", "registry",
-           "pid_alive", "process_alive", "stored_config"]
-
-# Keys of configs written by earlier versions that no longer exist; dropped when an old run is loaded.
-_RETIRED_KEYS = {"calibration": ("mc_samples",), "loss": ("relevance_threshold",)}
+           "request_cancel", "cancel_requested", "append_log", "read_history", "STATES",
+           "dataset_identity", "write_dataset_identity", "ensure_dataset_identity", "runs_for_dataset", "best_first",
+           "registry", "pid_alive", "process_alive"]
 
 
 def runs_root() -> Path:
@@ -108,6 +104,19 @@ def write_dataset_identity(run_dir: Path, dataset: str | Path) -> dict[str, Any]
     """Record which dataset (name + content hash) a run trains on, before it starts."""
     ident = dataset_identity(dataset)
     write_json(Path(run_dir) / _IDENTITY, ident)
+    return ident
+
+
+def ensure_dataset_identity(run_dir: Path, dataset: str | Path) -> dict[str, Any]:
+    """dataset.json for a run starting now, unless its launcher already wrote it (the app, at launch).
+
+    A dataset that is neither a benchmark nor a file (e.g. assembled in code) is recorded by name only.
+    """
+    path = Path(run_dir) / _IDENTITY
+    if path.exists():
+        return read_json(path)
+    ident = dataset_identity(dataset, missing_ok=True)
+    write_json(path, ident)
     return ident
 
 
@@ -248,67 +257,3 @@ def _settled_status(run_dir: Path) -> dict[str, Any]:
                f"{status.get('state')}: {status.get('message', '')}; see log.txt / process.log")
     write_json(run_dir / "status.json", {**status, "state": "failed", "message": message})
     return read_status(run_dir)
-
-
-def stored_config(meta: dict, run_dir: Path):
-    """The RunConfig of a run's config.json (keys retired by later versions dropped)."""
-    from cotrr_core.config import RunConfig
-
-    raw = {section: {k: v for k, v in fields.items() if k not in _RETIRED_KEYS.get(section, ())}
-           if isinstance(fields, dict) else fields for section, fields in meta["run"].items()}
-    return RunConfig.from_dict(raw, where=f"{run_dir}/config.json")
-
-
-@dataclass
-class LoadedRun:
-    """Everything needed to score with a run, rebuilt from its directory alone."""
-
-    run_dir: Path
-    config: Any  # RunConfig
-    spec: Any  # FeatureSpec
-    scaler: Any  # FeatureScaler
-    model: Any  # CoTRRModel, in eval mode on `device`
-    temperature: float  # the loss's learned temperature: sigmoid(score / T) is the uncalibrated P(relevant)
-    calibrator: Any  # a fitted Calibrator, or None
-    device: Any  # torch.device
-    meta: dict
-
-    def probabilities(self, scores: Any) -> Any:
-        """Raw scores [...] -> P(relevant) [...] in [0, 1]: the calibrator, else sigmoid(score / T)."""
-        from cotrr_core.calibration.evaluate import uncalibrated_probs  # lazily: it imports this module
-
-        scores = np.asarray(scores, dtype=np.float64)
-        if self.calibrator is None:
-            return uncalibrated_probs(scores, self.temperature)
-        return np.clip(self.calibrator.predict(scores.reshape(-1)), 0.0, 1.0).reshape(scores.shape)
-
-
-def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild model, config, spec, scaler and calibrator from a run directory.
-
-    Args:
-        run_dir: artifacts/runs/<run_id> (config.json, model.pt, scaler.json, optional calibrator.json).
-        device: "auto" (CUDA > MPS > CPU), "cpu", "cuda[:i]" or "mps".
-    Returns:
-        A LoadedRun. Weights load with torch.load(weights_only=True); the calibrator from JSON.
-    """
-    import torch
-
-    from cotrr_core.calibration.calibrators import load_calibrator
-    from cotrr_core.data.scaling import FeatureScaler
-    from cotrr_core.data.spec import FeatureSpec
-    from cotrr_core.scoring import build_model, pick_device
-
-    run_dir = Path(run_dir)
-    meta = read_json(run_dir / "config.json")
-    config = stored_config(meta, run_dir)
-    spec = FeatureSpec.from_dict(meta["spec"], where=f"{run_dir}/config.json spec")
-    dev = pick_device(device)
-    model = build_model(config, spec, meta["token_dims"])
-    state = torch.load(run_dir / "model.pt", map_location=dev, weights_only=True)
-    model.load_state_dict(state["model"])
-    model.to(dev).eval()
-    cal_path = run_dir / "calibrator.json"
-    calibrator = load_calibrator(cal_path) if cal_path.exists() else None
-    return LoadedRun(run_dir, config, spec, FeatureScaler.from_state(read_json(run_dir / "scaler.json")), model,
-                     float(state.get("temperature", 1.0)), calibrator, dev, meta)

@@ -12,7 +12,7 @@ import torch
 from cotrr_core.config import RunConfig
 from cotrr_core.data.benchmarks import load_benchmark
 from cotrr_core.io import read_json
-from cotrr_core.training.runs import list_runs, read_history, read_status, request_cancel
+from cotrr_core.training.runs import dataset_identity, list_runs, read_history, read_status, request_cancel
 from cotrr_core.training.trainer import TrainingCancelled, fit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,8 +31,8 @@ def tiny_config(epochs: int = 4, **train) -> RunConfig:
 def test_fit_learns_and_writes_the_run_directory(synthetic_file, tmp_path):
     bench = load_benchmark(str(synthetic_file))
     metrics = fit(bench, tiny_config(epochs=6), tmp_path)
-    for name in ("config.json", "model.pt", "calibrator.json", "metrics.json", "history.jsonl", "status.json",
-                 "log.txt", "scaler.json"):
+    for name in ("config.json", "dataset.json", "model.pt", "calibrator.json", "metrics.json", "history.jsonl",
+                 "status.json", "log.txt", "scaler.json"):
         assert (tmp_path / name).exists(), name
     assert read_status(tmp_path)["state"] == "done"
     history = read_history(tmp_path)
@@ -44,6 +44,32 @@ def test_fit_learns_and_writes_the_run_directory(synthetic_file, tmp_path):
     assert metrics["test"]["cotrr"]["ndcg@10"] > metrics["test"]["original"]["ndcg@10"] + 0.02
     assert "calibration" in read_json(tmp_path / "metrics.json")
     assert not list(tmp_path.glob("*.tmp")), "temp files must not be left behind"
+    # the file's content identity is recorded as trained on (not hashed again later, when it may have changed)
+    assert read_json(tmp_path / "dataset.json") == dataset_identity(synthetic_file)
+
+
+def test_a_run_is_calibrated_in_memory_scores_test_once_and_writes_metrics_once(synthetic_file, tmp_path,
+                                                                                 monkeypatch):
+    import cotrr_core.artifacts as artifacts
+    import cotrr_core.calibration.evaluate as evaluate
+    import cotrr_core.scoring as scoring
+    import cotrr_core.training.trainer as trainer
+
+    def no_reload(*a, **k):
+        raise AssertionError("the trained run must not be reloaded from disk")
+
+    monkeypatch.setattr(artifacts, "load_run", no_reload)
+    monkeypatch.setattr(evaluate, "load_run", no_reload)
+    scored, writes = [], []
+    real_score, real_write = scoring.score_data, artifacts.write_metrics
+    for module in (trainer, evaluate):
+        monkeypatch.setattr(module, "score_data", lambda run, data: scored.append(data) or real_score(run, data))
+    monkeypatch.setattr(trainer, "write_metrics", lambda *a: writes.append(a) or real_write(*a))
+    bench = load_benchmark(str(synthetic_file))
+    metrics = fit(bench, tiny_config(epochs=2), tmp_path)
+    assert sum(d is bench.splits["test"] for d in scored) == 1
+    assert len(writes) == 1 and read_json(tmp_path / "metrics.json") == metrics
+    assert set(metrics) >= {"best_epoch", "test", "calibration"}
 
 
 def test_weights_load_with_weights_only(synthetic_file, tmp_path):
@@ -114,6 +140,7 @@ def test_torchrun_two_processes_match_single_process(synthetic_file, tmp_path):
     _cli_train(overrides, tmp_path / "single")
     _cli_train(overrides, tmp_path / "ddp", nproc=2)
     assert read_json(tmp_path / "ddp" / "config.json")["world_size"] == 2
+    assert read_json(tmp_path / "single" / "dataset.json") == dataset_identity(synthetic_file)  # the CLI's run too
     a = torch.load(tmp_path / "single" / "model.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "ddp" / "model.pt", weights_only=True)["model"]
     # Adam divides by sqrt(v), so float summation-order differences grow a little; 1e-3 is still
@@ -125,7 +152,7 @@ def test_torchrun_two_processes_match_single_process(synthetic_file, tmp_path):
 
 
 def test_plateau_factor_halves_after_patience():
-    from cotrr_core.training.trainer import PlateauFactor
+    from cotrr_core.training.parts import PlateauFactor
 
     p = PlateauFactor(factor=0.5, patience=2)
     for metric in (0.5, 0.6, 0.6, 0.6):
