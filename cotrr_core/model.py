@@ -1,16 +1,21 @@
 """CoTRR reranker: per-candidate cross-attention over feature tokens, pooled and scored.
 
-Pure nn.Modules, no I/O. A batch is B lists padded to L candidates:
-``tokens`` maps each feature group to [B, L, d_t], ``mask`` [B, L] is True for real candidates.
-Each candidate is a sequence of T tokens (one per feature group) that attend to each other;
-optionally the pooled candidates of a list then attend to each other (list context).
-Internally (and for serving, which has no padding to begin with) a batch is `Ragged`: only the real
-candidates' rows, so padding is never gathered, read or computed.
+Pure nn.Modules, no I/O. A batch is B lists padded to L candidates: ``tokens`` maps each feature
+group to raw features [B, L, d_t] (the model standardises them itself: `Standardise`), ``mask``
+[B, L] is True for real candidates. Each candidate is a sequence of T tokens (one per feature
+group) that attend to each other; optionally the pooled candidates of a list then attend to each
+other (list context). Internally (and for serving, which has no padding to begin with) a batch is
+`Ragged`: only the real candidates' rows, so padding is never gathered, read or computed, and
+`CoTRRModel.score` returns one score per real row.
+
+Dropout follows the module's train/eval mode, or is forced per call (`dropout=True`), so MC dropout
+never changes the state of a model that other threads share (cotrr_core/mc.py samples with it).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +24,8 @@ from torch import Tensor, nn
 
 from cotrr_core.config import ModelConfig
 
-__all__ = ["Ragged", "mc_scores", "Attention", "Block", "TokenEncoder", "CoTRRModel", "mc_dropout_scores", "count_parameters"]
+__all__ = ["Ragged", "Standardise", "Attention", "Block", "TokenEncoder", "CoTRRModel", "count_parameters",
+           "row_bucket"]
 
 
 SHORT_SEQUENCE = 8  # sequences up to this long (a candidate's tokens) use broadcast attention
@@ -53,9 +59,10 @@ class Ragged:
     def from_lengths(cls, rows: dict[str, Tensor], lists: dict[str, Tensor], lengths: Tensor | np.ndarray,
                      device: torch.device | str | None = None) -> "Ragged":
         """Rows of K lists laid end to end; lengths [K] (>= 1 each). Mask and positions are built on the CPU
-        and copied to `device` (default: the rows'), so a CUDA batch costs no device-to-host sync."""
+        (in numpy, cheaper than torch at this size) and copied to `device` (default: the rows'), so a CUDA
+        batch costs no device-to-host sync."""
         lengths = lengths.cpu().numpy() if isinstance(lengths, Tensor) else np.asarray(lengths)
-        mask = np.arange(lengths.max())[None, :] < lengths[:, None]  # numpy: ~5x cheaper than torch at this size
+        mask = np.arange(lengths.max())[None, :] < lengths[:, None]
         positions = torch.from_numpy(np.flatnonzero(mask))
         device = device or next(iter((rows or lists).values())).device
         return cls(rows, lists, torch.from_numpy(mask).to(device, non_blocking=True),
@@ -64,10 +71,22 @@ class Ragged:
     def padded(self) -> tuple[dict[str, Tensor], Tensor]:
         """The same lists padded: tokens {name: [K, L, d]} (zeros at padding) and mask [K, L]."""
         k, l = self.mask.shape
-        tokens = {n: x.new_zeros(k * l, x.size(1)).index_copy(0, self.positions, x).view(k, l, -1)
-                  for n, x in self.rows.items()}
+        tokens = {n: self.to_padded(x) for n, x in self.rows.items()}
         tokens.update({n: x[:, None].expand(k, l, -1) for n, x in self.lists.items()})
         return tokens, self.mask
+
+    def to_padded(self, x: Tensor) -> Tensor:
+        """Per-row values [n, ...] -> [K, L, ...], zeros at padding."""
+        k, l = self.mask.shape
+        n = self.positions.numel()
+        flat = x if isinstance(n, int) and n == k * l else _unpack(x, self.positions, k * l)  # one full list: in place
+        return flat.view(k, l, *x.shape[1:])
+
+    def to_rows(self, x: Tensor) -> Tensor:
+        """Padded values [K, L, ...] -> the real rows' [n, ...]."""
+        n = self.positions.numel()
+        flat = x.flatten(0, 1)
+        return flat if isinstance(n, int) and n == flat.size(0) else flat[self.positions]
 
     def list_of_row(self) -> Tensor:
         """[n] the list each row belongs to."""
@@ -81,11 +100,113 @@ class Ragged:
                       {n: x.repeat(times, 1) for n, x in self.lists.items()},
                       self.mask.repeat(times, 1), self.positions.repeat(times) + offsets)
 
+    def with_tokens(self, tokens: Mapping[str, Tensor]) -> "Ragged":
+        """The same lists with each group's values replaced by tokens[name] (rows [n, d] or lists [K, d])."""
+        return Ragged({n: tokens[n] for n in self.rows}, {n: tokens[n] for n in self.lists}, self.mask, self.positions)
+
+
+def signed_log1p(x: Tensor) -> Tensor:
+    """sign(x) * log1p(|x|): raw LETOR counts to a scale a linear layer can use."""
+    return x.sign() * x.abs().log1p()
+
+
+def signed_expm1(x: Tensor) -> Tensor:
+    """The inverse of signed_log1p."""
+    return x.sign() * x.abs().expm1()
+
+
+class Standardise(nn.Module):
+    """Raw token features -> (f(x) - mean) / std per token, f = signed log1p when `log1p`.
+
+    The statistics (fitted on the training split by data/scaling.FeatureScaler) are buffers mean_<token>
+    and std_<token> [d], the log1p flag is the buffer log1p_flag: all travel in the state dict with the
+    weights. Until set they are mean 0, std 1 (identity). A token without statistics only passes through f
+    (serving folds a token's statistics into its projection: serving/fold.py). The output keeps the
+    buffers' dtype (float32, also in a bfloat16 model: rounding after standardising costs least).
+    """
+
+    def __init__(self, token_dims: Mapping[str, int], log1p: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("log1p_flag", torch.tensor(False))
+        self.log1p = log1p
+        self.names = tuple(token_dims)
+        for name, d in token_dims.items():
+            self.register_buffer(f"mean_{name}", torch.zeros(d))
+            self.register_buffer(f"std_{name}", torch.ones(d))
+
+    def set(self, mean: Mapping[str, Any], std: Mapping[str, Any], log1p: bool) -> None:
+        """Take the statistics {token: [d]} (numpy, lists or tensors) and the log1p flag."""
+        self.log1p = bool(log1p)
+        with torch.no_grad():
+            for name in self.names:
+                for stat, values in (("mean", mean[name]), ("std", std[name])):
+                    buf = getattr(self, f"{stat}_{name}")
+                    buf.copy_(torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=buf.dtype))
+
+    def stats(self, name: str) -> tuple[Tensor, Tensor]:
+        """(mean [d], std [d]) of a token."""
+        return getattr(self, f"mean_{name}"), getattr(self, f"std_{name}")
+
+    def centre(self, name: str) -> Tensor:
+        """The raw value [d] of a token that standardises to 0 (its training mean): what an ablated token reads."""
+        mean = self.stats(name)[0]
+        return signed_expm1(mean) if self.log1p else mean.clone()
+
+    def without(self, names: Sequence[str]) -> "Standardise":
+        """A copy that no longer standardises `names` (they only pass through f)."""
+        keep = [n for n in self.names if n not in set(names)]
+        out = Standardise({n: self.stats(n)[0].numel() for n in keep}, self.log1p).to(self.stats(keep[0])[0].device) \
+            if keep else Standardise({}, self.log1p)
+        for n in keep:
+            out.stats(n)[0].copy_(self.stats(n)[0])
+            out.stats(n)[1].copy_(self.stats(n)[1])
+        return out
+
+    def jitter(self, tokens: Mapping[str, Tensor], sigma: float, generator: torch.Generator) -> dict[str, Tensor]:
+        """Training augmentation: raw tokens {name: [..., d]} moved by Gaussian noise of std `sigma` in
+        standardised units (drawn on `generator`, a CPU generator, then moved to the tokens' device)."""
+        out = {}
+        for name, x in tokens.items():
+            noise = sigma * torch.randn(x.shape, generator=generator).to(x.device) * self.stats(name)[1]
+            out[name] = signed_expm1(signed_log1p(x) + noise) if self.log1p else x + noise
+        return out
+
+    @property
+    def log1p(self) -> bool:
+        return self._log1p
+
+    @log1p.setter
+    def log1p(self, value: bool) -> None:
+        # a Python bool for the forward (no device sync, a constant when traced), a buffer for the state dict
+        self._log1p = bool(value)
+        self.log1p_flag.fill_(self._log1p)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._log1p = bool(self.log1p_flag)
+
+    def forward(self, batch: Ragged) -> Ragged:
+        """A Ragged batch of raw features -> the same lists standardised."""
+        if not self.names and not self.log1p:
+            return batch
+        tokens = {**batch.rows, **batch.lists}
+        return batch.with_tokens({name: self._one(name, x) for name, x in tokens.items()})
+
+    def _one(self, name: str, x: Tensor) -> Tensor:
+        if name not in self.names:
+            return signed_log1p(x) if self.log1p else x
+        mean, std = self.stats(name)
+        x = x.to(mean.dtype)
+        return ((signed_log1p(x) if self.log1p else x) - mean) / std
+
 
 def _active(module: nn.Module, dropout: bool | None) -> bool:
-    """Dropout on? `dropout` None follows the module's train/eval mode; True/False force it per call,
-    so MC dropout never changes shared module state (a served model is shared by threads)."""
+    """Dropout on? `dropout` None follows the module's train/eval mode; True/False force it per call."""
     return module.training if dropout is None else dropout
+
+
+def _drop(x: Tensor, p: float) -> Tensor:
+    return F.dropout(x, p, training=True) if p > 0.0 else x
 
 
 class Attention(nn.Module):
@@ -98,79 +219,44 @@ class Attention(nn.Module):
         self.out = nn.Linear(attn_dim, hidden)
         self.attn_drop = nn.Dropout(dropout)
 
-    def forward(
-        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None,
-        exempt: int = 0, copies: int = 1,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Returns (y [copies * N, S, H], attention weights [N, heads, S, S] or None on the fused path).
-
-        copies > 1: the weights are computed once and each copy (row j * N + i is copy j of sequence i)
-        draws its own dropout over them; the first `exempt` rows never drop (see _dropout)."""
+    def forward(self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False,
+                dropout: bool | None = None) -> tuple[Tensor, Tensor | None]:
+        """Returns (y [N, S, H], attention weights [N, heads, S, S] or None on the fused path)."""
         p = self.attn_drop.p if _active(self, dropout) else 0.0
         n, s, _ = x.shape
         qkv = self.qkv(x).view(n, s, 3, self.heads, -1)
         if s <= SHORT_SEQUENCE:
-            y, att = _broadcast_attention(qkv, key_mask, p, exempt, copies)
+            y, att = _broadcast_attention(qkv, key_mask, p)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, S, d]
             allowed = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, S]
-            if return_attention or exempt or copies > 1 or (p > 0 and torch.is_inference_mode_enabled()):
-                y, att = _matmul_attention(q, k, v, allowed, p, exempt, copies)
+            if return_attention:
+                att = attention_weights(q, k, allowed)
+                y = _drop(att, p) @ v
             else:
                 y, att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p), None
             y = y.transpose(1, 2)
-        return self.out(y.reshape(copies * n, s, -1)), att if return_attention else None
+        return self.out(y.reshape(n, s, -1)), att if return_attention else None
 
 
-def _broadcast_attention(qkv: Tensor, key_mask: Tensor | None, p: float, exempt: int = 0,
-                         copies: int = 1) -> tuple[Tensor, Tensor]:
-    """qkv [N, S, 3, h, d] -> (y [copies * N, S, h, d], weights [N, h, S, S]) by broadcasting: for a
-    candidate's 4 tokens ~2x faster than SDPA's kernel (2,678 candidates on a 2-core CPU: 4.3 vs 8.1 ms
-    per layer)."""
+def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(d)) over the allowed keys: q, k [N, h, S, d] -> [N, h, S, S]."""
+    logits = q @ k.transpose(-1, -2) * q.size(-1) ** -0.5
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+def _broadcast_attention(qkv: Tensor, key_mask: Tensor | None, p: float) -> tuple[Tensor, Tensor]:
+    """qkv [N, S, 3, h, d] -> (y [N, S, h, d], weights [N, h, S, S]) by broadcasting: for a candidate's few
+    tokens faster than SDPA's kernel (bench/serve.py)."""
     q, k, v = qkv.unbind(2)  # [N, S, h, d]
     logits = (q[:, :, None] * k[:, None]).sum(-1) * q.size(-1) ** -0.5  # [N, S_query, S_key, h]
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask[:, None, :, None], float("-inf"))
     att = logits.softmax(dim=2)
-    weights, v = (att.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) if copies > 1 else (att, v)
-    y = (_dropout(weights, p, exempt)[..., None] * v[:, None]).sum(2)
+    y = (_drop(att, p)[..., None] * v[:, None]).sum(2)
     return y, att.permute(0, 3, 1, 2)
-
-
-def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, p: float,
-                      exempt: int = 0, copies: int = 1) -> tuple[Tensor, Tensor]:
-    """q, k, v [N, h, S, d] -> (y [copies * N, h, S, d], weights [N, h, S, S]): what SDPA computes, with the
-    weights (for attention maps) and with the fast dropout draw (for MC sampling, where SDPA's costs 1.5x this)."""
-    logits = q @ k.transpose(-1, -2) * q.size(-1) ** -0.5
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed, float("-inf"))
-    att = logits.softmax(dim=-1)
-    weights, v = (att.repeat(copies, 1, 1, 1), v.repeat(copies, 1, 1, 1)) if copies > 1 else (att, v)
-    return _dropout(weights, p, exempt) @ v, att
-
-
-def _dropout(x: Tensor, p: float, exempt: int = 0) -> Tensor:
-    """Inverted dropout with drop probability p (0: x itself); x[:exempt] passes unchanged (the
-    deterministic copy that MC sampling scores in the same batch as its samples). Training keeps
-    F.dropout (its random stream and its fused CUDA kernel); MC sampling at inference uses _keep_scale."""
-    if p == 0.0:
-        return x
-    if torch.is_inference_mode_enabled() or exempt:
-        keep = _keep_scale(x, p)
-        if exempt:
-            keep[:exempt] = 1.0
-        return x * keep
-    return F.dropout(x, p, training=True)
-
-
-def _keep_scale(x: Tensor, p: float) -> Tensor:
-    """Inverted-dropout multipliers like x: 0 with probability p' = round(p * 2**16) / 2**16 (p to within
-    8e-6), else 1 / (1 - p'). Drawn as 16-bit integers, four per 64-bit draw: on CPU ~2.5x faster than
-    rand_like and ~6x faster than F.dropout's bernoulli_ (the draws were a fifth of an MC forward)."""
-    n, dropped = x.numel(), round(p * 65536)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)  # every 64-bit value
-    keep = bits.view(torch.int16)[:n].view(x.shape) >= dropped - 32768
-    return keep.to(x.dtype).mul_(65536 / (65536 - dropped))
 
 
 class Block(nn.Module):
@@ -186,16 +272,13 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(
-        self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False, dropout: bool | None = None,
-        exempt: int = 0, copies: int = 1,
-    ) -> tuple[Tensor, Tensor | None]:
-        """[N, S, H] -> [copies * N, S, H] (see Attention.forward for copies and exempt)."""
-        on = _active(self, dropout)
-        p = self.drop.p if on else 0.0
-        a, att = self.attn(self.ln1(x), key_mask, return_attention, on, exempt, copies)
-        x = (x.repeat(copies, 1, 1) if copies > 1 else x) + _dropout(a, p, exempt)
-        x = x + _dropout(self.ff(self.ln2(x)), p, exempt)
+    def forward(self, x: Tensor, key_mask: Tensor | None = None, return_attention: bool = False,
+                dropout: bool | None = None) -> tuple[Tensor, Tensor | None]:
+        """[N, S, H] -> ([N, S, H], attention weights or None)."""
+        p = self.drop.p if _active(self, dropout) else 0.0
+        a, att = self.attn(self.ln1(x), key_mask, return_attention, _active(self, dropout))
+        x = x + _drop(a, p)
+        x = x + _drop(self.ff(self.ln2(x)), p)
         return x, att
 
 
@@ -220,18 +303,20 @@ class TokenEncoder(nn.Module):
     def forward(self, batch: Ragged, slack: int = 0) -> Tensor:
         """Token states [n + slack, T, H]: the real candidates', then `slack` rows of padding."""
         list_of_row = batch.list_of_row() if batch.lists else None
-        states = [self.proj[name](batch.lists[name])[list_of_row] if name in self.list_constant
-                  else self.proj[name](batch.rows[name]) for name in self.names]
+        dtype = self.type_emb.dtype
+        states = [self.proj[name](batch.lists[name].to(dtype))[list_of_row] if name in self.list_constant
+                  else self.proj[name](batch.rows[name].to(dtype)) for name in self.names]
         x = torch.stack(states, dim=1)
         return self.ln((F.pad(x, (0, 0, 0, 0, 0, slack)) if slack else x) + self.type_emb)
 
 
 class CoTRRModel(nn.Module):
-    """Cross-attention reranker: (tokens {name: [B, L, d_t]}, mask [B, L]) -> scores [B, L].
+    """Cross-attention reranker: (raw tokens {name: [B, L, d_t]}, mask [B, L]) -> scores [B, L].
 
-    Padding positions score 0.0. With ``return_attention=True`` the attention weights are
-    computed explicitly and returned as ``(scores, {"token": [B, L, layers, heads, T, T],
-    "list": [B, list_layers, heads, L, L] or None})``; otherwise the fused SDPA kernel is used.
+    Padding positions score 0.0; `score` takes a Ragged batch and returns scores [n] of its rows. With
+    ``return_attention=True`` the attention weights are computed explicitly and returned as ``(scores,
+    {"token": [B, L, layers, heads, T, T], "list": [B, list_layers, heads, L, L] or None})``; otherwise
+    the fused SDPA kernel is used.
     """
 
     def __init__(self, config: ModelConfig, token_dims: Mapping[str, int], list_constant: Sequence[str] = ()) -> None:
@@ -245,6 +330,7 @@ class CoTRRModel(nn.Module):
         def block() -> Block:
             return Block(h, heads, attn_dim, config.ff_mult, config.dropout)
 
+        self.standardise: nn.Module = Standardise(token_dims)
         self.encoder = TokenEncoder(token_dims, h, list_constant)
         self.blocks = nn.ModuleList(block() for _ in range(config.layers))
         self.ln_tokens = nn.LayerNorm(h)
@@ -252,11 +338,27 @@ class CoTRRModel(nn.Module):
         self.ln_list = nn.LayerNorm(h) if config.list_context else nn.Identity()
         self.head = nn.Sequential(nn.Linear(h, h // 2), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(h // 2, 1))
 
+    # ------------------------------------------------------------------ standardisation in the state dict
+    def set_standardisation(self, scaler_state: Mapping[str, Any]) -> None:
+        """Take the standardisation of a FeatureScaler state (scaler.json: log_transform, mean, std)."""
+        self.standardise.set(scaler_state["mean"], scaler_state["std"], scaler_state["log_transform"])
+
+    def load_weights(self, state: Mapping[str, Tensor], scaler_state: Mapping[str, Any] | None = None) -> None:
+        """load_state_dict, also for a state saved before the standardisation lived in the model (no
+        'standardise.' keys): its statistics are then read from `scaler_state` (the run's scaler.json)."""
+        if not any(key.startswith("standardise.") for key in state):
+            if scaler_state is None:
+                raise ValueError("this state dict has no standardisation: pass the run's scaler.json state")
+            self.set_standardisation(scaler_state)
+            state = {**state, **{f"standardise.{k}": v for k, v in self.standardise.state_dict().items()}}
+        self.load_state_dict(state)
+
+    # ------------------------------------------------------------------ the forward, in named steps
     def candidates(self, batch: Ragged, return_attention: bool = False,
                    dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
-        """Token trunk: Ragged batch -> candidate vectors [K, L, H] (padding: zero vectors, which the
-        list context masks out and the head scores 0) and per-layer attention [n, heads, T, T]."""
-        k, l = batch.mask.shape
+        """Token trunk: Ragged batch of raw features -> candidate vectors [n, H] and per-layer attention
+        [n, heads, T, T] (or None)."""
+        batch = self.standardise(batch)
         n = batch.positions.numel()
         slack = row_bucket(n) - n if isinstance(n, int) else 0  # traced for export, n is symbolic
         x = self.encoder(batch, slack)  # [n + slack, T, H]
@@ -264,51 +366,45 @@ class CoTRRModel(nn.Module):
         for blk in self.blocks:
             x, att = blk(x, return_attention=return_attention, dropout=dropout)
             token_att.append(None if att is None else att[:n])
-        c = self.ln_tokens(x).mean(dim=1)[:n]
-        if not (isinstance(n, int) and n == k * l):  # else no padding (one list): the rows are in place
-            c = _unpack(c, batch.positions, k * l)
-        return c.view(k, l, -1), token_att
+        return self.ln_tokens(x).mean(dim=1)[:n], token_att
 
-    def score_candidates(self, c: Tensor, mask: Tensor, return_attention: bool = False, dropout: bool | None = None,
-                         exempt: int = 0, copies: int = 1) -> tuple[Tensor, list[Tensor | None]]:
-        """List context (when on) and head: candidate vectors [B, L, H] -> scores [copies * B, L].
+    def in_context(self, c: Tensor, batch: Ragged, return_attention: bool = False,
+                   dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
+        """List context (when on): candidate vectors [n, H] attend to their list's -> [n, H], and per-layer
+        attention [K, heads, L, L] (or None)."""
+        if len(self.list_blocks) == 0:
+            return c, []
+        x, key_mask, list_att = batch.to_padded(c), list_key_mask(batch.mask), []
+        for blk in self.list_blocks:
+            x, att = blk(x, key_mask, return_attention, dropout)
+            list_att.append(att)
+        return batch.to_rows(x), list_att
 
-        MC sampling asks for `copies` of each list (row j * B + b is copy j of list b), each with its own
-        dropout draw; the first `exempt` rows are scored without dropout. What comes before the first
-        dropout (the first list block's attention weights) is computed once for all copies."""
-        list_att = []
-        if len(self.list_blocks) > 0:
-            # An all-padding list would have no key to attend to (NaN softmax): let it attend to
-            # everything instead; its scores are masked to 0 below anyway.
-            key_mask = mask | ~mask.any(dim=-1, keepdim=True)
-            for i, blk in enumerate(self.list_blocks):
-                c, att = blk(c, key_mask, return_attention, dropout, exempt, copies if i == 0 else 1)
-                if i == 0 and copies > 1:
-                    key_mask = key_mask.repeat(copies, 1)
-                list_att.append(att)
-        elif copies > 1:
-            c = c.repeat(copies, 1, 1)
-        mask = mask.repeat(copies, 1) if copies > 1 else mask
+    def head_scores(self, c: Tensor, dropout: bool | None = None) -> Tensor:
+        """Candidate vectors [..., H] -> scores [...]."""
         lin1, act, drop, lin2 = self.head
-        h = _dropout(act(lin1(self.ln_list(c))), drop.p if _active(self, dropout) else 0.0, exempt)
-        return lin2(h).squeeze(-1).masked_fill(~mask, 0.0), list_att
+        h = _drop(act(lin1(self.ln_list(c))), drop.p if _active(self, dropout) else 0.0)
+        return lin2(h).squeeze(-1)
 
     def score(self, batch: Ragged, dropout: bool | None = None) -> Tensor:
-        """Scores [K, L] of a Ragged batch (0.0 at padding)."""
-        return self.score_candidates(self.candidates(batch, dropout=dropout)[0], batch.mask, dropout=dropout)[0]
+        """Scores [n] of a Ragged batch's rows (raw features)."""
+        c, _ = self.candidates(batch, dropout=dropout)
+        return self.head_scores(self.in_context(c, batch, dropout=dropout)[0], dropout)
 
     def forward(
         self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False, dropout: bool | None = None
     ) -> Tensor | tuple[Tensor, dict[str, Tensor | None]]:
-        """`dropout` None: as the module's mode; True: sample (MC dropout) even in eval mode."""
+        """Raw tokens {name: [B, L, d_t]}, mask [B, L] -> scores [B, L] (0.0 at padding). `dropout` None: as
+        the module's mode; True: sample (MC dropout) even in eval mode."""
         b, l = mask.shape
         batch = Ragged.from_padded(tokens, mask, self.encoder.list_constant)
         c, token_att = self.candidates(batch, return_attention, dropout)
-        scores, list_att = self.score_candidates(c, mask, return_attention, dropout)  # [B, L]
+        c, list_att = self.in_context(c, batch, return_attention, dropout)
+        scores = batch.to_padded(self.head_scores(c, dropout))  # [B, L]
         if not return_attention:
             return scores
         t = token_att[0].size(-1)
-        token = torch.stack([_unpack(a, batch.positions, b * l) for a in token_att], dim=1)
+        token = torch.stack([batch.to_padded(a) for a in token_att], dim=2)  # [B, L, layers, heads, T, T]
         maps: dict[str, Tensor | None] = {
             "token": token.view(b, l, len(self.blocks), -1, t, t),
             "list": torch.stack(list_att, dim=1) if list_att else None,
@@ -316,12 +412,18 @@ class CoTRRModel(nn.Module):
         return scores, maps
 
 
+def list_key_mask(mask: Tensor) -> Tensor:
+    """[K, L] keys a list's candidates may attend to. An all-padding list would have no key to attend to
+    (NaN softmax): it attends to everything instead (its rows are never read)."""
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
 def row_bucket(n: int) -> int:
     """n rounded up to one of 16 sizes per octave (at most 1/16 more).
 
     The token trunk runs on this many rows (the extra are padding): batches of every size then reuse a
-    few block sizes of the heap. With exact sizes glibc's heap fragments (one training epoch at 16x the
-    demo peaked at 1.6 GB RSS vs 1.2 GB bucketed, same speed).
+    few block sizes of the heap. With exact sizes glibc's heap fragments (bench/data.py measures the
+    peak memory of a training epoch).
     """
     step = 1 << max(0, n.bit_length() - 5)
     return -(-n // step) * step
@@ -330,45 +432,6 @@ def row_bucket(n: int) -> int:
 def _unpack(x: Tensor, rows: Tensor, n: int) -> Tensor:
     """Rows [k, ...] at flat positions `rows` [k] -> [n, ...], zeros elsewhere."""
     return x.new_zeros(n, *x.shape[1:]).index_copy(0, rows, x)
-
-
-def mc_dropout_scores(model: nn.Module, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int,
-                      scope: str = "all") -> Tensor:
-    """MC-dropout scores [S, B, L] of a padded batch: S stochastic passes drawn in ONE batched forward.
-
-    Dropout is switched on per call (forward's `dropout=True`), never by changing module modes, so
-    other threads scoring with the same model are unaffected. Runs under torch.inference_mode.
-    scope="all": dropout everywhere. scope="head": the token trunk runs once, deterministic,
-    and only the list-context block and the head are sampled (last-layers MC dropout), which
-    costs a fraction of a forward per sample.
-    """
-    batch = Ragged.from_padded(tokens, mask, model.encoder.list_constant)
-    return mc_scores(model, batch, n_samples, scope, with_mean=False)[1]
-
-
-def mc_scores(model: nn.Module, batch: Ragged, n_samples: int, scope: str = "all",
-              with_mean: bool = True) -> tuple[Tensor | None, Tensor]:
-    """(deterministic scores [K, L] or None, MC-dropout samples [S, K, L]) of a Ragged batch; see
-    mc_dropout_scores. With scope="head" the deterministic scores share the trunk pass and the head's
-    batch with the samples (they are its copy 0, exempt from dropout).
-    """
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if scope not in ("all", "head"):
-        raise ValueError(f"scope must be 'all' or 'head', got {scope!r}")
-    scores, mask = None, batch.mask
-    with torch.inference_mode():
-        if scope == "head":
-            c, _ = model.candidates(batch, dropout=False)
-            copies = n_samples + with_mean  # copy 0 (the deterministic scores) is exempt from dropout
-            out, _ = model.score_candidates(c, mask, dropout=True, exempt=len(mask) if with_mean else 0,
-                                            copies=copies)
-            scores, samples = (out[:len(mask)], out[len(mask):]) if with_mean else (None, out)
-        else:
-            if with_mean:
-                scores = model.score(batch, dropout=False)
-            samples = model.score(batch.repeat(n_samples), dropout=True)
-    return scores, samples.view(n_samples, *mask.shape)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from cotrr_core.config import ModelConfig
 from cotrr_core.losses import listmle_loss
-from cotrr_core.model import (SHORT_SEQUENCE, CoTRRModel, Ragged, _dropout, count_parameters, mc_dropout_scores,
-                              mc_scores, row_bucket)
+from cotrr_core.mc import _dropout, mc_dropout_scores, mc_scores, sampled_head
+from cotrr_core.model import SHORT_SEQUENCE, CoTRRModel, Ragged, count_parameters, row_bucket
 
 DIMS = {"img": 12, "text": 12, "visual": 4, "conflict": 3}
 DEMO_DIMS = {"clip_img": 1024, "clip_text": 1024, "visual": 8, "conflict": 5}
@@ -66,12 +66,12 @@ def test_ragged_batch_from_lengths_scores_as_the_padded_one() -> None:
     lengths = mask.sum(1)
     rows = {n: v[mask] for n, v in tokens.items() if n != "text"}
     batch = Ragged.from_lengths(rows, {"text": tokens["text"][:, 0]}, lengths)
-    torch.testing.assert_close(model.score(batch), model(tokens, mask))
+    torch.testing.assert_close(model.score(batch), model(tokens, mask)[mask])  # [n]: the real rows
     padded, same_mask = batch.padded()
     assert torch.equal(same_mask, mask)
     torch.testing.assert_close(model(padded, mask), model(tokens, mask))
     twice = batch.repeat(2)
-    torch.testing.assert_close(model.score(twice), model(tokens, mask).repeat(2, 1))
+    torch.testing.assert_close(model.score(twice), model(tokens, mask)[mask].repeat(2))
 
 
 def test_rows_bucketed_by_the_trunk_change_no_score_or_attention_map() -> None:
@@ -157,8 +157,8 @@ def test_autocast_bfloat16_runs_finite() -> None:
 
 
 def test_long_lists_matmul_attention_equals_sdpa_and_its_dropout_is_inverted_dropout() -> None:
-    """Lists longer than SHORT_SEQUENCE: attention maps (and MC samples) come from the matmul path, which
-    must score as the fused SDPA path does; its dropout keeps 1 - p of the values, scaled by 1 / (1 - p)."""
+    """Lists longer than SHORT_SEQUENCE: attention maps come from the matmul path, which must score as the
+    fused SDPA path does; MC sampling's dropout keeps 1 - p of the values, scaled by 1 / (1 - p)."""
     model = make_model(list_context=True)
     tokens, mask = make_batch(l=SHORT_SEQUENCE + 4)
     fast = model(tokens, mask)
@@ -179,17 +179,21 @@ def test_long_lists_matmul_attention_equals_sdpa_and_its_dropout_is_inverted_dro
 @pytest.mark.parametrize("l", [4, SHORT_SEQUENCE + 4])
 @pytest.mark.parametrize("list_context", [False, True])
 def test_copies_share_the_first_attention_weights_and_sample_as_repeated_lists(l: int, list_context: bool) -> None:
-    """score_candidates(c, copies=C) draws the same dropout as scoring C stacked copies of c (same seed)."""
+    """sampled_head(c, copies=C) draws the same dropout as sampling C stacked copies of the lists (same seed)."""
     model = make_model(list_context=list_context)
     tokens, mask = make_batch(l=l)
+    batch = Ragged.from_padded(tokens, mask, ("text",))
     with torch.inference_mode():
-        c, _ = model.candidates(Ragged.from_padded(tokens, mask, ("text",)))
+        c, _ = model.candidates(batch)
         torch.manual_seed(5)
-        shared, _ = model.score_candidates(c, mask, dropout=True, exempt=len(mask), copies=4)
+        shared = sampled_head(model, c, batch, copies=4, exempt=False)
         torch.manual_seed(5)
-        stacked, _ = model.score_candidates(c.repeat(4, 1, 1), mask.repeat(4, 1), dropout=True, exempt=len(mask))
-    torch.testing.assert_close(shared, stacked)
-    assert shared.shape == (4 * len(mask), l)
+        stacked = sampled_head(model, c.repeat(4, 1), batch.repeat(4), copies=1, exempt=False)
+        with_exempt = sampled_head(model, c, batch, copies=4, exempt=True)
+    n = int(mask.sum())
+    assert shared.shape == (4, n)
+    torch.testing.assert_close(shared.reshape(-1), stacked.reshape(-1))
+    torch.testing.assert_close(with_exempt[0], model(tokens, mask)[mask])  # copy 0: no dropout
 
 
 @pytest.mark.parametrize("l", [4, SHORT_SEQUENCE + 4])
@@ -198,8 +202,8 @@ def test_head_scope_scores_its_deterministic_copy_exactly_in_the_sampled_batch(l
     model = make_model(list_context=True)
     tokens, mask = make_batch(l=l)
     scores, samples = mc_scores(model, Ragged.from_padded(tokens, mask, ("text",)), n_samples=3, scope="head")
-    torch.testing.assert_close(scores, model(tokens, mask))
-    assert all(not torch.allclose(s[mask], scores[mask]) for s in samples)
+    torch.testing.assert_close(scores, model(tokens, mask)[mask])  # [n]: the real rows
+    assert all(not torch.allclose(s, scores) for s in samples)
 
 
 @pytest.mark.parametrize("was_training", [False, True])
@@ -296,7 +300,44 @@ def test_head_scope_mc_samples_only_the_head_and_shares_the_trunk(list_context: 
     scores, samples = mc_scores(model, Ragged.from_padded(tokens, mask, ("text",)), n_samples=6, scope="head")
     hook.remove()
     assert calls == [1]  # the token trunk ran once for the mean and all samples
-    assert samples.shape == (6, *mask.shape)
-    torch.testing.assert_close(scores, model(tokens, mask))  # the mean pass is the eval forward
-    assert not torch.allclose(samples[0][mask], samples[1][mask])
+    assert samples.shape == (6, int(mask.sum()))
+    torch.testing.assert_close(scores, model(tokens, mask)[mask])  # the mean pass is the eval forward
+    assert not torch.allclose(samples[0], samples[1])
     assert not model.training and all(not m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("log1p", [False, True])
+def test_standardisation_lives_in_the_state_dict_and_is_applied_first(log1p: bool) -> None:
+    """The model standardises raw tokens itself: a model given statistics scores raw tokens as an identity-
+    standardised copy scores the tokens standardised by hand; the statistics travel in the state dict."""
+    model = make_model()
+    g = torch.Generator().manual_seed(4)
+    mean = {k: torch.randn(d, generator=g) for k, d in DIMS.items()}
+    std = {k: torch.rand(d, generator=g) + 0.5 for k, d in DIMS.items()}
+    plain = make_model()  # same weights, identity standardisation
+    model.set_standardisation({"log_transform": log1p, "mean": mean, "std": std})
+    tokens, mask = make_batch()
+    f = (lambda x: x.sign() * x.abs().log1p()) if log1p else (lambda x: x)
+    by_hand = {k: (f(x) - mean[k]) / std[k] for k, x in tokens.items()}
+    torch.testing.assert_close(model(tokens, mask), plain(by_hand, mask))
+    copy = make_model()
+    copy.load_state_dict(model.state_dict())
+    assert copy.standardise.log1p == log1p
+    torch.testing.assert_close(copy(tokens, mask), model(tokens, mask))
+    centre = {k: model.standardise.centre(k).expand_as(x) for k, x in tokens.items()}
+    torch.testing.assert_close(model(centre, mask), plain({k: torch.zeros_like(x) for k, x in tokens.items()}, mask))
+    noisy = model.standardise.jitter(tokens, 0.1, torch.Generator().manual_seed(0))
+    noise = {k: (f(noisy[k]) - f(x)) / std[k] for k, x in tokens.items()}  # in standardised units
+    torch.testing.assert_close(noise["img"], 0.1 * torch.randn(tokens["img"].shape,
+                                                               generator=torch.Generator().manual_seed(0)),
+                               atol=1e-4, rtol=1e-3)
+
+
+def test_a_state_dict_without_standardisation_needs_the_scaler_state() -> None:
+    state = {k: v for k, v in make_model().state_dict().items() if not k.startswith("standardise.")}
+    with pytest.raises(ValueError, match="scaler.json"):
+        make_model().load_weights(state)
+    model = make_model()
+    model.load_weights(state, {"log_transform": False, "mean": {k: [1.0] * d for k, d in DIMS.items()},
+                               "std": {k: [2.0] * d for k, d in DIMS.items()}})
+    assert float(model.standardise.stats("img")[1][0]) == 2.0

@@ -1,4 +1,4 @@
-"""RankingData: validated candidate lists in their ORIGINAL order, plus the padded view.
+"""RankingData: validated candidate lists in their ORIGINAL order; `padded()` gives the padded view (batches.py).
 
 Rows are grouped by query (first-appearance order) and, within a query, sorted
 into the original first-stage order, so rows offsets[q]:offsets[q+1] are query
@@ -13,6 +13,7 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
+from cotrr_core.data.batches import PaddedLists, to_device
 from cotrr_core.data.errors import LoadReport
 from cotrr_core.data.rowread import iter_chunks, read_rows
 from cotrr_core.data.spec import FeatureSpec
@@ -23,38 +24,6 @@ __all__ = ["RankingData", "PaddedLists", "build_ranking_data", "token_columns", 
 
 SmallListPolicy = Literal["skip", "reject"]
 _RESERVED = ("query_id", "candidate_id", "query", "_line")
-
-
-def to_device(a: np.ndarray, device: "str | object" = "cpu"):
-    """A numpy array as a torch tensor on `device` (pinned for CUDA)."""
-    import torch  # lazily: the data layer must not pull in torch
-
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)
-
-
-@dataclass
-class PaddedLists:
-    """Padded numpy view of B lists. tokens[name]: [B, L, d]; labels, mask: [B, L]."""
-
-    tokens: dict[str, np.ndarray]
-    labels: np.ndarray
-    mask: np.ndarray
-    query_index: np.ndarray  # [B] index into RankingData.query_ids
-
-    def batch(self, idx: np.ndarray | slice, device: "str | object" = "cpu"):
-        """Lists `idx` trimmed to their longest real list, as torch tensors on `device`.
-
-        Returns (tokens {name: [b, L', d] float32}, mask [b, L'] bool, labels [b, L'] float32).
-        """
-        mask = self.mask[idx]
-        L = max(int(mask.sum(1).max()), 1) if len(mask) else 0
-        tokens = {k: to_device(v[idx][:, :L], device) for k, v in self.tokens.items()}
-        return tokens, to_device(mask[:, :L], device), to_device(self.labels[idx][:, :L], device)
-
-    def chunks(self, batch_lists: int):
-        """Slices of at most `batch_lists` lists covering all B lists in order."""
-        return [slice(a, a + batch_lists) for a in range(0, self.mask.shape[0], batch_lists)]
 
 
 @dataclass
@@ -112,17 +81,12 @@ class RankingData:
             features={k: read_rows(v, rows).astype(np.float32, copy=False) for k, v in self.features.items()},
             extras=self.extras.iloc[rows].reset_index(drop=True), report=self.report)
 
-    def padded(self, query_index: Sequence[int] | None = None, max_len: int = 0,
-               scaler: "object | None" = None) -> PaddedLists:
-        """Pad the chosen lists to the longest (or `max_len`, keeping the original top).
+    def padded(self, query_index: Sequence[int] | None = None, max_len: int = 0) -> PaddedLists:
+        """Pad the chosen lists to the longest (or `max_len`, keeping the original top), raw features.
 
-        Tokens are gathered per batch (`batch`), or all at once on first access of `.tokens`;
-        `scaler` (a fitted FeatureScaler) standardises them as they are gathered.
+        Tokens are gathered per batch (`batch`), or all at once on first access of `.tokens`.
         """
-        from cotrr_core.data.batches import LazyPaddedLists
-
-        return LazyPaddedLists(self, None if query_index is None else np.asarray(query_index, dtype=np.int64),
-                               max_len, scaler)
+        return PaddedLists(self, None if query_index is None else np.asarray(query_index, dtype=np.int64), max_len)
 
     def fingerprint(self) -> str:
         """Content hash of ids, labels and features (what a run was trained on)."""

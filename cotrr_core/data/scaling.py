@@ -1,36 +1,28 @@
-"""Per-token feature standardisation fitted on the training split, stored as JSON.
+"""Per-token feature statistics fitted on the training split, stored as JSON (the run's scaler.json).
 
-One formula, `standardise`, serves numpy (training, offline scoring) and torch (serving, the
-ONNX graph), so the model sees the same inputs on every path.
+The data layer only FITS them: the model applies them (model.Standardise holds them as buffers in its
+state dict), so training, offline scoring, serving and ONNX export standardise in one place.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from cotrr_core.data.rowread import CHUNK_ROWS, iter_chunks, read_rows
 
-__all__ = ["FeatureScaler", "signed_log1p", "standardise"]
+__all__ = ["FeatureScaler", "signed_log1p"]
 
 
-def standardise(x: Any, mean: Any, std: Any, log_transform: bool) -> Any:
-    """(f(x) - mean) / std with f = signed log1p when `log_transform`, else identity.
-
-    x [..., d], mean [d], std [d]: all numpy arrays or all torch tensors.
-    """
-    return ((signed_log1p(x) if log_transform else x) - mean) / std
-
-
-def signed_log1p(x: Any) -> Any:
-    """sign(x) * log1p(|x|) of a numpy array or a torch tensor."""
-    return np.sign(x) * np.log1p(np.abs(x)) if isinstance(x, np.ndarray) else x.sign() * x.abs().log1p()
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """sign(x) * log1p(|x|) (model.signed_log1p is the same for tensors)."""
+    return np.sign(x) * np.log1p(np.abs(x))
 
 
 @dataclass
 class FeatureScaler:
-    """x -> (f(x) - mean) / std per feature, f = signed log1p when `log_transform` (raw LETOR counts)."""
+    """mean and std per feature of f(x), f = signed log1p when `log_transform` (raw LETOR counts); the model
+    standardises with them: (f(x) - mean) / std."""
 
     log_transform: bool = False
     mean_: dict[str, np.ndarray] | None = None
@@ -47,32 +39,26 @@ class FeatureScaler:
     def _moments(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean [d] and std [d] of f(v) in float64; two passes over row chunks when v is large."""
         if len(v) <= CHUNK_ROWS:
-            fx = standardise(read_rows(v, slice(None)).astype(np.float64), 0.0, 1.0, self.log_transform)
+            fx = self._f(read_rows(v, slice(None)))
             return fx.mean(axis=0), fx.std(axis=0)
-        f = lambda c: standardise(c.astype(np.float64), 0.0, 1.0, self.log_transform)  # noqa: E731
+        f = self._f
         mean = sum(f(c).sum(axis=0) for c in iter_chunks(v)) / len(v)
         var = sum(((f(c) - mean) ** 2).sum(axis=0) for c in iter_chunks(v)) / len(v)
         return mean, np.sqrt(var)
 
-    def transform(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """token -> [..., d] raw features to float32 standardised features (computed in float64)."""
-        self._check_fitted()
-        return {k: standardise(v.astype(np.float64), self.mean_[k], self.std_[k], self.log_transform)
-                .astype(np.float32) for k, v in features.items()}
-
-    def tensors(self, device: Any = "cpu") -> dict[str, tuple[Any, Any]]:
-        """token -> (mean [d], std [d]) as float32 torch tensors on `device`, for `standardise`."""
-        import torch  # lazily: the data layer must not pull in torch
-
-        self._check_fitted()
-        return {k: (torch.as_tensor(self.mean_[k], dtype=torch.float32, device=device),
-                    torch.as_tensor(self.std_[k], dtype=torch.float32, device=device)) for k in self.mean_}
+    def _f(self, x: np.ndarray) -> np.ndarray:
+        """f(x) in float64."""
+        x = x.astype(np.float64)
+        return signed_log1p(x) if self.log_transform else x
 
     def _check_fitted(self) -> None:
         if self.mean_ is None:
             raise RuntimeError("FeatureScaler is not fitted")
 
     def to_state(self) -> dict:
+        """{log_transform, mean: {token: [d]}, std: {token: [d]}}: scaler.json, and what
+        CoTRRModel.set_standardisation takes."""
+        self._check_fitted()
         return {"log_transform": self.log_transform, "mean": {k: v.tolist() for k, v in self.mean_.items()},
                 "std": {k: v.tolist() for k, v in self.std_.items()}}
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,22 +138,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
            on_small_list: SmallListPolicy, write: bool = True, require_labels: bool = True) -> dict:
     """Both passes into `tmp` (write=False: every check, one "all" split, no arrays written)."""
     line_label = "row" if fmt == "parquet" else "line"
-    chunks = parquet_chunks(path, name, spec, CHUNK_ROWS) if fmt == "parquet" else \
-        ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B per number
-    (tmp / "raw").mkdir()
-    p1 = _Pass1(tmp / "raw")
-    used = {c for t in spec.tokens for c in token_columns(t)} | set(_RESERVED) | {spec.label_field}
-    try:
-        for frame, vectors in chunks:
-            if len(frame):
-                if not require_labels and spec.label_field not in frame.columns:  # scoring-only input
-                    frame = frame.assign(**{spec.label_field: spec.label_min})
-                fail = row_failer(name, frame["_line"].to_numpy(), line_label)
-                p1.add(frame, validate_columns(frame, spec, fail, vectors, p1.dims), used, fail)
-    finally:
-        cols = p1.finish() if p1.cols["qid"] else None
-    if cols is None:
-        raise DataError(name, None, None, "no candidates found (empty input)")
+    p1, cols = _first_pass(path, fmt, spec, name, tmp, line_label, require_labels)
     fail = row_failer(name, cols["line"], line_label)
     qid, cid = cols["qid"], cols["cid"]
     check_unique_candidates(qid, cid, fail)
@@ -181,18 +167,15 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
     meta_splits = {}
     for s, qs in splits.items():
         rows = np.concatenate([perm[offsets[q]:offsets[q + 1]] for q in qs])
-        folder = tmp / s
         off_s = np.concatenate([[0], np.cumsum(kept_lengths[qs])]).astype(np.int64)
         labels = cols["label"][rows].astype(np.float32)
+        lists_first = first[codes[rows]]  # each row's list's first row in the file
         if not write:  # validation only: the list-constant check still reads the rows
-            for tok in (t for t in spec.tokens if t.list_constant):
-                for a in range(0, len(rows), CHUNK_ROWS):
-                    part = rows[a:a + CHUNK_ROWS]
-                    _note_list_constant(read_rows(raw[tok.name], part), part, raw[tok.name], first[codes[part]],
-                                        tok.name, bad_const)
+            _write_tokens(None, spec, rows, raw, dtypes, lists_first, bad_const)
             meta_splits[s] = {"report": report.to_dict(), "relevant_share":
                               float((labels >= spec.relevance_threshold).mean())}
             continue
+        folder = tmp / s
         folder.mkdir()
         write_ids(folder, query_ids[qs], queries[qs], off_s, cid[rows], labels,
                   extras.iloc[rows].reset_index(drop=True))
@@ -201,17 +184,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
             h.update("\x1f".join(arr.tolist()).encode() + b"\x1e")
         h.update(off_s.tobytes())
         h.update(labels.tobytes())
-        for tok in sorted(spec.tokens, key=lambda t: t.name):
-            h.update(tok.name.encode())
-            out = NpyWriter(folder / f"{tok.name}.npy", np.dtype(dtypes[tok.name]), (len(rows), p1.dims[tok.name]))
-            for a in range(0, len(rows), CHUNK_ROWS):
-                part = rows[a:a + CHUNK_ROWS]
-                block = read_rows(raw[tok.name], part)
-                h.update(block.tobytes())
-                out.write(block)
-                if tok.list_constant:
-                    _note_list_constant(block, part, raw[tok.name], first[codes[part]], tok.name, bad_const)
-            out.close()
+        _write_tokens(folder, spec, rows, raw, dtypes, lists_first, bad_const, h)
         meta_splits[s] = {"fingerprint": h.hexdigest()[:16], "report": report.to_dict(),
                           "num_queries": len(qs), "num_candidates": len(rows)}
     for tok in spec.tokens:
@@ -227,6 +200,51 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
                 "relevant_share": meta_splits["all"]["relevant_share"]}
     return {"version": 1, "source": name, "file": str(path), "format": fmt, "seed": seed, "dtypes": dtypes,
             "splits": meta_splits}
+
+
+def _first_pass(path: Path, fmt: str, spec: FeatureSpec, name: str, tmp: Path, line_label: str,
+                require_labels: bool) -> tuple["_Pass1", dict[str, np.ndarray]]:
+    """Pass 1: every chunk validated, its features appended to tmp/raw; returns the pass and its columns."""
+    chunks = parquet_chunks(path, name, spec, CHUNK_ROWS) if fmt == "parquet" else \
+        ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B per number
+    (tmp / "raw").mkdir()
+    p1 = _Pass1(tmp / "raw")
+    used = {c for t in spec.tokens for c in token_columns(t)} | set(_RESERVED) | {spec.label_field}
+    try:
+        for frame, vectors in chunks:
+            if len(frame):
+                if not require_labels and spec.label_field not in frame.columns:  # scoring-only input
+                    frame = frame.assign(**{spec.label_field: spec.label_min})
+                fail = row_failer(name, frame["_line"].to_numpy(), line_label)
+                p1.add(frame, validate_columns(frame, spec, fail, vectors, p1.dims), used, fail)
+    finally:
+        cols = p1.finish() if p1.cols["qid"] else None
+    if cols is None:
+        raise DataError(name, None, None, "no candidates found (empty input)")
+    return p1, cols
+
+
+def _write_tokens(folder: Path | None, spec: FeatureSpec, rows: np.ndarray, raw: dict[str, np.ndarray],
+                  dtypes: dict[str, str], lists_first: np.ndarray, bad_const: dict, h: Any = None) -> None:
+    """A split's rows of every token, in row chunks: written to folder/<token>.npy and hashed into `h` (folder
+    None: only the list-constant check), list-constant tokens checked against their list's first row."""
+    for tok in sorted(spec.tokens, key=lambda t: t.name):
+        if folder is None and not tok.list_constant:
+            continue
+        if h is not None:
+            h.update(tok.name.encode())
+        out = None if folder is None else \
+            NpyWriter(folder / f"{tok.name}.npy", np.dtype(dtypes[tok.name]), (len(rows), raw[tok.name].shape[1]))
+        for a in range(0, len(rows), CHUNK_ROWS):
+            part = rows[a:a + CHUNK_ROWS]
+            block = read_rows(raw[tok.name], part)
+            if out is not None:
+                h.update(block.tobytes())
+                out.write(block)
+            if tok.list_constant:
+                _note_list_constant(block, part, raw[tok.name], lists_first[a:a + CHUNK_ROWS], tok.name, bad_const)
+        if out is not None:
+            out.close()
 
 
 def _note_list_constant(block: np.ndarray, rows: np.ndarray, raw: np.ndarray, ref: np.ndarray, token: str,

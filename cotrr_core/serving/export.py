@@ -1,6 +1,6 @@
 """Export a run's model to ONNX: raw token features + mask -> raw scores, dynamic batch and list length.
 
-The feature scaler is folded into the graph, so an ONNX consumer feeds the same raw features
+The model standardises its inputs itself (model.Standardise), so the graph takes the same raw features
 as `Reranker.rerank` (inputs are named after the spec's tokens, in spec order, then `mask`).
 """
 from __future__ import annotations
@@ -11,31 +11,23 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from cotrr_core.data.scaling import standardise
-from cotrr_core.training.runs import LoadedRun, load_run
+from cotrr_core.artifacts import LoadedRun, load_run
 
 __all__ = ["ScoringGraph", "export_onnx", "example_inputs"]
 
 
 class ScoringGraph(nn.Module):
-    """(raw token tensors [B, L, d_t] in spec order..., mask [B, L] bool) -> scores [B, L]."""
+    """(raw token tensors [B, L, d_t] in spec order..., mask [B, L] bool) -> scores [B, L]: the run's model
+    with positional inputs, as an exporter wants them."""
 
     def __init__(self, run: LoadedRun) -> None:
         super().__init__()
         self.model = run.model.eval()
         self.names = [t.name for t in run.spec.tokens]
-        self.log_transform = run.scaler.log_transform
-        for name, (mean, std) in run.scaler.tensors().items():
-            self.register_buffer(f"mean_{name}", mean)
-            self.register_buffer(f"std_{name}", std)
 
     def forward(self, *inputs: Tensor) -> Tensor:
         *raw, mask = inputs
-        tokens = {}
-        for name, x in zip(self.names, raw):
-            tokens[name] = standardise(x, getattr(self, f"mean_{name}"), getattr(self, f"std_{name}"),
-                                       self.log_transform)
-        return self.model(tokens, mask)
+        return self.model(dict(zip(self.names, raw)), mask)
 
 
 def example_inputs(run: LoadedRun, batch: int = 2, length: int = 5, seed: int = 0) -> tuple[Tensor, ...]:
@@ -88,7 +80,7 @@ def _add_metadata(path: Path, run: LoadedRun) -> None:
 
     model = onnx.load(str(path))
     meta = {"run_id": run.run_dir.name, "tokens": ",".join(t.name for t in run.spec.tokens),
-            "temperature": repr(run.temperature), "inputs": "raw features (scaler folded in), mask bool"}
+            "temperature": repr(run.temperature), "inputs": "raw features (standardised in the graph), mask bool"}
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))

@@ -152,21 +152,21 @@ class Featurizer:
                 raise
             raise err from exc
 
-    def lists(self, heads: list[list[dict]], check_finite: bool = True,
+    def lists(self, tops: list[list[dict]], check_finite: bool = True,
               ) -> tuple[dict[str, np.ndarray], np.ndarray, list[Exception | None]]:
         """K lists of dicts -> (token arrays over all their rows, as __call__ gives them; offsets [K + 1]; per
         list the exception its input raised, or None). One conversion per token; only when that fails are
         the lists converted one by one, to blame the right ones (their rows are then zeros)."""
-        offsets = np.concatenate([[0], np.cumsum([len(h) for h in heads])]).astype(np.int64)
-        errors: list[Exception | None] = [None] * len(heads)
-        if not heads:
+        offsets = np.concatenate([[0], np.cumsum([len(h) for h in tops])]).astype(np.int64)
+        errors: list[Exception | None] = [None] * len(tops)
+        if not tops:
             return {}, offsets, errors
         try:
-            return self([r for h in heads for r in h], offsets, check_finite), offsets, errors
+            return self([r for h in tops for r in h], offsets, check_finite), offsets, errors
         except Exception:  # noqa: BLE001 - find the list(s) to blame below
             pass
         parts = []
-        for k, h in enumerate(heads):
+        for k, h in enumerate(tops):
             try:
                 parts.append(self(h, check_finite=check_finite))
             except Exception as exc:  # noqa: BLE001 - one list's problem must not fail the others
@@ -174,6 +174,22 @@ class Featurizer:
                 parts.append({t.name: np.zeros((1 if t.list_constant else len(h), t.dim), np.float32)
                               for t in self.layout})
         return {t.name: np.concatenate([p[t.name] for p in parts]) for t in self.layout}, offsets, errors
+
+    def nonfinite(self, features: dict[str, np.ndarray], offsets: np.ndarray, k: int) -> DataError | None:
+        """The DataError naming list k's first NaN, infinite or out-of-float32-range value in arrays this
+        Featurizer made with check_finite=False (offsets [K + 1]), or None when all are finite."""
+        rows = slice(int(offsets[k]), int(offsets[k + 1]))
+        for t in self.layout:
+            block = features[t.name][k:k + 1] if t.list_constant else features[t.name][rows]
+            with np.errstate(invalid="ignore"):
+                bad = np.argwhere(~np.isfinite(block))
+            if len(bad):
+                row, col = (int(i) for i in bad[0])
+                field = t.fields[col] if len(t.fields) == t.dim else t.fields[0]
+                where = f"element {col} " if len(t.fields) != t.dim else ""
+                return DataError(SOURCE, None, field, f"candidate {row + 1}: {where}NaN, infinite or "
+                                 "out-of-float32-range value")
+        return None
 
     def _token(self, t: TokenLayout, records: list[dict], offsets: np.ndarray, check_finite: bool) -> np.ndarray:
         first_rows = t.list_constant and len(t.fields) == 1

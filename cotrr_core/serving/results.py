@@ -1,11 +1,14 @@
-"""What serving returns: one list's RerankResult (annotated dicts) and rerank_arrays' ArrayResult."""
+"""What serving returns (RerankResult: annotated dicts; ArrayResult: columnar) and the one per-list record
+both are built from (ListRecord), with the scores of the call's scored rows (Scores)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["RerankResult", "ArrayResult", "annotate", "empty_array_result"]
+from cotrr_core.serving.policy import Decision
+
+__all__ = ["RerankResult", "ArrayResult", "ListRecord", "Scores", "annotate", "list_result", "array_result"]
 
 
 @dataclass
@@ -48,8 +51,50 @@ class ArrayResult:
     latency_ms: float
 
 
+@dataclass
+class ListRecord:
+    """One request list on its way through a Reranker call: the policy's decision, its length, then
+    either the rows it was scored at or why it falls back."""
+
+    decision: Decision
+    length: int  # candidates in the list
+    note: str | None = None  # how the unit was bucketed (the detail when nothing went wrong)
+    reason: str | None = None  # fallback reason
+    detail: str | None = None
+    rows: slice = field(default_factory=lambda: slice(0, 0))  # its top-M rows in the call's Scores
+
+    def fail(self, reason: str, detail: str) -> None:
+        if self.reason is None:
+            self.reason, self.detail = reason, detail
+
+    @property
+    def wants_score(self) -> bool:
+        return self.decision.score and self.reason is None
+
+    @property
+    def scored(self) -> bool:
+        return self.reason is None and self.rows.stop > self.rows.start
+
+    @property
+    def reranked(self) -> bool:
+        return self.scored and self.decision.serve_treatment
+
+
+@dataclass
+class Scores:
+    """The call's scored rows: raw [n], probability [n] (calibrated), std [n] (MC std of the probability) or None."""
+
+    raw: np.ndarray
+    probability: np.ndarray
+    std: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls) -> "Scores":
+        return cls(np.zeros(0), np.zeros(0))
+
+
 def annotate(rows: list, order: np.ndarray, raw: np.ndarray | None, probs: np.ndarray | None,
-              unc: np.ndarray | None) -> list:
+             unc: np.ndarray | None) -> list:
     """Copies of the dict rows in `order` with original_rank, new_rank, raw_score, probability, uncertainty;
     an item that is not a dict is passed through as it is."""
     m = 0 if raw is None else len(raw)
@@ -62,10 +107,42 @@ def annotate(rows: list, order: np.ndarray, raw: np.ndarray | None, probs: np.nd
             for new, i in enumerate(order.tolist(), start=1)]
 
 
-def empty_array_result(n: int, n_lists: int, offsets: np.ndarray) -> ArrayResult:
-    nan = np.full(n, np.nan)
-    ident = np.arange(n)
-    return ArrayResult(order=ident.copy(), wouldbe=ident.copy(), raw_score=nan.copy(), probability=nan.copy(),
-                       uncertainty=nan.copy(), reranked=np.zeros(n_lists, bool), scored=np.zeros(n_lists, bool),
-                       arm=["control"] * n_lists, fallback_reason=[None] * n_lists, detail=[None] * n_lists,
-                       bucket=np.zeros(n_lists), latency_ms=0.0)
+def list_result(items: list, rec: ListRecord, scores: Scores, mode: str, latency_ms: float) -> RerankResult:
+    """One list's RerankResult: its items served in the model's order (treated) or as given, annotated."""
+    n = len(items)
+    detail = rec.detail or rec.note
+    if not rec.scored:
+        return RerankResult(served=annotate(items, np.arange(n), None, None, None), wouldbe=None, reranked=False,
+                            mode=mode, arm=rec.decision.arm, fallback_reason=rec.reason, latency_ms=latency_ms,
+                            detail=detail, bucket=rec.decision.bucket)
+    raw, probs = scores.raw[rec.rows], scores.probability[rec.rows]
+    unc = None if scores.std is None else scores.std[rec.rows]
+    model_order = np.concatenate([np.argsort(-raw, kind="stable"), np.arange(len(raw), n)])
+    wouldbe = annotate(items, model_order, raw, probs, unc)
+    served = wouldbe if rec.reranked else annotate(items, np.arange(n), raw, probs, unc)
+    return RerankResult(served=served, wouldbe=wouldbe, reranked=rec.reranked, mode=mode, arm=rec.decision.arm,
+                        fallback_reason=None, latency_ms=latency_ms, detail=detail, bucket=rec.decision.bucket)
+
+
+def array_result(records: list[ListRecord], offsets: np.ndarray, scores: Scores, latency_ms: float) -> ArrayResult:
+    """rerank_arrays' ArrayResult: per list, its top-M rows in the model's order (treated) or as given."""
+    n, q = int(offsets[-1]) if len(offsets) else 0, len(records)
+    nan, ident = np.full(n, np.nan), np.arange(n)
+    out = ArrayResult(order=ident.copy(), wouldbe=ident.copy(), raw_score=nan.copy(), probability=nan.copy(),
+                      uncertainty=nan.copy(), reranked=np.zeros(q, bool), scored=np.zeros(q, bool),
+                      arm=[r.decision.arm for r in records], fallback_reason=[r.reason for r in records],
+                      detail=[r.detail or r.note for r in records],
+                      bucket=np.array([r.decision.bucket for r in records], dtype=float), latency_ms=latency_ms)
+    for k, rec in enumerate(records):
+        if not rec.scored:
+            continue
+        a, raw = int(offsets[k]), scores.raw[rec.rows]
+        top = slice(a, a + len(raw))
+        out.raw_score[top], out.probability[top] = raw, scores.probability[rec.rows]
+        if scores.std is not None:
+            out.uncertainty[top] = scores.std[rec.rows]
+        out.wouldbe[top] = a + np.argsort(-raw, kind="stable")
+        out.scored[k], out.reranked[k] = True, rec.reranked
+        if rec.reranked:
+            out.order[top] = out.wouldbe[top]
+    return out

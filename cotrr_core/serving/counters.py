@@ -8,10 +8,10 @@ from collections import Counter, deque
 
 import numpy as np
 
-__all__ = ["ServeStats"]
+__all__ = ["ServeCounters"]
 
 
-class ServeStats:
+class ServeCounters:
     """Counters for a Reranker. Every method takes the lock, so threads may share one instance.
 
     Latencies and list sizes keep only the last `window` calls (a ring), so memory stays bounded
