@@ -52,11 +52,11 @@ elif kind == "score":  # every candidate of every split, through the run's model
     from cotrr_core.data.spec import builtin_spec
     from cotrr_core.data.stream import cached_splits
     from cotrr_core.scoring import score_padded
-    from cotrr_core.training.runs import load_run
+    from cotrr_core.artifacts import load_run
     run = load_run(sys.argv[3], device="cpu")
     n = 0
     for d in cached_splits(path, builtin_spec("step5")).values():
-        p = d.padded(scaler=run.scaler)
+        p = d.padded()
         n += int(score_padded(run.model, p, run.device, batch_lists=128)[p.mask].size)
 else:  # train one epoch (the cache was built by an earlier probe)
     from cotrr_core.data.benchmarks import load_benchmark

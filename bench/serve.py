@@ -134,8 +134,7 @@ class NaiveReranker:
             row = {}
             for t in self.layout:
                 vec = [float(x) for f in t.fields for x in np.atleast_1d(c[f])]
-                x = (np.asarray(vec) - self.run.scaler.mean_[t.name]) / self.run.scaler.std_[t.name]
-                row[t.name] = torch.tensor(x, dtype=torch.float32)
+                row[t.name] = torch.tensor(np.asarray(vec), dtype=torch.float32)  # raw: the model standardises
             rows.append(row)
         tokens = {t.name: torch.stack([r[t.name] for r in rows])[None] for t in self.layout}
         mask = torch.ones(1, len(rows), dtype=torch.bool)
@@ -172,7 +171,7 @@ def int8_model(model: torch.nn.Module) -> torch.nn.Module:
 
 # ---------------------------------------------------------------------------- measurements
 def ragged_batch(reranker: Reranker, lists: list[tuple]):
-    """The standardised Ragged batch the Reranker scores for these (query, candidates) lists."""
+    """The Ragged batch (raw features) the Reranker scores for these (query, candidates) lists."""
     offsets = np.cumsum([0] + [len(c) for _, c in lists])
     feats = reranker.featurizer([c for _, cands in lists for c in cands], offsets)
     return reranker.inputs(feats, offsets)
@@ -344,8 +343,8 @@ def main() -> int:
     variants = {"fp32": rr}
     for prec in ("bf16", "int8"):
         r = Reranker(rr.run, rr.policy, precision="bf16" if prec == "bf16" else "fp32")
-        if prec == "int8":  # measured here only, not offered (serving/inputs.py says why)
-            r.model, r.inputs.folded = int8_model(rr.run.model), frozenset()  # quantised on standardised inputs
+        if prec == "int8":  # measured here only, not offered (serving/model_inputs.py says why)
+            r.model = int8_model(rr.run.model)  # quantised unfolded: it standardises its inputs itself
         r.warm_up()
         variants[prec] = r
     lat_p = interleaved_latency({f"{k}_mc{mc}": (best_threads, single(r, mc)) for k, r in variants.items()

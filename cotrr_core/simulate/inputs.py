@@ -13,11 +13,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from cotrr_core.artifacts import LoadedRun
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.evaluation.compare import evaluate_scores, pad_flat
 from cotrr_core.scoring import score_data
 from cotrr_core.serving.features import request_records
-from cotrr_core.training.runs import LoadedRun
 
 __all__ = ["RolloutInputs", "rollout_inputs", "measure_list_latency", "topm_scores", "topm_inputs",
            "default_m_values", "serving_threads", "serving_latency", "served_topm_scores", "stored_serving_latency"]
@@ -71,7 +71,7 @@ def serving_threads(n: int = 1):
 def measure_list_latency(run: LoadedRun, data: RankingData, top_m: int | None = None, repeats: int = 3,
                          max_queries: int | None = None) -> np.ndarray:
     """Per-query ms [Q'] to rerank the first `top_m` candidates (all when None) of each list, one list
-    per call on one intra-op thread: standardise, forward, argsort. The best of `repeats` timings."""
+    per call on one intra-op thread: forward (standardising inside), argsort. The best of `repeats` timings."""
     run.model.eval()
     qs = range(_n_timed(data, max_queries))
     out = []
@@ -106,8 +106,8 @@ def _time_lists(run, data, qs, top_m, repeats, out) -> None:
         best = np.inf
         for _ in range(max(1, repeats)):
             t0 = time.perf_counter()
-            scaled = run.scaler.transform(feats)
-            tokens = {k: torch.from_numpy(v[None]).to(run.device) for k, v in scaled.items()}
+            tokens = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)[None]).to(run.device)
+                      for k, v in feats.items()}
             mask = torch.ones((1, stop - r.start), dtype=torch.bool, device=run.device)
             s = run.model(tokens, mask)[0].float().cpu().numpy()
             np.argsort(-s, kind="stable")

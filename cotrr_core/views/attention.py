@@ -14,10 +14,10 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from cotrr_core.artifacts import LoadedRun
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.evaluation.compare import original_scores, per_query_metrics, rank_in_list
 from cotrr_core.scoring import scaled_padded, score_padded
-from cotrr_core.training.runs import LoadedRun
 
 __all__ = ["AttentionMaps", "attention_maps", "DatasetAttention", "attention_by_relevance",
            "AblationResult", "token_ablation", "ablation_over_queries"]
@@ -138,12 +138,13 @@ class AblationResult:
     summary: dict[str, float]
 
 
-def _ablated(padded, token: str):
+def _ablated(padded, token: str, model):
     if token not in padded.tokens:
         raise ValueError(f"unknown token {token!r}; tokens: {sorted(padded.tokens)}")
     tokens = dict(padded.tokens)
-    # scaled value 0 = the token's training mean: the group carries no information
-    tokens[token] = np.zeros_like(tokens[token])
+    # the raw value that standardises to 0 (the token's training mean): the group carries no information
+    centre = model.standardise.centre(token).cpu().numpy()
+    tokens[token] = np.broadcast_to(centre, tokens[token].shape).astype(np.float32)
     padded.tokens = tokens
     return padded
 
@@ -152,7 +153,7 @@ def token_ablation(run: LoadedRun, data: RankingData, q: int, token: str) -> Abl
     """Set `token` to its training mean for every candidate of list q; compare scores and order."""
     full_p = scaled_padded(run, data, [q])
     full = score_padded(run.model, full_p, run.device)
-    abl = score_padded(run.model, _ablated(scaled_padded(run, data, [q]), token), run.device)
+    abl = score_padded(run.model, _ablated(scaled_padded(run, data, [q]), token, run.model), run.device)
     full, abl = full[0][full_p.mask[0]], abl[0][full_p.mask[0]]
     rows = data.rows(q)
     r_full, r_abl = rank_in_list(full), rank_in_list(abl)
@@ -184,7 +185,7 @@ def ablation_over_queries(run: LoadedRun, data: RankingData, tokens: Sequence[st
     orig = per_query_metrics(data, original_scores(data))
     rows = []
     for name in names:
-        abl = score_padded(run.model, _ablated(scaled_padded(run, data), name), run.device)[padded.mask]
+        abl = score_padded(run.model, _ablated(scaled_padded(run, data), name, run.model), run.device)[padded.mask]
         m = per_query_metrics(data, abl)
         rows.append({"token": name, "mean_abs_score_change": float(np.abs(abl - full).mean()),
                      "ndcg@10_full": float(np.nanmean(base["ndcg@10"])),

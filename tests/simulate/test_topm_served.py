@@ -26,7 +26,7 @@ def _head_order(run, data, q: int, m: int) -> list[int]:
     """Reference: the model called on the first m candidates alone, then the tail in original order."""
     r = data.rows(q)
     h = min(m, r.stop - r.start)
-    feats = run.scaler.transform({k: v[r.start:r.start + h] for k, v in data.features.items()})
+    feats = {k: v[r.start:r.start + h] for k, v in data.features.items()}  # raw: the model standardises
     tokens = {k: torch.from_numpy(np.ascontiguousarray(v[None])).float() for k, v in feats.items()}
     s = run.model(tokens, torch.ones((1, h), dtype=torch.bool))[0].numpy()
     head = np.argsort(-s, kind="stable").tolist() if h >= 2 else list(range(h))
