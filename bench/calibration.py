@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import finish, stamp, Timer, get_benchmark, md_table, train_run  # noqa: E402
+from bench.common import Timer, finish, get_benchmark, md_table, stamp, train_run  # noqa: E402
 
 METHODS = ("temperature", "platt", "isotonic")
 METRICS = ("ece", "adaptive_ece", "mce", "brier", "log_loss")
@@ -116,7 +116,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="demo,mq2008")
     p.add_argument("--seeds", type=int, default=10,
-                   help="seeds (runs) per dataset: MQ2008's test ECE has sd ~0.005 between seeds, so 3 cannot tell 0.027 from 0.031")
+                   help="seeds (runs) per dataset: MQ2008's test ECE has sd ~0.005 between seeds, "
+                        "so 3 cannot tell 0.027 from 0.031")
     p.add_argument("--json")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--mc-samples", type=int, default=20)

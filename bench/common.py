@@ -10,8 +10,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/quality.py` from the repository root
@@ -133,8 +134,8 @@ def train_run(bench: Benchmark, cfg: RunConfig, variant: str, root: Path | None 
 
 
 def score_run(run_dir: Path, data: RankingData) -> np.ndarray:
+    from cotrr_core.artifacts import load_run
     from cotrr_core.scoring import score_data
-    from cotrr_core.training.runs import load_run
 
     scores = score_data(load_run(run_dir, device="cpu"), data)
     return scores
@@ -158,7 +159,7 @@ def finish(stem: str, result: dict, json_out: str | None, keep: bool, markdown, 
             import json
 
             old = json.loads(path.read_text())
-            for key, sec in result.items():
+            for sec in result.values():
                 if isinstance(sec, dict):
                     sec.setdefault("stamp", {k: result.get(k) for k in ("commit", "load_average", "machine")})
             result = {**{k: v for k, v in old.items() if isinstance(v, dict)}, **result}

@@ -37,8 +37,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (finish, Timer, files_benchmark, fmt, get_benchmark, CONFIGS,  # noqa: E402
-                          is_letor, md_table, score_run, train_run)
+from bench.common import (  # noqa: E402
+    CONFIGS,
+    Timer,
+    files_benchmark,
+    finish,
+    fmt,
+    get_benchmark,
+    is_letor,
+    md_table,
+    score_run,
+    train_run,
+)
 from cotrr_core.config import RunConfig  # noqa: E402
 from cotrr_core.data.benchmarks import Benchmark  # noqa: E402
 from cotrr_core.evaluation.compare import HEADLINE, evaluate_scores, original_scores, per_query_metrics  # noqa: E402

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import finish, get_benchmark, md_table, score_run, stamp, Timer, train_run  # noqa: E402
+from bench.common import Timer, finish, get_benchmark, md_table, score_run, stamp, train_run  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
     "auto": {},

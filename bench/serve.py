@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,14 +21,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine  # noqa: E402
 from cotrr_core.data.benchmarks import load_benchmark  # noqa: E402
 from cotrr_core.evaluation.compare import evaluate_scores  # noqa: E402
 from cotrr_core.io import write_json  # noqa: E402
 from cotrr_core.model import count_parameters  # noqa: E402
-from cotrr_core.training.runs import list_runs, new_run_dir  # noqa: E402
-from bench.common import machine  # noqa: E402
-from cotrr_core.serving.reranker import Reranker  # noqa: E402
 from cotrr_core.serving.features import request_records  # noqa: E402
+from cotrr_core.serving.reranker import Reranker  # noqa: E402
+from cotrr_core.training.runs import list_runs, new_run_dir  # noqa: E402
 
 BIG = 1e9  # no time budget while measuring
 

@@ -83,8 +83,8 @@ def cmd_evaluate_order(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from cotrr_core.config import RunConfig
     from cotrr_core.data.benchmarks import load_benchmark
-    from cotrr_core.training.runs import new_run_dir
     from cotrr_core.training.recipe import auto_config, fast_config
+    from cotrr_core.training.runs import new_run_dir
     from cotrr_core.training.trainer import TrainingCancelled, fit
 
     if args.resume:

@@ -231,7 +231,7 @@ class RunConfig(_Config):
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
-    def with_overrides(self, overrides: dict[str, Any], where: str = "--set") -> "RunConfig":
+    def with_overrides(self, overrides: dict[str, Any], where: str = "--set") -> RunConfig:
         """A validated copy with {"section.field": value} applied; ConfigError names a bad key or value."""
         raw = self.to_dict()
         for key, value in overrides.items():

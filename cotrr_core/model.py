@@ -46,7 +46,7 @@ class Ragged:
     positions: Tensor
 
     @classmethod
-    def from_padded(cls, tokens: Mapping[str, Tensor], mask: Tensor, list_constant: Sequence[str] = ()) -> "Ragged":
+    def from_padded(cls, tokens: Mapping[str, Tensor], mask: Tensor, list_constant: Sequence[str] = ()) -> Ragged:
         """Padded tokens {name: [K, L, d]} + mask [K, L] -> the real rows (list-constant: candidate 0's
         vector, zeroed when it is padding)."""
         k, l = mask.shape
@@ -57,7 +57,7 @@ class Ragged:
 
     @classmethod
     def from_lengths(cls, rows: dict[str, Tensor], lists: dict[str, Tensor], lengths: Tensor | np.ndarray,
-                     device: torch.device | str | None = None) -> "Ragged":
+                     device: torch.device | str | None = None) -> Ragged:
         """Rows of K lists laid end to end; lengths [K] (>= 1 each). Mask and positions are built on the CPU
         (in numpy, cheaper than torch at this size) and copied to `device` (default: the rows'), so a CUDA
         batch costs no device-to-host sync."""
@@ -92,7 +92,7 @@ class Ragged:
         """[n] the list each row belongs to."""
         return self.positions // self.mask.size(1)
 
-    def repeat(self, times: int) -> "Ragged":
+    def repeat(self, times: int) -> Ragged:
         """The batch `times` times over: list s * K + k is copy s of list k."""
         size = self.mask.numel()
         offsets = torch.arange(times, device=self.positions.device).repeat_interleave(len(self.positions)) * size
@@ -100,7 +100,7 @@ class Ragged:
                       {n: x.repeat(times, 1) for n, x in self.lists.items()},
                       self.mask.repeat(times, 1), self.positions.repeat(times) + offsets)
 
-    def with_tokens(self, tokens: Mapping[str, Tensor]) -> "Ragged":
+    def with_tokens(self, tokens: Mapping[str, Tensor]) -> Ragged:
         """The same lists with each group's values replaced by tokens[name] (rows [n, d] or lists [K, d])."""
         return Ragged({n: tokens[n] for n in self.rows}, {n: tokens[n] for n in self.lists}, self.mask, self.positions)
 
@@ -152,7 +152,7 @@ class Standardise(nn.Module):
         mean = self.stats(name)[0]
         return signed_expm1(mean) if self.log1p else mean.clone()
 
-    def without(self, names: Sequence[str]) -> "Standardise":
+    def without(self, names: Sequence[str]) -> Standardise:
         """A copy that no longer standardises `names` (they only pass through f)."""
         keep = [n for n in self.names if n not in set(names)]
         out = Standardise({n: self.stats(n)[0].numel() for n in keep}, self.log1p).to(self.stats(keep[0])[0].device) \

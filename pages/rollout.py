@@ -5,8 +5,7 @@ from pages.common.cache import rollout_inputs_cached, serving_latency_cached, to
 from pages.common.context import context
 from pages.common.errors import shown_errors
 from pages.common.frame import require_frame
-from pages.common.rollout_sections import (ab_section, click_model_picker, ramp_section, shadow_section,
-                                           topm_section)
+from pages.common.rollout_sections import ab_section, click_model_picker, ramp_section, shadow_section, topm_section
 
 require_frame()
 st.title("Safe rollout")

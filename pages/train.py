@@ -3,9 +3,22 @@ from pathlib import Path
 
 import streamlit as st
 
-from cotrr_core.views import (config_diff, dataset_key, dataset_label, default_dataset, fast_config, is_alive,
-                              launch_training, list_runs, metrics_side_by_side, read_status, request_cancel,
-                              runs_root, runs_table, validate_overrides)
+from cotrr_core.views import (
+    config_diff,
+    dataset_key,
+    dataset_label,
+    default_dataset,
+    fast_config,
+    is_alive,
+    launch_training,
+    list_runs,
+    metrics_side_by_side,
+    read_status,
+    request_cancel,
+    runs_root,
+    runs_table,
+    validate_overrides,
+)
 from pages.common.charts import csv_button, history_charts
 from pages.common.errors import shown_errors
 from pages.common.frame import require_frame

@@ -82,7 +82,7 @@ def app_env(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(app_env):
-    from cotrr_core.training.runs import load_run
+    from cotrr_core.artifacts import load_run
 
     return load_run(app_env["run_dir"], device="cpu")
 

@@ -5,8 +5,15 @@ import json
 
 import pytest
 
-from cotrr_core.config import (CalibrationConfig, ConfigError, LossConfig, ModelConfig, RunConfig, ServeConfig,
-                               TrainConfig)
+from cotrr_core.config import (
+    CalibrationConfig,
+    ConfigError,
+    LossConfig,
+    ModelConfig,
+    RunConfig,
+    ServeConfig,
+    TrainConfig,
+)
 
 
 def _changed() -> RunConfig:

@@ -10,7 +10,6 @@ import torch
 from cotrr_core.config import LossConfig
 from cotrr_core.losses import CombinedLoss, focal_loss, listmle_loss, ranknet_loss, smooth_targets
 
-
 # ---------- brute-force references (plain Python floats) ----------
 
 def ref_plackett_luce_nll(scores: list[float], perm: list[int]) -> float:
@@ -59,7 +58,7 @@ def random_lists(seed: int, n: int, distinct: bool = True) -> list[tuple[list[fl
     for _ in range(n):
         k = int(torch.randint(1, 6, (1,), generator=g))
         s = (torch.randn(k, generator=g) * 2).tolist()
-        y = torch.randperm(k, generator=g).float().tolist() if distinct else torch.randint(0, 3, (k,), generator=g).float().tolist()
+        y = (torch.randperm(k, generator=g) if distinct else torch.randint(0, 3, (k,), generator=g)).float().tolist()
         out.append((s, y))
     return out
 

@@ -15,7 +15,7 @@ from cotrr_core.data.rowread import read_rows
 __all__ = ["PaddedLists", "to_device"]
 
 
-def to_device(a: np.ndarray, device: "str | object" = "cpu"):
+def to_device(a: np.ndarray, device: str | object = "cpu"):
     """A numpy array as a torch tensor on `device` (pinned for CUDA)."""
     import torch  # lazily: the data layer must not pull in torch
 

@@ -7,8 +7,9 @@ q's candidates, original rank 1 first.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,14 @@ from cotrr_core.data.batches import PaddedLists, to_device
 from cotrr_core.data.errors import LoadReport
 from cotrr_core.data.rowread import iter_chunks, read_rows
 from cotrr_core.data.spec import FeatureSpec
-from cotrr_core.data.validate import (_check_list_constant, check_unique_candidates, order_lists, row_failer,
-                                       token_columns, validate_columns)
+from cotrr_core.data.validate import (
+    _check_list_constant,
+    check_unique_candidates,
+    order_lists,
+    row_failer,
+    token_columns,
+    validate_columns,
+)
 
 __all__ = ["RankingData", "PaddedLists", "build_ranking_data", "token_columns", "to_device"]
 
@@ -68,7 +75,7 @@ class RankingData:
     def rows(self, q: int) -> slice:
         return slice(int(self.offsets[q]), int(self.offsets[q + 1]))
 
-    def subset(self, query_index: Sequence[int]) -> "RankingData":
+    def subset(self, query_index: Sequence[int]) -> RankingData:
         """The given queries (in the given order), as a new RankingData."""
         qi = np.asarray(query_index, dtype=np.int64)
         rows = np.concatenate([np.arange(self.offsets[q], self.offsets[q + 1]) for q in qi]) if len(qi) else \

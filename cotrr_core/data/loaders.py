@@ -17,8 +17,18 @@ import pandas as pd
 
 from cotrr_core.data.dataset import RankingData, SmallListPolicy, build_ranking_data, token_columns
 from cotrr_core.data.errors import DataError
-from cotrr_core.data.limits import (F32_MAX, MAX_COLUMNS, MAX_CSV_CELL, MAX_FEATURE_INDEX, MAX_GRADE, MAX_JSON_DEPTH,
-                                    MAX_ROWS, MAX_SPARSE_EXPANSION, MAX_VALUES, SPARSE_FLOOR)
+from cotrr_core.data.limits import (
+    F32_MAX,
+    MAX_COLUMNS,
+    MAX_CSV_CELL,
+    MAX_FEATURE_INDEX,
+    MAX_GRADE,
+    MAX_JSON_DEPTH,
+    MAX_ROWS,
+    MAX_SPARSE_EXPANSION,
+    MAX_VALUES,
+    SPARSE_FLOOR,
+)
 from cotrr_core.data.parquet import read_parquet
 from cotrr_core.data.spec import FeatureSpec, builtin_spec, default_letor_spec
 
@@ -132,7 +142,7 @@ def _json_value(text: str, name: str, line: int, field: str | None, what: str = 
         raise DataError(name, line, field, f"{what}: {exc}") from None
 
 
-def _parse_int(text: str) -> "int | _Constant":
+def _parse_int(text: str) -> int | _Constant:
     """Integers beyond float64 (> 309 digits) become a placeholder, so the error names their field
     (Python itself refuses more than 4300 digits, with a ValueError that cannot say which field)."""
     if len(text) <= _MAX_INT_DIGITS:
@@ -141,7 +151,7 @@ def _parse_int(text: str) -> "int | _Constant":
 
 
 _MAX_INT_DIGITS = 320
-_HUGE_INT = re.compile(r"\d{%d}" % (_MAX_INT_DIGITS + 1))
+_HUGE_INT = re.compile(rf"\d{{{_MAX_INT_DIGITS + 1}}}")
 
 
 def _nesting(text: str) -> int:
@@ -186,7 +196,7 @@ class _Constant:
         self.token, self.problem = token, problem
 
 
-def _find_constant(value) -> "_Constant | None":
+def _find_constant(value) -> _Constant | None:
     """The first NaN/Infinity placeholder inside `value` (iterative: nesting is bounded, recursion need not be)."""
     stack = [value]
     while stack:

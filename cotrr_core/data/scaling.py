@@ -28,7 +28,7 @@ class FeatureScaler:
     mean_: dict[str, np.ndarray] | None = None
     std_: dict[str, np.ndarray] | None = None
 
-    def fit(self, features: dict[str, np.ndarray]) -> "FeatureScaler":
+    def fit(self, features: dict[str, np.ndarray]) -> FeatureScaler:
         """features: token -> [N, d] (in memory or memmapped; read in row chunks, so memory stays flat)."""
         self.mean_, self.std_ = {}, {}
         for k, v in features.items():
@@ -63,6 +63,6 @@ class FeatureScaler:
                 "std": {k: v.tolist() for k, v in self.std_.items()}}
 
     @classmethod
-    def from_state(cls, state: dict) -> "FeatureScaler":
+    def from_state(cls, state: dict) -> FeatureScaler:
         return cls(bool(state["log_transform"]), {k: np.asarray(v) for k, v in state["mean"].items()},
                    {k: np.asarray(v) for k, v in state["std"].items()})

@@ -59,7 +59,7 @@ class FeatureSpec:
         return d
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], where: str = "feature spec") -> "FeatureSpec":
+    def from_dict(cls, raw: dict[str, Any], where: str = "feature spec") -> FeatureSpec:
         known = {"name", "format", "tokens", "label_field", "label_min", "label_max",
                  "relevance_threshold", "log_transform", "num_features", "notes"}
         if not isinstance(raw, dict):
@@ -101,7 +101,7 @@ class FeatureSpec:
         return spec
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureSpec":
+    def load(cls, path: str | Path) -> FeatureSpec:
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:

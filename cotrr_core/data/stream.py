@@ -34,8 +34,7 @@ from cotrr_core.data.store import (
     open_store,
     write_ids,
 )
-from cotrr_core.data.validate import (check_unique_candidates, order_lists, row_failer, token_columns,
-                                      validate_columns)
+from cotrr_core.data.validate import check_unique_candidates, order_lists, row_failer, token_columns, validate_columns
 
 __all__ = ["STREAM_FORMATS", "cached_dataset", "cached_splits", "validate_file"]
 
@@ -203,7 +202,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
 
 
 def _first_pass(path: Path, fmt: str, spec: FeatureSpec, name: str, tmp: Path, line_label: str,
-                require_labels: bool) -> tuple["_Pass1", dict[str, np.ndarray]]:
+                require_labels: bool) -> tuple[_Pass1, dict[str, np.ndarray]]:
     """Pass 1: every chunk validated, its features appended to tmp/raw; returns the pass and its columns."""
     chunks = parquet_chunks(path, name, spec, CHUNK_ROWS) if fmt == "parquet" else \
         ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B per number

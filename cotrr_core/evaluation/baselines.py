@@ -50,7 +50,7 @@ class FeatureBuilder:
     pairs_: list[tuple[str, str]] = field(default_factory=list)
     pca_: dict[str, dict[str, list]] = field(default_factory=dict)
 
-    def fit(self, data: RankingData) -> "FeatureBuilder":
+    def fit(self, data: RankingData) -> FeatureBuilder:
         if self.clip not in ("raw", "cosine_pca"):
             raise ValueError(f"clip must be 'raw' or 'cosine_pca', got {self.clip!r}")
         dims = data.token_dims
@@ -109,7 +109,7 @@ class FeatureBuilder:
                 "pairs": [list(p) for p in self.pairs_], "pca": self.pca_}
 
     @classmethod
-    def from_state(cls, s: dict[str, Any]) -> "FeatureBuilder":
+    def from_state(cls, s: dict[str, Any]) -> FeatureBuilder:
         return cls(s["clip"], s["wide"], s["pca_dims"], list(s["names"]), [tuple(p) for p in s["pairs"]], s["pca"])
 
 
@@ -144,7 +144,7 @@ class LightGBMRanker:
         return dict(objective="lambdarank", seed=self.seed, num_threads=self.n_jobs, verbose=-1,
                     deterministic=True, force_row_wise=True, metric="ndcg", eval_at=[10], **grid_point)
 
-    def fit(self, train: RankingData, val: RankingData) -> "LightGBMRanker":
+    def fit(self, train: RankingData, val: RankingData) -> LightGBMRanker:
         """Grid over `grid`, each point early-stopped on val nDCG@10; keep the point best on val."""
         import lightgbm as lgb
 
@@ -204,7 +204,7 @@ class LightGBMRanker:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LightGBMRanker":
+    def load(cls, path: str | Path) -> LightGBMRanker:
         import lightgbm as lgb
 
         path = Path(path)

@@ -32,7 +32,7 @@ class _GridRanker:
         self.grid = grid if grid is not None else type(self).grid
         self.no_relevant = no_relevant
 
-    def fit(self, train: RankingData, val: RankingData) -> "_GridRanker":
+    def fit(self, train: RankingData, val: RankingData) -> _GridRanker:
         from cotrr_core.evaluation.compare import evaluate_scores
 
         self.features_ = FeatureBuilder().fit(train)

@@ -1,9 +1,10 @@
 """Scoring on a worker thread under a deadline: a hung model costs the caller the budget, not the hang."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -7,10 +7,11 @@ training reject the same inputs with the same messages.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -5,8 +5,9 @@ and offline analysis all put a unit in the same arm without sharing state.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def fmix32(h: int) -> int:
 
 
 def _key(unit_id: str, salt: str) -> bytes:
-    return f"{salt}:{unit_id}".encode("utf-8")
+    return f"{salt}:{unit_id}".encode()
 
 
 def bucket(unit_id: str, salt: str) -> float:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,8 +38,7 @@ from cotrr_core.serving.deadline import PARALLEL_MIN_ROWS, FutureTimeout, call_w
 from cotrr_core.serving.features import Featurizer, in_original_order, invalid_lists, request_items
 from cotrr_core.serving.model_inputs import PRECISIONS, ModelInputs
 from cotrr_core.serving.policy import Policy, decide, unit_key
-from cotrr_core.serving.results import (ArrayResult, ListRecord, RerankResult, Scores, array_result,
-                                        list_result)
+from cotrr_core.serving.results import ArrayResult, ListRecord, RerankResult, Scores, array_result, list_result
 
 __all__ = ["Reranker", "RerankResult", "ArrayResult", "PRECISIONS", "PARALLEL_MIN_ROWS"]
 
@@ -65,7 +65,7 @@ class Reranker:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", policy: Policy | None = None, *,
-             precision: str = "fp32", threads: int | None = None, retain_memory: bool = True) -> "Reranker":
+             precision: str = "fp32", threads: int | None = None, retain_memory: bool = True) -> Reranker:
         """Rebuild from the run directory alone and warm up. Process-wide settings for a serving
         process: `threads` sets torch's intra-op pool; `retain_memory` lets malloc keep freed blocks
         for reuse (allocator.retain_freed_memory)."""
@@ -113,7 +113,7 @@ class Reranker:
             self._counters.note_error(exc, f"error:{type(exc).__name__}")
             latency = 1e3 * (time.perf_counter() - t0)
             out = []
-            for query, candidates in lists:
+            for _query, candidates in lists:
                 rows = request_items(candidates) or []
                 self._counters.record(n_candidates=len(rows), latency_ms=latency, reranked=False, shadowed=False,
                                       scored=False, fallback_reason=f"error:{type(exc).__name__}")

@@ -89,7 +89,7 @@ class Scores:
     std: np.ndarray | None = None
 
     @classmethod
-    def empty(cls) -> "Scores":
+    def empty(cls) -> Scores:
         return cls(np.zeros(0), np.zeros(0))
 
 

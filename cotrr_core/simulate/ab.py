@@ -33,6 +33,7 @@ __all__ = ["ABResult", "RampResult", "simulate_ab", "simulate_ramp", "served_ndc
 GuardrailMetric = Literal["ctr", "success", "ndcg@10"]
 _RATE_COLUMN = {"ctr": "clicked", "success": "success"}
 _ARMS = ["control", "treatment"]
+DEFAULT_CLICKS = ClickModel()  # frozen: one shared default is safe
 
 
 @dataclass
@@ -136,7 +137,7 @@ def simulate_ab(control_labels: np.ndarray, treatment_labels: np.ndarray, mask: 
                 n_units: int, days: int, queries_per_unit_per_day: float, share: float,
                 relevance_threshold: float, latency_control_ms: np.ndarray,
                 latency_treatment_ms: np.ndarray, salt: str = "cotrr",
-                click_model: ClickModel = ClickModel(), k: int = 10, seed: int = 0,
+                click_model: ClickModel = DEFAULT_CLICKS, k: int = 10, seed: int = 0,
                 alpha: float = 0.05) -> ABResult:
     """Simulate `days` of traffic with `share` of units on the treatment lists.
 

@@ -6,9 +6,9 @@ Served label rows come from the run's scores on the test split; latencies time t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

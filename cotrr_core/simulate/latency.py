@@ -10,9 +10,10 @@ import datetime as _dt
 import os
 import platform
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def measurement_conditions(path: str, repeats: int, threads: int = 1, device: st
         load = os.getloadavg()[0]
     except OSError:
         load = float("nan")
-    return {"measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    return {"measured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or platform.system()}".strip(),
             "cpus": os.cpu_count(), "load_avg_1m": round(load, 2), "threads": threads, "repeats": repeats,
             "device": device, "path": path}

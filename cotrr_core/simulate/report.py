@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cotrr_core.artifacts import load_run
 from cotrr_core.data.benchmarks import load_benchmark
 from cotrr_core.scoring import score_data
-from cotrr_core.training.runs import load_run
 from cotrr_core.simulate.ab import simulate_ab
 from cotrr_core.simulate.clicks import ClickModel
 from cotrr_core.simulate.shadow import shadow_analysis

@@ -6,9 +6,9 @@ of raw scores and of calibrated probabilities (each member uses its own calibrat
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Ensemble:
     members: list[LoadedRun]
 
     @classmethod
-    def load(cls, run_dirs: Sequence[str | Path], device: str = "cpu") -> "Ensemble":
+    def load(cls, run_dirs: Sequence[str | Path], device: str = "cpu") -> Ensemble:
         if len(run_dirs) < 2:
             raise ValueError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}")
         return cls([load_run(d, device) for d in run_dirs])

@@ -16,9 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from cotrr_core.io import REPO_ROOT
-from cotrr_core.training.runs import (cancel_requested, dataset_identity, list_runs, new_run_dir, read_status,
-                                      process_alive, runs_for_dataset, runs_root, write_dataset_identity,
-                                      write_status)
+from cotrr_core.training.runs import (
+    cancel_requested,
+    dataset_identity,
+    list_runs,
+    new_run_dir,
+    process_alive,
+    read_status,
+    runs_for_dataset,
+    runs_root,
+    write_dataset_identity,
+    write_status,
+)
 
 __all__ = ["runs_root", "launch_training", "is_alive", "ensure_default_run", "start_default_run",
            "default_run_state", "validate_overrides", "DEFAULT_DATASET", "DEFAULT_NAME", "overrides_to_args",

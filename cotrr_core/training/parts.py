@@ -6,9 +6,9 @@ is one accumulated update. Nothing here reads or writes the run directory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.distributed as dist

@@ -120,20 +120,20 @@ def ensure_dataset_identity(run_dir: Path, dataset: str | Path) -> dict[str, Any
     return ident
 
 
-def _same_dataset(run: "RunInfo", ident: dict[str, Any]) -> bool:
+def _same_dataset(run: RunInfo, ident: dict[str, Any]) -> bool:
     mine = run.dataset
     if mine.get("key") and ident.get("key"):
         return mine["key"] == ident["key"]
     return bool(mine.get("name")) and mine.get("name") == ident.get("name")  # a run from before identities
 
 
-def best_first(runs: list["RunInfo"]) -> list["RunInfo"]:
+def best_first(runs: list[RunInfo]) -> list[RunInfo]:
     """Highest test nDCG@10 first (runs without one last), then newest."""
     newest = sorted(runs, key=lambda r: r.run_id, reverse=True)
     return sorted(newest, key=lambda r: -r.test_ndcg if r.test_ndcg is not None else float("inf"))
 
 
-def runs_for_dataset(dataset: str | Path, root: Path | None = None) -> list["RunInfo"]:
+def runs_for_dataset(dataset: str | Path, root: Path | None = None) -> list[RunInfo]:
     """Finished runs (weights on disk) trained on `dataset` (same name and content), best first."""
     ident = dataset_identity(dataset, missing_ok=True)
     return best_first([r for r in list_runs(root) if r.usable and _same_dataset(r, ident)])
@@ -144,7 +144,7 @@ def registry(root: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for r in list_runs(root):
         try:
-            created = _dt.datetime.fromtimestamp(r.path.stat().st_ctime, _dt.timezone.utc)
+            created = _dt.datetime.fromtimestamp(r.path.stat().st_ctime, _dt.UTC)
         except OSError:
             created = None
         rows.append({"id": r.run_id, "dataset": r.dataset, "state": r.state, "test_ndcg@10": r.test_ndcg,
@@ -156,7 +156,7 @@ def registry(root: Path | None = None) -> list[dict[str, Any]]:
 def new_run_dir(name: str = "run", root: Path | None = None) -> Path:
     """Create artifacts/runs/<UTC timestamp>-<name>/ (unique) and return it."""
     root = Path(root or runs_root())
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
     slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", name).strip("-") or "run"
     for i in range(1000):
         path = root / (f"{stamp}-{slug}" + (f"-{i}" if i else ""))
@@ -173,7 +173,7 @@ def write_status(run_dir: Path, state: str, progress: float = 0.0, message: str 
         raise ValueError(f"state must be one of {STATES}, got {state!r}")
     write_json(Path(run_dir) / "status.json", {
         "state": state, "progress": round(float(progress), 4), "message": message, "pid": os.getpid(),
-        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra})
+        "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **extra})
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,7 @@ from cotrr_core.io import read_json, write_jsonl
 from cotrr_core.scoring import build_model, pick_device, score_data, score_padded
 from cotrr_core.training.checkpoint import EarlyStopping, restore_checkpoint, save_checkpoint
 from cotrr_core.training.parts import TrainParts, build_parts, optimiser_step
-from cotrr_core.training.runs import (append_log, cancel_requested, ensure_dataset_identity, read_history,
-                                      write_status)
+from cotrr_core.training.runs import append_log, cancel_requested, ensure_dataset_identity, read_history, write_status
 
 __all__ = ["fit", "TrainingCancelled", "log_features"]
 

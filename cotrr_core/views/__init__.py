@@ -11,18 +11,6 @@ The second block re-exports what the pages call from the rest of the library (da
 jobs, serving, the rollout simulations), so a page imports only this package and a move inside
 cotrr_core changes this file, not the pages.
 """
-from cotrr_core.simulate.inputs import (RolloutInputs, default_m_values, measure_list_latency, rollout_inputs,
-                                        serving_latency, serving_threads, stored_serving_latency, topm_inputs,
-                                        topm_scores)
-from cotrr_core.views.attention import (AblationResult, AttentionMaps, DatasetAttention, ablation_over_queries,
-                                        attention_by_relevance, attention_maps, token_ablation)
-from cotrr_core.views.calibration import METHODS, CalibrationView, calibration_view, risk_view
-from cotrr_core.views.choices import (dataset_key, dataset_label, dataset_options, done_runs, process_log_tail,
-                                      run_label, run_metrics, run_stamp, uploads_dir, url_name)
-from cotrr_core.views.compare import (SplitScores, find_queries, headline, movement_arrow, query_lists, query_metrics,
-                                      score_split, timed_scoring, wins_ties_losses)
-from cotrr_core.views.runs import config_diff, history_frame, launch_steps, metrics_side_by_side, runs_table
-
 # the rest of the library, as the pages use it
 from cotrr_core import load_run
 from cotrr_core.config import ConfigError
@@ -33,10 +21,62 @@ from cotrr_core.data.uploads import start_upload
 from cotrr_core.serving.batch import rerank_file
 from cotrr_core.serving.reranker import Reranker
 from cotrr_core.simulate import ClickModel, recommend_m, shadow_analysis, simulate_ab, simulate_ramp, topm_tradeoff
-from cotrr_core.training.jobs import (default_dataset, default_run_state, is_alive, launch_training, runs_root,
-                                      start_default_run, validate_overrides)
+from cotrr_core.simulate.inputs import (
+                                        RolloutInputs,
+                                        default_m_values,
+                                        measure_list_latency,
+                                        rollout_inputs,
+                                        serving_latency,
+                                        serving_threads,
+                                        stored_serving_latency,
+                                        topm_inputs,
+                                        topm_scores,
+)
+from cotrr_core.training.jobs import (
+                                        default_dataset,
+                                        default_run_state,
+                                        is_alive,
+                                        launch_training,
+                                        runs_root,
+                                        start_default_run,
+                                        validate_overrides,
+)
 from cotrr_core.training.recipe import fast_config
 from cotrr_core.training.runs import RunInfo, list_runs, read_status, request_cancel
+from cotrr_core.views.attention import (
+                                        AblationResult,
+                                        AttentionMaps,
+                                        DatasetAttention,
+                                        ablation_over_queries,
+                                        attention_by_relevance,
+                                        attention_maps,
+                                        token_ablation,
+)
+from cotrr_core.views.calibration import METHODS, CalibrationView, calibration_view, risk_view
+from cotrr_core.views.choices import (
+                                        dataset_key,
+                                        dataset_label,
+                                        dataset_options,
+                                        done_runs,
+                                        process_log_tail,
+                                        run_label,
+                                        run_metrics,
+                                        run_stamp,
+                                        uploads_dir,
+                                        url_name,
+)
+from cotrr_core.views.compare import (
+                                        SplitScores,
+                                        find_queries,
+                                        headline,
+                                        movement_arrow,
+                                        query_lists,
+                                        query_metrics,
+                                        score_split,
+                                        timed_scoring,
+                                        wins_ties_losses,
+)
+from cotrr_core.views.runs import config_diff, history_frame, launch_steps, metrics_side_by_side, runs_table
 
 __all__ = [
     "AblationResult", "AttentionMaps", "DatasetAttention", "ablation_over_queries", "attention_by_relevance",

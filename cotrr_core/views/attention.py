@@ -6,8 +6,8 @@ changes the input and measures the output, is the more direct test).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cotrr_core.artifacts import LoadedRun
 from cotrr_core.calibration.evaluate import METHODS, fit_calibrators, probability_std
 from cotrr_core.data.benchmarks import Benchmark
 from cotrr_core.evaluation.metrics import reliability_curve, risk_coverage
 from cotrr_core.scoring import mc_samples_data
-from cotrr_core.training.runs import LoadedRun
 
 __all__ = ["CalibrationView", "calibration_view", "risk_view", "METHODS"]
 

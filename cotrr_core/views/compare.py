@@ -7,11 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cotrr_core.artifacts import LoadedRun
 from cotrr_core.data.dataset import RankingData
-from cotrr_core.evaluation.compare import (compare_rankings, evaluate_scores, original_scores, per_query_metrics,
-                                           rank_in_list)
+from cotrr_core.evaluation.compare import (
+    compare_rankings,
+    evaluate_scores,
+    original_scores,
+    per_query_metrics,
+    rank_in_list,
+)
 from cotrr_core.scoring import mc_samples_data, score_data
-from cotrr_core.training.runs import LoadedRun
 
 __all__ = ["SplitScores", "score_split", "movement_arrow", "query_lists", "query_metrics",
            "wins_ties_losses", "find_queries", "headline", "timed_scoring"]

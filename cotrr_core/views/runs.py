@@ -83,7 +83,7 @@ _STEPS = ("Build or load the dataset", "Train", "Calibrate on the calibration sp
 def _started(run_id: str) -> _dt.datetime | None:
     """Launch time from the run id's UTC stamp (20261123-113414-name)."""
     try:
-        return _dt.datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=_dt.timezone.utc)
+        return _dt.datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=_dt.UTC)
     except ValueError:
         return None
 
@@ -105,7 +105,7 @@ def launch_steps(run_id: str, status: dict[str, Any], now: _dt.datetime | None =
     rows = [{"step": name, "state": "done" if i < active else ("failed" if failed and i == active else
                                                                  "active" if i == active else "pending")}
             for i, name in enumerate(_STEPS)]
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     start = _started(run_id)
     elapsed = (now - start).total_seconds() if start else None
     if failed or elapsed is None:

@@ -6,8 +6,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from cotrr_core.views import (Benchmark, Reranker, dataset_key, load_benchmark, load_run, rollout_inputs, run_stamp,
-                              score_split, stored_serving_latency, topm_inputs)
+from cotrr_core.views import (
+    Benchmark,
+    Reranker,
+    dataset_key,
+    load_benchmark,
+    load_run,
+    rollout_inputs,
+    run_stamp,
+    score_split,
+    stored_serving_latency,
+    topm_inputs,
+)
 
 
 @st.cache_resource(show_spinner="Loading the benchmark (first time builds the demo data)...", max_entries=4)

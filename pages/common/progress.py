@@ -5,8 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from cotrr_core.views import (default_run_state, is_alive, launch_steps, process_log_tail, read_status,
-                              start_default_run)
+from cotrr_core.views import default_run_state, is_alive, launch_steps, process_log_tail, read_status, start_default_run
 from pages.common.errors import shown_errors
 
 _MARKS = {"done": "✅", "active": "⏳", "pending": "▫️", "failed": "❌"}

@@ -2,8 +2,17 @@
 
 Not a test (a measurement, minutes long): `python tests/app/measure_first_launch.py` prints one JSON line;
 the README quotes tests/app/first_launch.json."""
-import json, os, shutil, signal, subprocess, sys, time, urllib.request
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
 from playwright.sync_api import sync_playwright
+
 src = str(__import__("pathlib").Path(__file__).resolve().parents[2])
 dst = "/tmp/cotrr-first-launch/clone"
 shutil.rmtree(dst, ignore_errors=True)

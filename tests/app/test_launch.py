@@ -14,6 +14,7 @@ def test_overrides_and_validation():
     assert jobs.overrides_to_args({"train.epochs": 2, "model.list_context": True}) == [
         "--set", "train.epochs=2", "--set", "model.list_context=true"]
     import pytest
+
     from cotrr_core.config import ConfigError
 
     with pytest.raises(ConfigError, match="hidden"):

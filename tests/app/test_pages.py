@@ -1,7 +1,6 @@
 """Every page through streamlit.testing AppTest: renders, key widgets, widgets change the output."""
 from __future__ import annotations
 
-
 import pytest
 from streamlit.testing.v1 import AppTest
 

@@ -13,11 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from cotrr_core.cli import main
-from cotrr_core.data import DataError, builtin_spec, load_dataset
-from cotrr_core.data import limits, loaders, parquet
+from cotrr_core.data import DataError, builtin_spec, limits, load_dataset, loaders, parquet
 from cotrr_core.io import REPO_ROOT
-from tests.data.test_loaders import (assert_same_data, expect_error, step5_frames, step5_row, write_csv, write_jsonl,
-                                     write_lines, write_parquet)
+from tests.data.test_loaders import (
+    assert_same_data,
+    expect_error,
+    step5_frames,
+    step5_row,
+    write_csv,
+    write_jsonl,
+    write_lines,
+    write_parquet,
+)
 
 
 def rows(n: int = 4, q: str = "q1", **extra) -> list[dict]:

@@ -8,14 +8,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cotrr_core.data.demo import generate as demo
 from cotrr_core.data.demo import (
-    COLUMNS, SIZES, demo_cache_path, generate_demo_frame, read_demo_frame, render_candidate_image,
+    COLUMNS,
+    SIZES,
+    demo_cache_path,
+    generate_demo_frame,
+    read_demo_frame,
+    render_candidate_image,
     write_demo_jsonl,
 )
+from cotrr_core.data.demo import generate as demo
 from cotrr_core.data.demo.catalogue import CATALOGUE
 from cotrr_core.data.demo.features import (
-    CONFLICT_COLUMNS, VISUAL_COLUMNS, ciede2000, conflict_features, rgb_to_lab, visual_features,
+    CONFLICT_COLUMNS,
+    VISUAL_COLUMNS,
+    ciede2000,
+    conflict_features,
+    rgb_to_lab,
+    visual_features,
 )
 
 TINY = dict(n_queries=8, min_candidates=10, max_candidates=14, embed_dim=64)

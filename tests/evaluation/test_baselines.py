@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("lightgbm")
 
-from cotrr_core.evaluation.baselines import FeatureBuilder, LightGBMRanker  # noqa: E402
 from cotrr_core.data.benchmarks import load_benchmark  # noqa: E402
+from cotrr_core.evaluation.baselines import FeatureBuilder, LightGBMRanker  # noqa: E402
 from cotrr_core.evaluation.compare import evaluate_scores  # noqa: E402
 
 GRID = {"num_leaves": (7,), "learning_rate": (0.1,), "min_data_in_leaf": (5, 20)}

@@ -8,8 +8,8 @@ import torch
 from cotrr_core.artifacts import load_run
 from cotrr_core.config import RunConfig
 from cotrr_core.data.benchmarks import load_benchmark
-from cotrr_core.serving.export import ScoringGraph, export_onnx
 from cotrr_core.scoring import score_data
+from cotrr_core.serving.export import ScoringGraph, export_onnx
 from cotrr_core.training.trainer import fit
 
 ort = pytest.importorskip("onnxruntime")

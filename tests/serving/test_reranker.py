@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from cotrr_core.data import build_ranking_data
-from cotrr_core.serving.policy import Policy, bucket
 from cotrr_core.scoring import score_data
+from cotrr_core.serving.policy import Policy, bucket
 from cotrr_core.serving.reranker import PARALLEL_MIN_ROWS, Reranker
 from tests.serving.conftest import ids, lists_of, original_ids
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import cotrr_core.data
-from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.errors import DataError
+from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.serving.features import Featurizer, all_finite, in_original_order, original_order
 from cotrr_core.serving.policy import Policy
 from cotrr_core.serving.reranker import Reranker
@@ -143,8 +143,9 @@ def test_health_is_ok_on_clean_traffic(reranker):
 
 
 def test_columnar_path_matches_the_dict_path(reranker, loaded):
-    from cotrr_core.data import build_ranking_data
     import pandas as pd
+
+    from cotrr_core.data import build_ranking_data
 
     lists = lists_of()
     frame = pd.DataFrame([dict(c, query_id=f"q{k}") for k, (_, cands) in enumerate(lists) for c in cands])
@@ -165,8 +166,9 @@ def test_columnar_path_matches_the_dict_path(reranker, loaded):
 
 
 def test_columnar_bad_rows_fall_back_per_list(reranker, loaded):
-    from cotrr_core.data import build_ranking_data
     import pandas as pd
+
+    from cotrr_core.data import build_ranking_data
 
     lists = lists_of(n_queries=3)
     frame = pd.DataFrame([dict(c, query_id=f"q{k}") for k, (_, cands) in enumerate(lists) for c in cands])

@@ -11,12 +11,24 @@ from scipy import stats
 
 from cotrr_core.evaluation.metrics import paired_bootstrap_ci
 from cotrr_core.serving.policy import buckets
+from cotrr_core.simulate import (
+    ClickModel,
+    attractiveness,
+    cascade_clicks,
+    minimum_detectable_effect,
+    pbm_clicks,
+    recommend_m,
+    required_sample_size,
+    shadow_analysis,
+    simulate_ab,
+    simulate_ramp,
+    srm_check,
+    topm_tradeoff,
+    two_proportion_test,
+    welch_ttest_mean,
+)
 from cotrr_core.simulate.ab import served_ndcg
 from cotrr_core.simulate.stats import clustered_diff
-from cotrr_core.simulate import (ClickModel, attractiveness, cascade_clicks, minimum_detectable_effect,
-                                 pbm_clicks, recommend_m, required_sample_size, shadow_analysis,
-                                 simulate_ab, simulate_ramp, srm_check, topm_tradeoff,
-                                 two_proportion_test, welch_ttest_mean)
 
 THRESHOLD = 0.8
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from cotrr_core.data.benchmarks import load_benchmark
-from cotrr_core.training.ensemble import Ensemble, train_ensemble
 from cotrr_core.evaluation.compare import evaluate_scores
+from cotrr_core.training.ensemble import Ensemble, train_ensemble
 from tests.training.test_trainer import tiny_config
 
 

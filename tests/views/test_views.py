@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from cotrr_core import views as I
-from cotrr_core.serving.features import request_records
 from cotrr_core.scoring import score_data
+from cotrr_core.serving.features import request_records
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_calibration_view(tiny_run, small_bench):
     v = I.calibration_view(tiny_run, small_bench, "platt", n_bins=10, mc_samples=3)
     assert list(v.table.calibrator) == ["uncalibrated", "temperature", "platt", "isotonic"]
     assert v.n_test == small_bench.splits["test"].num_candidates
-    for stage, g in v.reliability.groupby("stage"):
+    for _stage, g in v.reliability.groupby("stage"):
         assert g["count"].sum() == v.n_test
         assert ((g.ci_low <= g.observed_frequency) & (g.observed_frequency <= g.ci_high)).all()
     assert v.histogram.groupby("stage")["count"].sum().eq(v.n_test).all()
@@ -117,7 +117,7 @@ def test_launch_steps_follow_the_status():
 
     from cotrr_core.views.runs import launch_steps
 
-    now = dt.datetime(2026, 1, 1, 12, 2, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, 12, 2, 0, tzinfo=dt.UTC)
     rid = "20260101-120000-default-fast"  # started 120 s before `now`
     rows, eta = launch_steps(rid, {"state": "queued", "progress": 0.0, "message": "training process started"}, now)
     assert [r["state"] for r in rows] == ["active", "pending", "pending", "pending"] and "120 s" in eta

@@ -20,16 +20,29 @@ import pyarrow.parquet as pq
 
 from cotrr_core.io import REPO_ROOT, atomic_write
 
-from .catalogue import CATALOGUE, CLARITIES, COLOUR_NAMES, FAMILIES, GARNISHES, GLASSES, TEMPERATURES
-from .catalogue import nearest_colour_name
+from .catalogue import (
+    CATALOGUE,
+    CLARITIES,
+    COLOUR_NAMES,
+    FAMILIES,
+    GARNISHES,
+    GLASSES,
+    TEMPERATURES,
+    nearest_colour_name,
+)
 from .features import CONFLICT_COLUMNS, VISUAL_COLUMNS, conflict_features, subject_mask, visual_features
 from .render import render_candidate_image
 from .scenes import (
-    Query, candidate_specs, colour_delta_e, compliance, expected_for_detectors, make_query,
+    Query,
+    candidate_specs,
+    colour_delta_e,
+    compliance,
+    expected_for_detectors,
+    make_query,
 )
 
-__all__ = ["SIZES", "COLUMNS", "VECTOR_COLUMNS", "generate_demo_frame", "tile_demo_frame", "render_candidate_image", "demo_cache_path",
-           "read_demo_frame", "write_demo_parquet", "write_demo_jsonl"]
+__all__ = ["SIZES", "COLUMNS", "VECTOR_COLUMNS", "generate_demo_frame", "tile_demo_frame", "render_candidate_image",
+           "demo_cache_path", "read_demo_frame", "write_demo_parquet", "write_demo_jsonl"]
 
 SIZES: dict[str, dict] = {
     "default": dict(n_queries=600, min_candidates=30, max_candidates=50),

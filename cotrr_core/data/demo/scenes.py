@@ -2,13 +2,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
 from .catalogue import (
-    CATALOGUE, CLARITIES, CLARITY_WORDS, GARNISH_PHRASES, GARNISHES, GLASSES, SWAPS,
-    TEMPERATURE_PHRASES, TEMPERATURES, Cocktail, look_alike_score, nearest_colour_name,
+    CATALOGUE,
+    CLARITIES,
+    CLARITY_WORDS,
+    GARNISH_PHRASES,
+    GARNISHES,
+    GLASSES,
+    SWAPS,
+    TEMPERATURE_PHRASES,
+    TEMPERATURES,
+    Cocktail,
+    look_alike_score,
+    nearest_colour_name,
 )
 from .features import ciede2000, rgb_to_lab
 
@@ -130,7 +140,7 @@ def wrong_spec(query: Query, rng: np.random.Generator) -> tuple[dict, str]:
     return spec, f"wrong_{attrs[0]}" if len(attrs) == 1 else "wrong_multi"
 
 
-@lru_cache(maxsize=None)
+@cache
 def look_alikes(cocktail: Cocktail) -> tuple[Cocktail, ...]:
     """Other cocktails, most easily confused with `cocktail` first."""
     return tuple(sorted((c for c in CATALOGUE if c is not cocktail), key=lambda c: -look_alike_score(cocktail, c)))
