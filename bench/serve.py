@@ -264,6 +264,40 @@ def hung_model_slack(rr: Reranker, lists: list[tuple], budget_ms: float = 50.0, 
             "slack_max_ms": float(w.max() - budget_ms)}
 
 
+def concurrent_load(rr: Reranker, lists: list[tuple], threads: int = 8, calls: int = 1200, mc_every: int = 4) -> dict:
+    """`threads` callers share `rr` with its default budget, `calls` top-20 lists in all, every `mc_every`-th call
+    with 5 MC samples: lists/s, the client wait p50 / p99 and what fell back (reasons)."""
+    import threading
+    from collections import Counter
+
+    waits, reasons, lock = [], Counter(), threading.Lock()
+    per_thread = calls // threads
+
+    def client(t: int) -> None:
+        mine, seen = [], Counter()
+        for i in range(per_thread):
+            q, c = lists[(t * per_thread + i) % len(lists)]
+            a = time.perf_counter()
+            res = rr.rerank(q, c, mc_samples=5 if (t + i) % mc_every == 0 else 0)
+            mine.append(time.perf_counter() - a)
+            seen[res.fallback_reason or "reranked"] += 1
+        with lock:
+            waits.extend(mine)
+            reasons.update(seen)
+
+    pool = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+    a = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - a
+    n = len(waits)
+    return {"threads": threads, "calls": n, "mc5_every": mc_every, "budget_ms": rr.config.time_budget_ms,
+            "lists_per_s": n / wall, "outcomes": dict(reasons), "timeouts": reasons.get("timeout", 0),
+            "fallback_rate": 1 - reasons.get("reranked", 0) / n, **{f"wait_{k}": v for k, v in _latency_summary(waits).items()}}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run")

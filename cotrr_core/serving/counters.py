@@ -8,7 +8,7 @@ from collections import Counter, deque
 
 import numpy as np
 
-__all__ = ["ServeCounters"]
+__all__ = ["ServeCounters", "CLIENT_REASONS"]
 
 
 class ServeCounters:
@@ -62,11 +62,26 @@ class ServeCounters:
                    "scored": self.scored, "fallback": dict(self.fallback), "late_results": self.late_results,
                    "fallback_total": sum(self.fallback.values()), "last_error": self.last_error}
         n = len(outcomes)
-        out["recent"] = {"n": n, "fallback_rate": sum(r is not None for r in outcomes) / n if n else 0.0,
-                         "error_rate": sum(bool(r) and r.startswith("error:") for r in outcomes) / n if n else 0.0}
+        out["recent"] = {"n": n, **_rates(outcomes)}
         out["latency_ms"] = _summary(lat, ("p50", 50), ("p95", 95), ("p99", 99))
         out["candidates_per_query"] = _summary(sizes, ("p50", 50))
         return out
+
+
+# the caller's own fault: counted, never a sign that the service is unwell
+CLIENT_REASONS = frozenset({"invalid_input"})
+
+
+def _rates(outcomes: list[str | None]) -> dict[str, float]:
+    """Recent rates: fallback_rate (every fallback), service_fallback_rate (the service's own: not the caller's
+    bad input), invalid_input_rate, error_rate (internal errors), overload_rate."""
+    n = len(outcomes) or 1
+    fell = [r for r in outcomes if r is not None]
+    return {"fallback_rate": len(fell) / n,
+            "service_fallback_rate": sum(r not in CLIENT_REASONS for r in fell) / n,
+            "invalid_input_rate": sum(r in CLIENT_REASONS for r in fell) / n,
+            "error_rate": sum(r.startswith("error:") for r in fell) / n,
+            "overload_rate": sum(r == "overloaded" for r in fell) / n}
 
 
 def _summary(values: np.ndarray, *percentiles: tuple[str, float]) -> dict:

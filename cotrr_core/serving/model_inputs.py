@@ -64,6 +64,23 @@ class ModelInputs:
         lists = {name: self._tensor(features[name][first]) for name in self.list_tokens}
         return Ragged.from_lengths(rows, lists, lengths, self.device)
 
+    def compact(self, features: dict[str, np.ndarray], offsets: np.ndarray,
+                starts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The K lists as `__call__` reads them without `starts`: row tokens laid end to end [n, d], list-constant
+        tokens one row per list [K, d] (views where the rows already lie so; what the batcher concatenates)."""
+        names = self.row_tokens + self.list_tokens
+        if starts is None:
+            return {name: features[name] for name in names}
+        lengths = np.diff(offsets)
+        n = int(offsets[-1])
+        if np.array_equal(starts, offsets[:-1]):
+            take = slice(0, n)
+        else:
+            take = np.repeat(starts - offsets[:-1], lengths) + np.arange(n)
+        out = {name: features[name][take] for name in self.row_tokens}
+        out.update({name: features[name][starts] for name in self.list_tokens})
+        return out
+
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         """Raw rows [n, d] -> float32 on the device."""
         x = np.asarray(x, dtype=np.float32)

@@ -13,15 +13,19 @@ rows or why it falls back) and shares one columnar core (`_score`: one forward o
 end to end, no padding, then calibration and MC uncertainty): `rerank_arrays` takes token arrays [N, d]
 plus list offsets and never touches a candidate in Python; `rerank_batch` (and `rerank`) featurise the
 candidate dicts, run the core and annotate copies of the dicts. `predict` is the model alone: raw
-scores of rows as given. The model runs on a worker thread when a time budget is given, so a hung model
-costs the caller the budget, not the hang.
+scores of rows as given.
+
+With a time budget, the forward is queued to the dynamic batcher (serving/batcher.py): concurrent callers'
+lists with the same MC count are scored together in one forward; each keeps its own deadline, which covers
+its whole wait (conversion, queue, forward and building the answer, whose cost is reserved from the budget
+as measured on recent calls); a full queue answers `overloaded` at once; a hung model costs the caller the
+budget, not the hang.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +37,9 @@ from cotrr_core.data.errors import DataError
 from cotrr_core.mc import mc_scores
 from cotrr_core.model import Ragged, count_parameters
 from cotrr_core.serving.allocator import retain_freed_memory
+from cotrr_core.serving.batcher import Batcher, Job, concat_jobs
 from cotrr_core.serving.counters import ServeCounters
-from cotrr_core.serving.deadline import PARALLEL_MIN_ROWS, FutureTimeout, call_with_deadline
+from cotrr_core.serving.deadline import PARALLEL_MIN_ROWS, AnswerCost
 from cotrr_core.serving.features import Featurizer, in_original_order, invalid_lists, request_items
 from cotrr_core.serving.model_inputs import PRECISIONS, ModelInputs
 from cotrr_core.serving.policy import Policy, decide, unit_key
@@ -51,17 +56,20 @@ class Reranker:
     is requested per call), and the stats take a lock."""
 
     def __init__(self, run: LoadedRun, policy: Policy | None = None, precision: str = "fp32", *,
-                 workers: int = 4, fold: bool = True) -> None:
+                 workers: int = 2, fold: bool = True, max_queue: int = 128, max_wait_ms: float = 2.0) -> None:
         """`fold` (fp32): serve a copy with the standardisation folded into the token projections (faster,
-        same scores to float32 rounding: serving/fold.py)."""
+        same scores to float32 rounding: serving/fold.py). `workers`, `max_queue`, `max_wait_ms`: the dynamic
+        batcher's scoring threads, queued requests before `overloaded`, and how long a forward waits for more."""
         self.run, self.precision = run, precision
         self.policy = policy or Policy(mode="full")
         self.inputs = ModelInputs(run, precision, fold)  # checks the precision
         self.model = self.inputs.model
         self.featurizer = Featurizer(run.spec, run.meta["token_dims"])
         self.token_names = [t.name for t in run.spec.tokens]
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cotrr-score")
         self._counters = ServeCounters()
+        self._batcher = Batcher(self._score_jobs, workers=workers, max_queue=max_queue, max_wait_ms=max_wait_ms,
+                                on_late=lambda: self._counters.count_late())
+        self._answer_cost = AnswerCost()
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", policy: Policy | None = None, *,
@@ -141,14 +149,17 @@ class Reranker:
         m = self._top_m(top_m)
         features, offsets = self._featurize([items[i][:m] for i in todo], [records[i] for i in todo])
         scores = self._score(features, offsets, None, [records[i] for i in todo], self._mc(mc_samples), t0,
-                             time_budget_ms)
+                             time_budget_ms, sum(map(len, items)))
         self._blame_inputs(features, offsets, [records[i] for i in todo])
-        latency = 1e3 * (time.perf_counter() - t0)
-        for (query, _), rec in zip(lists, records):
+        t_answer = time.perf_counter()
+        out = [list_result(rows, rec, scores, self.policy.mode, 0.0) for rows, rec in zip(items, records)]
+        end = time.perf_counter()
+        self._answer_cost.observe(sum(map(len, items)), end - t_answer)
+        latency = 1e3 * (end - t0)  # the caller's whole wait, answer included
+        for res, rec in zip(out, records):
+            res.latency_ms = latency
             self._count(rec, latency)
-            if rec.scored and not rec.reranked:
-                logger.debug("shadow %r: scored %d candidates", query, rec.rows.stop - rec.rows.start)
-        return [list_result(rows, rec, scores, self.policy.mode, latency) for rows, rec in zip(items, records)]
+        return out
 
     def rerank_arrays(self, features: dict[str, np.ndarray], offsets: np.ndarray, *,
                       queries: Sequence[str | None] | None = None, unit_ids: Sequence[str | None] | None = None,
@@ -178,8 +189,12 @@ class Reranker:
         top = np.minimum(lengths[todo], self._top_m(top_m))
         scores = self._score({k: np.asarray(features[k]) for k in self.token_names},
                              np.concatenate([[0], np.cumsum(top)]).astype(np.int64), offsets[todo],
-                             [records[k] for k in todo], self._mc(mc_samples), t0, time_budget_ms)
-        out = array_result(records, offsets, scores, 1e3 * (time.perf_counter() - t0))
+                             [records[k] for k in todo], self._mc(mc_samples), t0, time_budget_ms, int(offsets[-1]))
+        t_answer = time.perf_counter()
+        out = array_result(records, offsets, scores, 0.0)
+        end = time.perf_counter()
+        self._answer_cost.observe(int(offsets[-1]), end - t_answer)
+        out.latency_ms = 1e3 * (end - t0)
         for rec in records:
             self._count(rec, out.latency_ms)
         return out
@@ -197,19 +212,21 @@ class Reranker:
             return self.model.score(batch).float().cpu().numpy().astype(np.float64)
 
     def stats(self) -> dict:
-        """Counters, fallbacks by reason, late results, recent rates, latency p50/p95/p99 (ms), list sizes."""
-        return self._counters.snapshot()
+        """Counters, fallbacks by reason, late results, recent rates, latency p50/p95/p99 (ms: the caller's whole
+        wait), list sizes, and the batcher's counts (batches, dropped, refused, stuck threads)."""
+        return {**self._counters.snapshot(), "batcher": self._batcher.stats()}
 
     def health(self, max_error_rate: float = 0.01, max_fallback_rate: float = 0.2) -> dict:
-        """What is loaded and how it is doing: status "degraded" when the recent internal-error rate or
-        fallback rate passes its threshold (rates over the stats' recent window)."""
+        """What is loaded and how it is doing: status "degraded" when the recent internal-error rate or the
+        service's own fallback rate (timeouts, overload, errors, NaN scores: not the callers' invalid input,
+        reported apart as invalid_input_rate) passes its threshold, over the stats' recent window."""
         snap = self._counters.snapshot()
         recent = snap["recent"]
         problems = []
         if recent["error_rate"] > max_error_rate:
             problems.append(f"internal error rate {recent['error_rate']:.3f} > {max_error_rate}")
-        if recent["fallback_rate"] > max_fallback_rate:
-            problems.append(f"fallback rate {recent['fallback_rate']:.3f} > {max_fallback_rate}")
+        if recent["service_fallback_rate"] > max_fallback_rate:
+            problems.append(f"fallback rate (service faults) {recent['service_fallback_rate']:.3f} > {max_fallback_rate}")
         cal = self.run.calibrator
         return {
             "status": "degraded" if problems else "ok", "problems": problems, "recent": recent,
@@ -220,6 +237,7 @@ class Reranker:
             "calibrator": getattr(cal, "method", None) or "none: sigmoid(score / temperature)",
             "policy": {"mode": self.policy.mode, "share": self.policy.share, "salt": self.policy.salt},
             "serve": self.config.to_dict(), "last_error": snap["last_error"], "late_results": snap["late_results"],
+            "batcher": self._batcher.stats(),
         }
 
     @property
@@ -233,9 +251,10 @@ class Reranker:
         self.rerank_batch([(None, [dict(dummy) for _ in range(list_len)])], mc_samples=2, time_budget_ms=1e6)
         self._counters = ServeCounters()  # the warm-up is not traffic
 
-    def close(self) -> None:
-        """Stop the scoring workers (a hung model's thread is left to finish on its own)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, wait_s: float = 0.0) -> None:
+        """Stop the scoring workers: queued requests fall back at once, running forwards finish (waited for
+        up to `wait_s`; a hung model's thread is left to finish on its own)."""
+        self._batcher.close(wait_s)
 
     # ------------------------------------------------------------------ steps
     def _top_m(self, top_m: int | None) -> int:
@@ -278,9 +297,10 @@ class Reranker:
                     rec.reason, rec.detail = INVALID, str(error)
 
     def _score(self, features: dict[str, np.ndarray], offsets: np.ndarray, starts: np.ndarray | None,
-               records: list[ListRecord], mc: int, t0: float, budget_ms: float | None) -> Scores:
+               records: list[ListRecord], mc: int, t0: float, budget_ms: float | None, n_answer: int = 0) -> Scores:
         """The columnar core: score the K lists of `records` (their rows: offsets [K + 1], beginning at
-        starts[k] in `features`, default offsets[k]) in one forward, on a worker when there is a budget.
+        starts[k] in `features`, default offsets[k]) in one forward: inline without a budget, else through the
+        batcher, due back by t0 + budget less the measured cost of answering `n_answer` candidates.
         Sets each record's rows, or its fallback reason; returns the Scores of all n rows."""
         for k, rec in enumerate(records):
             rec.rows = slice(int(offsets[k]), int(offsets[k + 1]))
@@ -288,15 +308,18 @@ class Reranker:
         if not todo:
             return Scores.empty()
         try:
-            batch = self.inputs(features, offsets, starts)
             if budget_ms is None:
-                raw, std = self._forward(batch, mc)
+                raw, std = self._forward(self.inputs(features, offsets, starts), mc)
             else:
-                remaining = budget_ms / 1e3 - (time.perf_counter() - t0)
-                raw, std = call_with_deadline(self._pool, self._forward, (batch, mc), len(batch.positions),
-                                              remaining, self._counters.count_late)
-        except FutureTimeout:
-            return _fail(todo, "timeout", f"over the {budget_ms:g} ms budget")
+                deadline = t0 + budget_ms / 1e3 - self._answer_cost.reserve_s(n_answer)
+                job = Job(self.inputs.compact(features, offsets, starts), offsets, mc, deadline,
+                          threads=torch.get_num_threads())
+                if not self._batcher.submit(job):
+                    return _fail(todo, "overloaded", "the scoring queue is full")
+                got = self._batcher.wait(job)
+                if got is None:
+                    return _fail(todo, "timeout", f"over the {budget_ms:g} ms budget")
+                raw, std = got
         except Exception as exc:  # noqa: BLE001 - serving degrades to the original order, and says why
             logger.exception("scoring %d list(s) failed", len(todo))
             self._counters.note_error(exc, f"error:{type(exc).__name__}")
@@ -308,6 +331,13 @@ class Reranker:
         # a list with a non-finite score falls back and never reads its own: those rows go in as 0 (the
         # calibrator refuses NaN)
         return Scores(raw, self.run.probabilities(np.where(finite, raw, 0.0)), std)
+
+    def _score_jobs(self, jobs: list[Job]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """The batcher's forward: the jobs' lists (same MC count) as one Ragged batch, scores split per job."""
+        features, offsets = concat_jobs(jobs)
+        raw, std = self._forward(self.inputs(features, offsets), jobs[0].mc)
+        cuts = np.cumsum([j.rows for j in jobs])[:-1]
+        return list(zip(np.split(raw, cuts), np.split(std, cuts) if std is not None else [None] * len(jobs)))
 
     def _forward(self, batch: Ragged, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw scores [n] and the MC-dropout std [n] of the CALIBRATED probability (None without

@@ -24,7 +24,10 @@ from tests.conftest import CONFLICT, make_step5_rows
 from tests.serving.conftest import ids, lists_of
 
 
-def test_plain_answers_are_bit_identical_while_other_threads_sample_mc(reranker):
+def test_plain_answers_are_unchanged_while_other_threads_sample_mc(reranker):
+    """Concurrent plain lists are batched together (one forward, other matrix shapes), so their scores may
+    differ from a lone call's in the last float32 bits, never more: dropout leaking from the MC callers would
+    move them by orders of magnitude more."""
     lists = lists_of(n_queries=6)
     expected = [[c["raw_score"] for c in reranker.rerank(q, c, mc_samples=0, time_budget_ms=1e5).served]
                 for q, c in lists]
@@ -34,7 +37,7 @@ def test_plain_answers_are_bit_identical_while_other_threads_sample_mc(reranker)
         for _ in range(15):
             for k, (q, c) in enumerate(lists):
                 got = [x["raw_score"] for x in reranker.rerank(q, c, mc_samples=0, time_budget_ms=1e5).served]
-                if got != expected[k]:
+                if not np.allclose(got, expected[k], rtol=1e-5, atol=1e-5):
                     wrong.append(k)
 
     def mc():
@@ -116,7 +119,7 @@ def test_a_hung_model_costs_the_budget_not_the_hang(loaded, monkeypatch):
     release.set()
     assert res.fallback_reason == "timeout" and still_blocked == [True]
     assert ids(res.served) == ids(sorted(cands, key=lambda c: -c["first_stage_score"]))
-    reranker._pool.shutdown(wait=True)  # the late result arrives and is counted, then discarded
+    reranker.close(wait_s=10)  # the late result arrives and is counted, then discarded
     assert reranker.stats()["late_results"] == 1
 
 
