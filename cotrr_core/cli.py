@@ -21,21 +21,25 @@ STREAM_VALIDATE_BYTES = 256 * 2**20  # larger Step5 JSONL / Parquet files are va
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Load report, token dims and the spec used (given with --spec, saved beside the file, or inferred) as JSON."""
+    from cotrr_core.data.infer import resolve_spec
     from cotrr_core.data.loaders import infer_format
-    from cotrr_core.data.spec import builtin_spec
     from cotrr_core.data.stream import STREAM_FORMATS, validate_file
 
     fmt, spec = args.format or infer_format(args.file), _spec(args.spec)
-    if fmt in STREAM_FORMATS and (spec is None or spec.format == "step5") and Path(args.file).exists() \
+    if fmt != "letor" and spec is None and Path(args.file).exists():
+        spec = resolve_spec(args.file, fmt, args.file)
+    if fmt in STREAM_FORMATS and spec.format == "step5" and Path(args.file).exists() \
             and Path(args.file).stat().st_size > STREAM_VALIDATE_BYTES:
-        out = validate_file(args.file, spec or builtin_spec("step5"), fmt=fmt, on_small_list=args.small_lists)
+        out = validate_file(args.file, spec, fmt=fmt, on_small_list=args.small_lists)
         print(out["report"])
         print(f"tokens: {out['token_dims']}; relevant share: {out['relevant_share']:.3f} (validated in chunks)")
-        return 0
-    data = load_dataset(args.file, args.format, _spec(args.spec), on_small_list=args.small_lists,
-                        max_features=args.max_features)
-    print(data.report)
-    print(f"tokens: {data.token_dims}; relevant share: {data.relevant().mean():.3f}")
+    else:
+        data = load_dataset(args.file, fmt, spec, on_small_list=args.small_lists, max_features=args.max_features)
+        spec = data.spec
+        print(data.report)
+        print(f"tokens: {data.token_dims}; relevant share: {data.relevant().mean():.3f}")
+    print("spec:", json.dumps(spec.to_dict(), indent=1))
     return 0
 
 
@@ -68,7 +72,7 @@ def cmd_evaluate_order(args: argparse.Namespace) -> int:
     from cotrr_core.data.benchmarks import load_benchmark
     from cotrr_core.evaluation.compare import evaluate_original_order
 
-    bench = load_benchmark(args.dataset, seed=args.seed)
+    bench = load_benchmark(args.dataset, seed=args.seed, spec=_spec(args.spec))
     data = bench.splits[args.split]
     result = evaluate_original_order(data, no_relevant=args.no_relevant)
     print(f"{bench.name} [{args.split}] original order ({data.num_queries} queries; "
@@ -100,10 +104,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"{run_dir}: no config.json (stopped before training began); start a new run")
         meta = read_json(run_dir / "config.json")
         config, dataset = stored_config(meta, run_dir), meta["dataset"]
-        bench = load_benchmark(dataset, seed=args.seed)
+        bench = load_benchmark(dataset, seed=args.seed, spec=FeatureSpec.from_dict(meta["spec"], str(run_dir)))
     else:
         dataset = args.dataset
-        bench = load_benchmark(dataset, seed=args.seed)
+        bench = load_benchmark(dataset, seed=args.seed, spec=_spec(args.spec))
         if args.config or args.fast:
             config = RunConfig.load(args.config) if args.config else fast_config()
         else:  # the automatic recipe: settings from the training split's size and feature kinds
@@ -166,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="load a file and print the load report")
     s.add_argument("file")
     s.add_argument("--format", choices=["jsonl", "csv", "parquet", "letor"])
-    s.add_argument("--spec", help="feature spec JSON")
+    s.add_argument("--spec", help="feature spec JSON (default: the file's saved spec, else one inferred from it)")
     s.add_argument("--small-lists", choices=["skip", "reject"], default="skip")
     s.add_argument("--max-features", type=int, default=MAX_FEATURE_INDEX,
                    help=f"highest LETOR feature index accepted without a spec (default {MAX_FEATURE_INDEX})")
@@ -184,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="demo", help="demo, demo-small, mq2008, mslr-tiny or a file")
     s.add_argument("--split", default="test", choices=["train", "val", "cal", "test"])
     s.add_argument("--no-relevant", default="exclude", choices=["exclude", "one", "zero"])
+    s.add_argument("--spec", help="feature spec JSON for a file dataset (default: saved beside it, else inferred)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json")
     s.set_defaults(func=cmd_evaluate_order)
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name")
     s.add_argument("--run-dir")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint")
+    s.add_argument("--spec", help="feature spec JSON for a file dataset (default: saved beside it, else inferred)")
     s.add_argument("--seed", type=int, default=0, help="split seed")
     s.set_defaults(func=cmd_train)
 
@@ -258,7 +264,7 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     from cotrr_core.serving.batch import rerank_file
 
     summary = rerank_file(args.run_dir, args.file, args.out, top_m=args.top_m, mc_samples=args.mc_samples,
-                          fmt=args.format)
+                          fmt=args.format, spec=_spec(args.spec))
     print(f"reranked {summary['lists']} lists / {summary['candidates']} candidates -> {summary['out']}; "
           f"reranked {summary['reranked']}, fallbacks {summary['fallbacks'] or 'none'} "
           f"({summary['seconds']:.2f} s)")
@@ -290,6 +296,7 @@ def _add_serving_commands(sub) -> None:
     s.add_argument("--top-m", type=int)
     s.add_argument("--mc-samples", type=int)
     s.add_argument("--format", choices=["jsonl", "csv", "parquet", "letor"])
+    s.add_argument("--spec", help="how this file names the run's tokens (default: the run's own spec)")
     s.set_defaults(func=cmd_rerank)
 
     s = sub.add_parser("export", help="export a run's model to ONNX")

@@ -95,5 +95,7 @@ def _file_splits(path: Path, fmt: str | None, spec: FeatureSpec | None, name: st
 
     fmt = fmt or infer_format(path)
     if fmt in STREAM_FORMATS and os.environ.get("COTRR_CACHE") != "off" and (spec is None or spec.format == "step5"):
-        return cached_splits(path, spec or builtin_spec("step5"), name=name, fmt=fmt, seed=seed)
+        from cotrr_core.data.infer import resolve_spec
+
+        return cached_splits(path, spec or resolve_spec(path, fmt, name), name=name, fmt=fmt, seed=seed)
     return _hash_split(load_dataset(path, fmt, spec, display_name=name), seed)

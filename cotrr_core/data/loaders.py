@@ -30,7 +30,7 @@ from cotrr_core.data.limits import (
     SPARSE_FLOOR,
 )
 from cotrr_core.data.parquet import read_parquet
-from cotrr_core.data.spec import FeatureSpec, builtin_spec, default_letor_spec
+from cotrr_core.data.spec import FeatureSpec, default_letor_spec
 
 __all__ = ["load_dataset", "infer_format", "FORMATS"]
 
@@ -55,8 +55,9 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
     Args:
         path: a Step5 JSONL / CSV / Parquet file or a LETOR (SVMlight) text file.
         fmt: "jsonl", "csv", "parquet" or "letor" (default: from the extension).
-        spec: the feature spec; without one, Step5 files use the built-in 'step5' spec and LETOR
-            files a default chunked spec sized to the file.
+        spec: the feature spec; without one, Step5 files use the spec saved beside them, else one inferred
+            from their first rows (data/infer.py: the built-in 'step5' spec when they have all its fields),
+            and LETOR files a default chunked spec sized to the file.
         min_candidates, on_small_list: lists shorter than `min_candidates` are skipped (counted in
             the report) or, with "reject", refused.
         require_labels: False for scoring-only files (rerank).
@@ -79,7 +80,10 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
         frame, num_features, max_label = _read_letor(path, name, spec, max_features)
         spec = spec or default_letor_spec(num_features, max_label=max(max_label, 1.0))
         return build_ranking_data(frame, spec, name, **kwargs)
-    spec = spec or builtin_spec("step5")
+    if spec is None:  # the file's sidecar spec, else one inferred from its first rows (data/infer.py)
+        from cotrr_core.data.infer import resolve_spec
+
+        spec = resolve_spec(path, fmt, name)
     if fmt == "jsonl":
         return build_ranking_data(_read_jsonl(path, name), spec, name, **kwargs)
     if fmt == "csv":

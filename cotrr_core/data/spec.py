@@ -15,7 +15,7 @@ from typing import Any
 from cotrr_core.config import ConfigError
 from cotrr_core.data.limits import MAX_FEATURE_INDEX
 
-__all__ = ["TokenSpec", "FeatureSpec", "builtin_spec", "default_letor_spec", "BUILTIN_SPECS"]
+__all__ = ["TokenSpec", "FeatureSpec", "builtin_spec", "conform_spec", "default_letor_spec", "BUILTIN_SPECS"]
 
 BUILTIN_SPECS = ("step5", "mq2008", "mslr136")
 
@@ -47,21 +47,29 @@ class FeatureSpec:
     num_features: int | None = None  # LETOR: expected feature count
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # (query token, candidate token): a list-constant vector and a per-candidate vector of one length
+    # whose similarity the model may compare explicitly (e.g. CLIP text and image embeddings)
+    similarity: tuple[str, str] | None = None
 
     @property
     def token_names(self) -> list[str]:
         return [t.name for t in self.tokens]
 
+    def token(self, name: str) -> TokenSpec:
+        return next(t for t in self.tokens if t.name == name)
+
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("tokens", "extra")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("tokens", "extra", "similarity")}
         d["tokens"] = [{k: list(v) if isinstance(v, tuple) else v for k, v in t.__dict__.items()
                         if v not in ((), None, False)} for t in self.tokens]
+        if self.similarity is not None:  # absent otherwise: older specs (and their cache keys) stay as they were
+            d["similarity"] = {"query": self.similarity[0], "candidate": self.similarity[1]}
         return d
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "feature spec") -> FeatureSpec:
         known = {"name", "format", "tokens", "label_field", "label_min", "label_max",
-                 "relevance_threshold", "log_transform", "num_features", "notes"}
+                 "relevance_threshold", "log_transform", "num_features", "notes", "similarity"}
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: expected a JSON object, got {type(raw).__name__}")
         unknown = sorted(set(raw) - known)
@@ -87,7 +95,9 @@ class FeatureSpec:
         names = [t.name for t in tokens]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: token names must be unique, got {names}")
-        spec = cls(tokens=tuple(tokens), **{k: v for k, v in raw.items() if k != "tokens"})
+        similarity = _similarity(raw.get("similarity"), tokens, where)
+        spec = cls(tokens=tuple(tokens), similarity=similarity,
+                   **{k: v for k, v in raw.items() if k not in ("tokens", "similarity")})
         if spec.format == "letor":
             if any(t.fields for t in tokens):
                 raise ConfigError(f"{where}: LETOR specs use 'indices', not 'fields'")
@@ -140,6 +150,30 @@ def _check_types(raw: Any, where: str) -> None:
             raise ConfigError(f"{where}: tokens[{i}]: 'dim' must be a positive integer")
 
 
+def _similarity(raw: Any, tokens: list[TokenSpec], where: str) -> tuple[str, str] | None:
+    """{"query": token, "candidate": token} -> (query, candidate), checked: both single-field vector
+    tokens with the same `dim`, the query one list-constant."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"query", "candidate"} or \
+            not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError(f"{where}: 'similarity' must be {{\"query\": <token>, \"candidate\": <token>}}")
+    by_name = {t.name: t for t in tokens}
+    for role in ("query", "candidate"):
+        tok = by_name.get(raw[role])
+        if tok is None:
+            raise ConfigError(f"{where}: similarity.{role}: no token named {raw[role]!r}")
+        if len(tok.fields) != 1 or tok.dim is None:
+            raise ConfigError(f"{where}: similarity.{role}: token {tok.name!r} must be one vector field with a 'dim'")
+    q, c = by_name[raw["query"]], by_name[raw["candidate"]]
+    if q.name == c.name or q.dim != c.dim:
+        raise ConfigError(f"{where}: similarity: tokens {q.name!r} and {c.name!r} must differ and have the same dim "
+                          f"(got {q.dim} and {c.dim})")
+    if not q.list_constant:
+        raise ConfigError(f"{where}: similarity.query: token {q.name!r} must be list_constant (one per query)")
+    return q.name, c.name
+
+
 def builtin_spec(name: str) -> FeatureSpec:
     """A shipped spec: 'step5' (demo / Step5 default), 'mq2008' (46 LETOR features), 'mslr136'."""
     if name not in BUILTIN_SPECS:
@@ -156,3 +190,22 @@ def default_letor_spec(num_features: int, chunk: int = 16, max_label: float = 4.
     return FeatureSpec(name=f"letor{num_features}", format="letor", tokens=tokens, label_field="label",
                        label_min=0.0, label_max=max_label, relevance_threshold=1.0, log_transform=True,
                        num_features=num_features, notes="default: contiguous feature chunks")
+
+
+def conform_spec(spec: FeatureSpec, reference: FeatureSpec, token_dims: dict[str, int], where: str) -> FeatureSpec:
+    """`spec` (how one file names its fields) checked against a run's tokens: the same token names and
+    list-constant flags; a single-field token of the run's vectors gets the run's `dim`, so a wrong
+    length is refused by the data layer naming its line and field."""
+    if spec.format != reference.format or sorted(spec.token_names) != sorted(reference.token_names):
+        raise ConfigError(f"{where}: tokens {spec.token_names} ({spec.format}) do not match the run's "
+                          f"{reference.token_names} ({reference.format})")
+    tokens = []
+    for tok in spec.tokens:
+        ref = reference.token(tok.name)
+        if tok.list_constant != ref.list_constant:
+            raise ConfigError(f"{where}: token {tok.name!r}: list_constant must be {ref.list_constant} as in the run")
+        dim = token_dims.get(tok.name)
+        if len(tok.fields) == 1 and dim and dim > 1 and tok.dim is None:
+            tok = TokenSpec(**{**tok.__dict__, "dim": dim})
+        tokens.append(tok)
+    return FeatureSpec(**{**spec.__dict__, "tokens": tuple(tokens)})

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cotrr_core.data.spec import FeatureSpec, conform_spec
 from cotrr_core.data.stream import cached_dataset
 from cotrr_core.io import atomic_write, write_jsonl
 from cotrr_core.serving.policy import Policy
@@ -19,14 +20,18 @@ OUTPUT_COLUMNS = ("query_id", "candidate_id", "original_rank", "new_rank", "raw_
 
 
 def rerank_file(run_dir: str | Path, file: str | Path, out: str | Path | None = None, *, top_m: int | None = None,
-                mc_samples: int | None = None, fmt: str | None = None, chunk: int = 256) -> dict:
+                mc_samples: int | None = None, fmt: str | None = None, chunk: int = 256,
+                spec: FeatureSpec | None = None) -> dict:
     """Rerank every list of `file` through the columnar path; write one row per candidate (.jsonl or
-    .csv), atomically. Returns a summary (lists, candidates, reranked, fallbacks by reason, seconds)."""
+    .csv), atomically. `spec`: how this file names the run's tokens (default: the run's own spec).
+    Returns a summary (lists, candidates, reranked, fallbacks by reason, seconds)."""
     t0 = time.perf_counter()
     reranker = Reranker.load(run_dir, device="auto", policy=Policy(mode="full"))
     # min_candidates=1: one-candidate lists are kept (served as is) so every input row gets an output row
     # streamed into the memory-mapped dataset cache: a file of any size is read chunk by chunk
-    data = cached_dataset(file, reranker.run.spec, fmt=fmt, min_candidates=1, require_labels=False)
+    run = reranker.run
+    spec = run.spec if spec is None else conform_spec(spec, run.spec, run.meta.get("token_dims", {}), "--spec")
+    data = cached_dataset(file, spec, fmt=fmt, min_candidates=1, require_labels=False)
     out = Path(out) if out else Path(file).with_suffix(".reranked.jsonl")
     frames, fallbacks, reranked = [], Counter(), 0
     for a in range(0, data.num_queries, chunk):

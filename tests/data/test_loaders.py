@@ -256,7 +256,10 @@ def test_field_missing_on_every_line(tmp_path):
     rows = [step5_row("q1", f"c{i}") for i in range(3)]
     for r in rows:
         del r["clip_text_features"]
-    expect_error(write_jsonl(tmp_path / "s.jsonl", rows), 1, "clip_text_features", "missing")
+    path = write_jsonl(tmp_path / "s.jsonl", rows)
+    expect_error(path, 1, "clip_text_features", "missing", spec=builtin_spec("step5"))
+    # without a spec the file gets one inferred from its fields (data/infer.py), without that token
+    assert "clip_text" not in load_dataset(path, min_candidates=1).spec.token_names
 
 
 @pytest.mark.parametrize("field", ["query_id", "candidate_id", "compliance_score", "clip_img_features", "hue_variance"])

@@ -1,0 +1,160 @@
+"""A feature spec inferred from a Step5 file's first rows, for files that come without one.
+
+Each vector field becomes its own token (its length as `dim`; `list_constant` when it is identical
+within every list seen), the numeric scalar fields one token "scalars", `first_stage_score` a token
+"first_stage". Ids, query text, image, the label and `first_stage_rank` are never features; other
+columns (text, ...) stay extras. A file carrying every field of the built-in step5 spec keeps that
+spec, so the demo and older files load exactly as before.
+
+Both loaders (whole file and the streamed cache) resolve a missing spec here, from the same first
+INFER_ROWS rows, so they agree on it (and the cache key holds it).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cotrr_core.data.errors import DataError
+from cotrr_core.data.limits import MAX_GRADE
+from cotrr_core.data.spec import FeatureSpec, builtin_spec
+
+__all__ = ["INFER_ROWS", "RESERVED_FIELDS", "infer_spec", "resolve_spec", "read_head", "spec_sidecar"]
+
+INFER_ROWS = 2048  # rows read to infer a spec (whole lists of a few hundred candidates, in practice)
+RESERVED_FIELDS = ("query_id", "candidate_id", "query", "image", "_line", "first_stage_rank")
+FIRST_STAGE = "first_stage_score"
+
+
+def spec_sidecar(path: str | Path) -> Path:
+    """Where a dataset's chosen spec is kept: a hidden `.<file name>.spec.json` beside it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.spec.json"
+
+
+def resolve_spec(path: str | Path, fmt: str, name: str, head: pd.DataFrame | None = None) -> FeatureSpec:
+    """The spec of a Step5 file given without one: its sidecar (spec_sidecar) when there is one, else the
+    spec inferred from its first INFER_ROWS rows (`head`: those rows, when a caller has read them already).
+    Raises DataError / ConfigError naming the file."""
+    side = spec_sidecar(path)
+    if side.exists():
+        return FeatureSpec.load(side)
+    return infer_spec(read_head(Path(path), fmt, name) if head is None else head, name)
+
+
+def read_head(path: Path, fmt: str, name: str) -> pd.DataFrame:
+    """The file's first INFER_ROWS rows as a frame (vectors as lists or arrays, CSV vectors as text)."""
+    from cotrr_core.data.loaders import _read_csv
+
+    empty = FeatureSpec(name="none", format="step5", tokens=())
+    if fmt == "jsonl":  # columnar when the lines allow it, else jsonl_chunks (data/columnar.py)
+        from cotrr_core.data.columnar import jsonl_head
+
+        return jsonl_head(path, name, INFER_ROWS)
+    if fmt == "csv":
+        return _read_csv(path, name, empty).iloc[:INFER_ROWS]
+    from cotrr_core.data.parquet import parquet_chunks
+
+    frame, _ = next(parquet_chunks(path, name, empty, INFER_ROWS), (pd.DataFrame(), {}))
+    return frame
+
+
+def infer_spec(frame: pd.DataFrame, name: str) -> FeatureSpec:
+    """A spec for the columns of `frame` (a file's first rows).
+
+    Args:
+        frame: rows of a Step5 file (one candidate each); vector cells as lists, arrays or '[...]' text.
+        name: the file's name, for errors and the spec's name.
+    Raises:
+        DataError when the frame has no label column or no feature at all.
+    """
+    if len(frame) == 0:
+        raise DataError(name, None, None, "no candidates found (empty input)")
+    columns = [c for c in frame.columns if not frame[c].isna().all()]
+    step5 = builtin_spec("step5")
+    if all(f in columns for t in step5.tokens for f in t.fields):
+        return step5
+    label = _label(columns, name, int(frame["_line"].iloc[0]) if "_line" in frame else None)
+    reserved = set(RESERVED_FIELDS) | {label["label_field"], "compliance_score", "label", FIRST_STAGE}
+    vectors, scalars = {}, []
+    for col in sorted(c for c in columns if c not in reserved and isinstance(c, str)):
+        values = frame[col].to_numpy(dtype=object)
+        vec = _vectors(values)
+        if vec is not None:
+            vectors[col] = vec
+        elif all(_is_number(v) for v in values):
+            scalars.append(col)
+    tokens = [_vector_token(col, vec, frame, taken=set(columns) | {"scalars", "first_stage"})
+              for col, vec in vectors.items()]
+    if scalars:
+        tokens.append({"name": "scalars", "fields": scalars})
+    if FIRST_STAGE in columns and all(_is_number(v) for v in frame[FIRST_STAGE].to_numpy(dtype=object)):
+        tokens.append({"name": "first_stage", "fields": [FIRST_STAGE]})
+    if not tokens:
+        raise DataError(name, None, None, "no numeric feature field found to infer a spec from "
+                                          "(vectors as lists, scalars as numbers); pass --spec")
+    raw = {"name": f"inferred:{Path(name).name}", "format": "step5", "tokens": tokens, **label,
+           "notes": "inferred from the file's first rows (cotrr_core.data.infer)"}
+    pair = _similarity_pair(tokens)
+    if pair is not None:
+        raw["similarity"] = {"query": pair[0], "candidate": pair[1]}
+    return FeatureSpec.from_dict(raw, where=f"{name}: inferred spec")
+
+
+def _label(columns: list, name: str, line: int | None) -> dict:
+    """compliance_score in [0, 1] (relevant from 0.8), else an integer `label` grade (relevant from 1)."""
+    if "compliance_score" in columns:
+        return {"label_field": "compliance_score", "label_min": 0.0, "label_max": 1.0, "relevance_threshold": 0.8}
+    if "label" in columns:
+        return {"label_field": "label", "label_min": 0.0, "label_max": float(MAX_GRADE), "relevance_threshold": 1.0}
+    raise DataError(name, line, "compliance_score", "no label field: give compliance_score (0..1) or an integer "
+                                                    "label grade on every line, or pass --spec")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _vectors(values: np.ndarray) -> list[np.ndarray] | None:
+    """Every cell a numeric list (a CSV cell '[...]' parsed) -> the rows as float64 arrays; else None."""
+    out = []
+    for v in values:
+        if isinstance(v, str) and v.lstrip().startswith("["):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                return None
+        if not isinstance(v, (list, tuple, np.ndarray)) or len(v) == 0 or not all(_is_number(x) for x in v):
+            return None
+        out.append(np.asarray(v, dtype=np.float64))
+    return out or None
+
+
+def _vector_token(col: str, rows: list[np.ndarray], frame: pd.DataFrame, taken: set) -> dict:
+    """A vector field's token: named after the field (a `_features` suffix dropped unless that name is
+    taken), `dim` from its first row."""
+    short = col.removesuffix("_features")
+    tok = {"name": short if short == col or short not in taken else col, "fields": [col], "dim": len(rows[0])}
+    if "query_id" in frame and len({len(r) for r in rows}) == 1 and _list_constant(np.stack(rows), frame["query_id"]):
+        tok["list_constant"] = True
+    return tok
+
+
+def _list_constant(block: np.ndarray, query_ids: pd.Series) -> bool:
+    """[n, d] identical within every list (and at least one list has two candidates)."""
+    codes, _ = pd.factorize(query_ids.astype(str), sort=False)
+    first = np.zeros(codes.max() + 1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes))[::-1]
+    return bool(np.bincount(codes).max() > 1 and (block == block[first[codes]]).all())
+
+
+def _similarity_pair(tokens: list[dict]) -> tuple[str, str] | None:
+    """(query, candidate) when there is exactly one list-constant vector token and one other of its dim."""
+    vec = [t for t in tokens if "dim" in t]
+    const = [t for t in vec if t.get("list_constant")]
+    if len(const) != 1:
+        return None
+    same = [t for t in vec if not t.get("list_constant") and t["dim"] == const[0]["dim"]]
+    return (const[0]["name"], same[0]["name"]) if len(same) == 1 else None
