@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cotrr_core.data.columnar import FastPathMiss, fast_jsonl_chunks
 from cotrr_core.data.dataset import _RESERVED, RankingData, SmallListPolicy
 from cotrr_core.data.errors import DataError, LoadReport
 from cotrr_core.data.limits import MAX_STREAM_VALUES
@@ -68,8 +69,8 @@ def cached_splits(path: str | Path, spec: FeatureSpec, *, name: str | None = Non
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
         try:
-            meta = _build(path, fmt, spec, name, seed, tmp, min_candidates, on_small_list,
-                          require_labels=require_labels)
+            meta = _build_checked(path, fmt, spec, name, seed, tmp, min_candidates, on_small_list,
+                                  require_labels=require_labels)
             commit(tmp, final, meta)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -88,7 +89,7 @@ def validate_file(path: str | Path, spec: FeatureSpec, *, fmt: str | None = None
         raise DataError(str(path), None, None, "file not found")
     with tempfile.TemporaryDirectory(prefix=".validate-", dir=path.parent if os.access(path.parent, os.W_OK)
                                      else None) as tmp:
-        meta = _build(path, fmt, spec, str(path), 0, Path(tmp), min_candidates, on_small_list, write=False)
+        meta = _build_checked(path, fmt, spec, str(path), 0, Path(tmp), min_candidates, on_small_list, write=False)
     report = LoadReport(**{k: v for k, v in meta["report"].items() if k != "skip_reasons"})
     report.skip_reasons.update(meta["report"]["skip_reasons"])
     return {"report": report, "token_dims": meta["token_dims"], "relevant_share": meta["relevant_share"]}
@@ -133,11 +134,24 @@ class _Pass1:
         return {k: np.concatenate(v) for k, v in self.cols.items()}
 
 
+def _build_checked(path: Path, fmt: str, spec: FeatureSpec, *args, **kwargs) -> dict:
+    """_build through the columnar JSONL reader (data/columnar.py); when it cannot vouch for the file or a
+    check fails, again through the precise reader, whose error names the first bad line and field."""
+    if fmt == "jsonl":
+        try:
+            return _build(path, fmt, spec, *args, **kwargs, fast=True)
+        except (FastPathMiss, DataError):
+            tmp = args[2]
+            for child in tmp.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return _build(path, fmt, spec, *args, **kwargs)
+
+
 def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None, tmp: Path, min_candidates: int,
-           on_small_list: SmallListPolicy, write: bool = True, require_labels: bool = True) -> dict:
+           on_small_list: SmallListPolicy, write: bool = True, require_labels: bool = True, fast: bool = False) -> dict:
     """Both passes into `tmp` (write=False: every check, one "all" split, no arrays written)."""
     line_label = "row" if fmt == "parquet" else "line"
-    p1, cols = _first_pass(path, fmt, spec, name, tmp, line_label, require_labels)
+    p1, cols = _first_pass(path, fmt, spec, name, tmp, line_label, require_labels, fast)
     fail = row_failer(name, cols["line"], line_label)
     qid, cid = cols["qid"], cols["cid"]
     check_unique_candidates(qid, cid, fail)
@@ -202,10 +216,14 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
 
 
 def _first_pass(path: Path, fmt: str, spec: FeatureSpec, name: str, tmp: Path, line_label: str,
-                require_labels: bool) -> tuple[_Pass1, dict[str, np.ndarray]]:
+                require_labels: bool, fast: bool = False) -> tuple[_Pass1, dict[str, np.ndarray]]:
     """Pass 1: every chunk validated, its features appended to tmp/raw; returns the pass and its columns."""
-    chunks = parquet_chunks(path, name, spec, CHUNK_ROWS) if fmt == "parquet" else \
-        ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B per number
+    if fmt == "parquet":
+        chunks = parquet_chunks(path, name, spec, CHUNK_ROWS)
+    elif fast:
+        chunks = fast_jsonl_chunks(path, spec)
+    else:
+        chunks = ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B a number
     (tmp / "raw").mkdir()
     p1 = _Pass1(tmp / "raw")
     used = {c for t in spec.tokens for c in token_columns(t)} | set(_RESERVED) | {spec.label_field}
