@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cotrr_core.data.columnar import FastPathMiss, fast_jsonl, fast_jsonl_table, head_frame
 from cotrr_core.data.dataset import RankingData, SmallListPolicy, build_ranking_data, token_columns
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.limits import (
@@ -80,16 +81,34 @@ def load_dataset(path: str | Path, fmt: str | None = None, spec: FeatureSpec | N
         frame, num_features, max_label = _read_letor(path, name, spec, max_features)
         spec = spec or default_letor_spec(num_features, max_label=max(max_label, 1.0))
         return build_ranking_data(frame, spec, name, **kwargs)
+    if fmt == "jsonl":
+        return _load_jsonl(path, name, spec, kwargs)
     if spec is None:  # the file's sidecar spec, else one inferred from its first rows (data/infer.py)
         from cotrr_core.data.infer import resolve_spec
 
         spec = resolve_spec(path, fmt, name)
-    if fmt == "jsonl":
-        return build_ranking_data(_read_jsonl(path, name), spec, name, **kwargs)
     if fmt == "csv":
         return build_ranking_data(_read_csv(path, name, spec), spec, name, **kwargs)
     frame, vectors = read_parquet(path, name, spec)
     return build_ranking_data(frame, spec, name, line_label="row", vectors=vectors, **kwargs)
+
+
+def _load_jsonl(path: Path, name: str, spec: FeatureSpec | None, kwargs: dict) -> RankingData:
+    """The columnar fast path (data/columnar.py); when it cannot vouch for the file or a check fails, the
+    precise line-by-line path, which names the first bad line and field. Without a spec, the one
+    resolve_spec gives (data/infer.py), from the same first rows on both paths."""
+    from cotrr_core.data.infer import INFER_ROWS, resolve_spec
+
+    try:
+        table = fast_jsonl_table(path)
+        spec = spec or resolve_spec(path, "jsonl", name, head=head_frame(table, INFER_ROWS))
+        frame, vectors = fast_jsonl(path, spec, table)
+        del table
+        return build_ranking_data(frame, spec, name, vectors=vectors, **kwargs)
+    except (FastPathMiss, DataError):
+        pass
+    spec = spec or resolve_spec(path, "jsonl", name)
+    return build_ranking_data(_read_jsonl(path, name), spec, name, **kwargs)
 
 
 def _read_jsonl(path: Path, name: str) -> pd.DataFrame:
@@ -103,13 +122,14 @@ def jsonl_chunks(path: Path, name: str, rows_per_chunk: int, max_rows: int = MAX
     for n, line in _text_lines(path, name):
         if not line.strip():
             continue
-        obj = _json_value(line, name, n, None)
+        huge: list = []
+        obj = _json_value(line, name, n, None, huge=huge)
         if not isinstance(obj, dict):
             raise DataError(name, n, None, f"expected a JSON object, got {type(obj).__name__}")
         keys.update(obj)
         if len(keys) > MAX_COLUMNS or total >= max_rows:
             raise DataError(name, n, None, f"more than {MAX_COLUMNS} distinct fields or {max_rows} rows")
-        if "NaN" in line or "Infinity" in line or _HUGE_INT.search(line):  # JSON has no NaN/Infinity
+        if huge or "NaN" in line or "Infinity" in line:  # JSON has no NaN/Infinity
             for key, value in obj.items():
                 bad = _find_constant(value)
                 if bad is not None:
@@ -130,14 +150,17 @@ def _records_frame(rows: list, lines: list) -> pd.DataFrame:
     return frame
 
 
-def _json_value(text: str, name: str, line: int, field: str | None, what: str = "malformed JSON"):
+def _json_value(text: str, name: str, line: int, field: str | None, what: str = "malformed JSON",
+                huge: list | None = None):
     """json.loads with the errors a user can cause turned into DataError: malformed text, nesting deeper
     than MAX_JSON_DEPTH (Python's parser would raise RecursionError), integers beyond Python's digit
-    limit, duplicate keys (the first value would be dropped silently)."""
+    limit, duplicate keys (the first value would be dropped silently). `huge` collects the placeholders
+    of integers beyond float64 (so a caller knows whether to look for them)."""
+    parse_int = _parse_int if huge is None else lambda t: _noted(_parse_int(t), huge)
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nesting(text) > MAX_JSON_DEPTH:
         raise DataError(name, line, field, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique_keys, parse_int=_parse_int)
+        return json.loads(text, parse_constant=_Constant, object_pairs_hook=_unique_keys, parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise DataError(name, line, field, f"{what}: {exc.msg} (column {exc.colno})") from None
     except _DuplicateKey as exc:
@@ -154,8 +177,13 @@ def _parse_int(text: str) -> int | _Constant:
     return _Constant(f"{text[:12]}... ({len(text)} digits)", "is out of range")
 
 
+def _noted(value, found: list):
+    if isinstance(value, _Constant):
+        found.append(value)
+    return value
+
+
 _MAX_INT_DIGITS = 320
-_HUGE_INT = re.compile(rf"\d{{{_MAX_INT_DIGITS + 1}}}")
 
 
 def _nesting(text: str) -> int:
