@@ -9,9 +9,8 @@ Valid data gives the same splits, arrays and fingerprints as load_dataset + the 
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,14 @@ from cotrr_core.data.rowread import CHUNK_ROWS, read_rows
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.splits import split_queries
 from cotrr_core.data.store import (
+    DamagedEntry,
     NpyWriter,
     cache_key,
     cache_root,
     commit,
+    new_temp_dir,
     open_store,
+    sweep_dead_builds,
     write_ids,
 )
 from cotrr_core.data.validate import check_unique_candidates, order_lists, row_failer, token_columns, validate_columns
@@ -65,16 +67,22 @@ def cached_splits(path: str | Path, spec: FeatureSpec, *, name: str | None = Non
     key = cache_key(path, spec, name=name, fmt=fmt, seed=seed, min_candidates=min_candidates,
                     on_small_list=on_small_list, require_labels=require_labels)
     final = cache_root() / key
-    if not (final / "meta.json").exists():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+    if (final / "meta.json").exists():
         try:
-            meta = _build_checked(path, fmt, spec, name, seed, tmp, min_candidates, on_small_list,
-                                  require_labels=require_labels)
-            commit(tmp, final, meta)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            return open_store(final, spec)
+        except DamagedEntry as exc:  # never used: rebuilt from the source file
+            warnings.warn(f"dataset cache entry {final.name} of {name} is damaged ({exc}); rebuilding it",
+                          stacklevel=2)
+            shutil.rmtree(final, ignore_errors=True)
+    sweep_dead_builds(final.parent)
+    tmp = new_temp_dir(final.parent, key)
+    try:
+        meta = _build_checked(path, fmt, spec, name, seed, tmp, min_candidates, on_small_list,
+                              require_labels=require_labels)
+        commit(tmp, final, meta, meta.pop("sums"))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return open_store(final, spec)
 
 
@@ -87,9 +95,12 @@ def validate_file(path: str | Path, spec: FeatureSpec, *, fmt: str | None = None
     fmt = fmt or infer_format(path)
     if not path.exists():
         raise DataError(str(path), None, None, "file not found")
-    with tempfile.TemporaryDirectory(prefix=".validate-", dir=path.parent if os.access(path.parent, os.W_OK)
-                                     else None) as tmp:
-        meta = _build_checked(path, fmt, spec, str(path), 0, Path(tmp), min_candidates, on_small_list, write=False)
+    sweep_dead_builds(cache_root())
+    tmp = new_temp_dir(cache_root(), "validate")
+    try:
+        meta = _build_checked(path, fmt, spec, str(path), 0, tmp, min_candidates, on_small_list, write=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     report = LoadReport(**{k: v for k, v in meta["report"].items() if k != "skip_reasons"})
     report.skip_reasons.update(meta["report"]["skip_reasons"])
     return {"report": report, "token_dims": meta["token_dims"], "relevant_share": meta["relevant_share"]}
@@ -177,7 +188,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
     dtypes = {t.name: "float16" if t.float16 or p1.f16_exact[t.name] else "float32" for t in spec.tokens}
     extras = pd.concat(p1.extras, ignore_index=True)
     bad_const: dict[str, tuple[int, int]] = {}
-    meta_splits = {}
+    meta_splits, sums = {}, {}
     for s, qs in splits.items():
         rows = np.concatenate([perm[offsets[q]:offsets[q + 1]] for q in qs])
         off_s = np.concatenate([[0], np.cumsum(kept_lengths[qs])]).astype(np.int64)
@@ -197,7 +208,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
             h.update("\x1f".join(arr.tolist()).encode() + b"\x1e")
         h.update(off_s.tobytes())
         h.update(labels.tobytes())
-        _write_tokens(folder, spec, rows, raw, dtypes, lists_first, bad_const, h)
+        _write_tokens(folder, spec, rows, raw, dtypes, lists_first, bad_const, h, sums)
         meta_splits[s] = {"fingerprint": h.hexdigest()[:16], "report": report.to_dict(),
                           "num_queries": len(qs), "num_candidates": len(rows)}
     for tok in spec.tokens:
@@ -212,7 +223,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
         return {"report": report.to_dict(), "token_dims": dict(p1.dims),
                 "relevant_share": meta_splits["all"]["relevant_share"]}
     return {"version": 1, "source": name, "file": str(path), "format": fmt, "seed": seed, "dtypes": dtypes,
-            "splits": meta_splits}
+            "splits": meta_splits, "sums": sums}
 
 
 def _first_pass(path: Path, fmt: str, spec: FeatureSpec, name: str, tmp: Path, line_label: str,
@@ -242,7 +253,8 @@ def _first_pass(path: Path, fmt: str, spec: FeatureSpec, name: str, tmp: Path, l
 
 
 def _write_tokens(folder: Path | None, spec: FeatureSpec, rows: np.ndarray, raw: dict[str, np.ndarray],
-                  dtypes: dict[str, str], lists_first: np.ndarray, bad_const: dict, h: Any = None) -> None:
+                  dtypes: dict[str, str], lists_first: np.ndarray, bad_const: dict, h: Any = None,
+                  sums: dict | None = None) -> None:
     """A split's rows of every token, in row chunks: written to folder/<token>.npy and hashed into `h` (folder
     None: only the list-constant check), list-constant tokens checked against their list's first row."""
     for tok in sorted(spec.tokens, key=lambda t: t.name):
@@ -251,7 +263,7 @@ def _write_tokens(folder: Path | None, spec: FeatureSpec, rows: np.ndarray, raw:
         if h is not None:
             h.update(tok.name.encode())
         out = None if folder is None else \
-            NpyWriter(folder / f"{tok.name}.npy", np.dtype(dtypes[tok.name]), (len(rows), raw[tok.name].shape[1]))
+            NpyWriter(folder / f"{tok.name}.npy", np.dtype(dtypes[tok.name]), (len(rows), raw[tok.name].shape[1]), sums)
         for a in range(0, len(rows), CHUNK_ROWS):
             part = rows[a:a + CHUNK_ROWS]
             block = read_rows(raw[tok.name], part)
