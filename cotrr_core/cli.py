@@ -271,6 +271,19 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from cotrr_core.serving.serve import serve
+
+    policy = {"mode": args.policy, "share": args.share, "salt": args.salt}
+    serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, policy=policy,
+          token=args.token or os.environ.get("COTRR_SERVE_TOKEN"), log_dir=args.log_dir, threads=args.threads,
+          limits={"max_candidates": args.max_candidates, "max_body_bytes": args.max_body_bytes,
+                  "max_budget_ms": args.max_budget_ms})
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from cotrr_core.serving.export import export_onnx
 
@@ -298,6 +311,22 @@ def _add_serving_commands(sub) -> None:
     s.add_argument("--format", choices=["jsonl", "csv", "parquet", "letor"])
     s.add_argument("--spec", help="how this file names the run's tokens (default: the run's own spec)")
     s.set_defaults(func=cmd_rerank)
+
+    s = sub.add_parser("serve", help="serve a run over HTTP: /v1/rerank, /v1/rerank_batch, /healthz, /readyz, /metrics")
+    s.add_argument("run_dir")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    s.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker")
+    s.add_argument("--policy", choices=["off", "shadow", "rollout", "full"], default="full")
+    s.add_argument("--share", type=float, default=0.0, help="rollout share in [0, 1] (--policy rollout)")
+    s.add_argument("--salt", default="cotrr")
+    s.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $COTRR_SERVE_TOKEN)")
+    s.add_argument("--log-dir", help="write decision logs (JSONL, rotated) here")
+    s.add_argument("--max-candidates", type=int, default=2000, help="candidates per list (413 past it)")
+    s.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="request body size (413 past it)")
+    s.add_argument("--max-budget-ms", type=float, default=2000.0, help="largest time_budget_ms a request may ask")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("export", help="export a run's model to ONNX")
     s.add_argument("run_dir")
