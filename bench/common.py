@@ -67,12 +67,13 @@ def stamp() -> dict:
     return {"commit": commit, "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
-def files_benchmark(train: str, val: str, test: str, seed: int = 0) -> Benchmark:
-    """A Benchmark from three LETOR/Step5 files; `val` is cut into val/cal halves by whole queries."""
+def files_benchmark(train: str, val: str, test: str, seed: int = 0, spec=None) -> Benchmark:
+    """A Benchmark from three LETOR/Step5 files; `val` is cut into val/cal halves by whole queries. `spec`:
+    a FeatureSpec for all three (default: the train file's own, data/infer.py)."""
     from cotrr_core.data import split_queries
     from cotrr_core.data.loaders import load_dataset
 
-    tr = load_dataset(train)
+    tr = load_dataset(train, spec=spec)
     va = load_dataset(val, spec=tr.spec)
     te = load_dataset(test, spec=tr.spec)
     halves = split_queries(va.query_ids, {"val": 0.5, "cal": 0.5}, seed=seed)
@@ -82,8 +83,8 @@ def files_benchmark(train: str, val: str, test: str, seed: int = 0) -> Benchmark
                      f"files: train {train}, val/cal halves of {val}, test {test}")
 
 
-def get_benchmark(name: str, seed: int = 0) -> Benchmark:
-    return load_benchmark(name, seed=seed)
+def get_benchmark(name: str, seed: int = 0, spec=None) -> Benchmark:
+    return load_benchmark(name, seed=seed, spec=spec)
 
 
 def is_letor(data: RankingData) -> bool:

@@ -51,6 +51,7 @@ from bench.common import (  # noqa: E402
 )
 from cotrr_core.config import RunConfig  # noqa: E402
 from cotrr_core.data.benchmarks import Benchmark  # noqa: E402
+from cotrr_core.data.spec import FeatureSpec  # noqa: E402
 from cotrr_core.evaluation.compare import HEADLINE, evaluate_scores, original_scores, per_query_metrics  # noqa: E402
 from cotrr_core.evaluation.metrics import paired_bootstrap_ci  # noqa: E402
 
@@ -315,6 +316,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--no-results", action="store_true", help="do not write bench/results/")
     p.add_argument("--merge", action="store_true", help="keep other datasets' sections of bench/results/quality.json")
     p.add_argument("--seed", type=int, default=0, help="query split seed (hash-split benchmarks)")
+    p.add_argument("--spec", help="feature spec JSON for the files (default: each file's own, else inferred from it)")
     return p.parse_args(argv)
 
 
@@ -329,12 +331,13 @@ def main(argv=None) -> dict:
     timer = Timer()
     result: dict = {"command": "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     result.update(stamp())
+    spec = FeatureSpec.load(args.spec) if args.spec else None
     if args.train or args.val or args.test:
         if not (args.train and args.val and args.test):
             raise SystemExit("--train, --val and --test go together")
-        jobs = [(Path(args.train).stem, lambda: files_benchmark(args.train, args.val, args.test, args.seed))]
+        jobs = [(Path(args.train).stem, lambda: files_benchmark(args.train, args.val, args.test, args.seed, spec))]
     else:
-        jobs = [(n, (lambda n=n: get_benchmark(n, args.seed))) for n in args.datasets.split(",") if n]
+        jobs = [(n, (lambda n=n: get_benchmark(n, args.seed, spec))) for n in args.datasets.split(",") if n]
     run_root = Path(args.run_root) if args.run_root else None
     peers = tuple(p for p in args.peers.split(",") if p)
     for name, make in jobs:

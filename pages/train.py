@@ -23,12 +23,14 @@ from pages.common.charts import csv_button, history_charts
 from pages.common.errors import shown_errors
 from pages.common.frame import require_frame
 from pages.common.progress import run_progress
+from pages.common.upload import spec_editor
 
 require_frame()
 st.title("Train a reranker")
 dataset = st.session_state.get("dataset") or default_dataset()
 st.caption(f"Runs train in their own process (they survive reloads) on the sidebar dataset: "
            f"**{dataset_label(dataset)}**.")
+spec_editor(dataset)  # an uploaded file: its feature spec, shown and chosen
 
 base = fast_config()  # the form starts from the quick first-launch config, and so does the run it starts
 sizes = sorted({16, 32, 64, 128, 256, base.model.hidden})

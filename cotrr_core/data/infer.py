@@ -21,7 +21,8 @@ from cotrr_core.data.errors import DataError
 from cotrr_core.data.limits import MAX_GRADE
 from cotrr_core.data.spec import FeatureSpec, builtin_spec
 
-__all__ = ["INFER_ROWS", "RESERVED_FIELDS", "infer_spec", "resolve_spec", "read_head", "spec_sidecar"]
+__all__ = ["INFER_ROWS", "RESERVED_FIELDS", "infer_spec", "feature_fields", "label_fields", "resolve_spec", "read_head",
+           "spec_sidecar"]
 
 INFER_ROWS = 2048  # rows read to infer a spec (whole lists of a few hundred candidates, in practice)
 RESERVED_FIELDS = ("query_id", "candidate_id", "query", "image", "_line", "first_stage_rank")
@@ -61,56 +62,88 @@ def read_head(path: Path, fmt: str, name: str) -> pd.DataFrame:
     return frame
 
 
-def infer_spec(frame: pd.DataFrame, name: str) -> FeatureSpec:
+def infer_spec(frame: pd.DataFrame, name: str, *, features: list[str] | None = None, label_field: str | None = None,
+               relevance_threshold: float | None = None) -> FeatureSpec:
     """A spec for the columns of `frame` (a file's first rows).
 
     Args:
         frame: rows of a Step5 file (one candidate each); vector cells as lists, arrays or '[...]' text.
         name: the file's name, for errors and the spec's name.
+        features, label_field, relevance_threshold: a user's choice (the app's spec editor): only these
+            fields as features (default: every candidate field), this label column and threshold.
     Raises:
-        DataError when the frame has no label column or no feature at all.
+        DataError when the frame has no label column or no feature at all; ConfigError for a bad choice.
     """
     if len(frame) == 0:
         raise DataError(name, None, None, "no candidates found (empty input)")
     columns = [c for c in frame.columns if not frame[c].isna().all()]
     step5 = builtin_spec("step5")
-    if all(f in columns for t in step5.tokens for f in t.fields):
+    if features is None and label_field is None and all(f in columns for t in step5.tokens for f in t.fields):
         return step5
-    label = _label(columns, name, int(frame["_line"].iloc[0]) if "_line" in frame else None)
-    reserved = set(RESERVED_FIELDS) | {label["label_field"], "compliance_score", "label", FIRST_STAGE}
-    vectors, scalars = {}, []
-    for col in sorted(c for c in columns if c not in reserved and isinstance(c, str)):
-        values = frame[col].to_numpy(dtype=object)
-        vec = _vectors(values)
-        if vec is not None:
-            vectors[col] = vec
-        elif all(_is_number(v) for v in values):
-            scalars.append(col)
+    line = int(frame["_line"].iloc[0]) if "_line" in frame else None
+    label = _label(frame, columns, name, line, label_field, relevance_threshold)
+    kinds = feature_fields(frame, label["label_field"])
+    chosen = [f for f in kinds if features is None or f in features]
+    vectors = {f: _vectors(frame[f].to_numpy(dtype=object)) for f in chosen if kinds[f] == "vector"}
     tokens = [_vector_token(col, vec, frame, taken=set(columns) | {"scalars", "first_stage"})
               for col, vec in vectors.items()]
+    scalars = [f for f in chosen if kinds[f] == "scalar" and f != FIRST_STAGE]
     if scalars:
         tokens.append({"name": "scalars", "fields": scalars})
-    if FIRST_STAGE in columns and all(_is_number(v) for v in frame[FIRST_STAGE].to_numpy(dtype=object)):
+    if FIRST_STAGE in chosen:
         tokens.append({"name": "first_stage", "fields": [FIRST_STAGE]})
     if not tokens:
         raise DataError(name, None, None, "no numeric feature field found to infer a spec from "
                                           "(vectors as lists, scalars as numbers); pass --spec")
     raw = {"name": f"inferred:{Path(name).name}", "format": "step5", "tokens": tokens, **label,
-           "notes": "inferred from the file's first rows (cotrr_core.data.infer)"}
+           "notes": "inferred from the file's first rows (cotrr_core.data.infer)" if features is None
+           else "chosen from the file's fields"}
     pair = _similarity_pair(tokens)
     if pair is not None:
         raw["similarity"] = {"query": pair[0], "candidate": pair[1]}
     return FeatureSpec.from_dict(raw, where=f"{name}: inferred spec")
 
 
-def _label(columns: list, name: str, line: int | None) -> dict:
-    """compliance_score in [0, 1] (relevant from 0.8), else an integer `label` grade (relevant from 1)."""
-    if "compliance_score" in columns:
-        return {"label_field": "compliance_score", "label_min": 0.0, "label_max": 1.0, "relevance_threshold": 0.8}
-    if "label" in columns:
-        return {"label_field": "label", "label_min": 0.0, "label_max": float(MAX_GRADE), "relevance_threshold": 1.0}
-    raise DataError(name, line, "compliance_score", "no label field: give compliance_score (0..1) or an integer "
-                                                    "label grade on every line, or pass --spec")
+def feature_fields(frame: pd.DataFrame, label_field: str | None = None) -> dict[str, str]:
+    """Every column that can be a feature, sorted: field -> "vector" or "scalar" (first_stage_score included;
+    ids, query text, image, labels and first_stage_rank never)."""
+    reserved = set(RESERVED_FIELDS) | {"compliance_score", "label", label_field}
+    out = {}
+    for col in sorted(c for c in frame.columns if c not in reserved and isinstance(c, str)):
+        values = frame[col].to_numpy(dtype=object)
+        if frame[col].isna().all():
+            continue
+        if _vectors(values) is not None:
+            out[col] = "vector"
+        elif all(_is_number(v) for v in values):
+            out[col] = "scalar"
+    return out
+
+
+def label_fields(frame: pd.DataFrame) -> list[str]:
+    """Columns that can be the label: numeric on every row (compliance_score and label first)."""
+    numeric = [c for c in frame.columns if isinstance(c, str) and c not in RESERVED_FIELDS and c != FIRST_STAGE
+               and len(frame) and all(_is_number(v) for v in frame[c].to_numpy(dtype=object))]
+    return sorted(numeric, key=lambda c: (c not in ("compliance_score", "label"), c))
+
+
+def _label(frame: pd.DataFrame, columns: list, name: str, line: int | None, field: str | None,
+           threshold: float | None) -> dict:
+    """compliance_score in [0, 1] (relevant from 0.8), else an integer `label` grade (relevant from 1); a chosen
+    field: [0, 1] when its values lie there, else grades 0..MAX_GRADE."""
+    field = field or next((f for f in ("compliance_score", "label") if f in columns), None)
+    if field is None:
+        raise DataError(name, line, "compliance_score", "no label field: give compliance_score (0..1) or an "
+                                                        "integer label grade on every line, or pass --spec")
+    if field not in columns:
+        raise DataError(name, line, field, "the chosen label field is not in the file")
+    values = pd.to_numeric(frame[field], errors="coerce")
+    unit = field == "compliance_score" or (field != "label" and values.between(0, 1).all())
+    out = {"label_field": field, "label_min": 0.0, "label_max": 1.0 if unit else float(MAX_GRADE),
+           "relevance_threshold": 0.8 if unit else 1.0}
+    if threshold is not None:
+        out["relevance_threshold"] = float(threshold)
+    return out
 
 
 def _is_number(v) -> bool:

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cotrr_core.data.errors import DataError
+from cotrr_core.data.infer import spec_sidecar
 from cotrr_core.data.loaders import infer_format
+from cotrr_core.data.spec import FeatureSpec
+from cotrr_core.io import write_json
 
 __all__ = ["MAX_UPLOAD_BYTES", "VALIDATE_TIMEOUT_S", "VALIDATE_MEMORY_BYTES", "UploadJob", "UploadResult",
-           "start_upload", "ingest_upload", "clean_stale_uploads"]
+           "start_upload", "ingest_upload", "clean_stale_uploads", "save_upload_spec"]
 
 # 2x the built-in demo benchmark as Parquet (50 MB for 24k candidates with 1024-d CLIP vectors);
 # a larger file belongs on disk (`python -m cotrr_core validate` / train --dataset PATH), not in a browser upload
@@ -41,6 +44,7 @@ class UploadResult:
     path: Path | None = None
     report: str = ""
     error: str = ""
+    spec: dict | None = None  # the feature spec the file loaded with (inferred, data/infer.py), as JSON
 
     @property
     def ok(self) -> bool:
@@ -81,7 +85,7 @@ class UploadJob:
             last = " ".join(err.strip().splitlines()[-1:])[:200]
             return self._finish(None, f"{self.name}: could not be validated (exit code {self.proc.returncode}"
                                       + (f": {last})" if last else ")"))
-        return self._finish(answer.get("report", ""), answer.get("error", ""))
+        return self._finish(answer.get("report", ""), answer.get("error", ""), answer.get("spec"))
 
     def cancel(self) -> None:
         if self.result is None:
@@ -89,10 +93,11 @@ class UploadJob:
             self.proc.wait()
             self._finish(None, "cancelled")
 
-    def _finish(self, report: str | None, error: str) -> UploadResult:
+    def _finish(self, report: str | None, error: str, spec: dict | None = None) -> UploadResult:
         if report is not None and not error:
             os.replace(self.staged, self.target)
-            self.result = UploadResult(self.name, path=self.target, report=report)
+            spec_sidecar(self.target).unlink(missing_ok=True)  # a spec chosen for the file this one replaced
+            self.result = UploadResult(self.name, path=self.target, report=report, spec=spec)
         else:
             self.staged.unlink(missing_ok=True)
             self.result = UploadResult(self.name, error=error or "rejected")
@@ -144,6 +149,35 @@ def ingest_upload(name: str, content: bytes, directory: str | Path, **kwargs) ->
     return result
 
 
+def save_upload_spec(path: str | Path, spec: FeatureSpec, *, timeout_s: float = VALIDATE_TIMEOUT_S,
+                     memory_bytes: int = VALIDATE_MEMORY_BYTES) -> str:
+    """Validate the kept upload `path` with `spec` in the capped child process; when it loads, save the spec
+    beside it (data/infer.spec_sidecar), so every later load of the file uses it. Returns the load report;
+    raises DataError with the child's error (nothing is saved then)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_json(tmp, spec.to_dict())
+        cmd = [sys.executable, "-m", "cotrr_core.data.uploads", str(path), infer_format(path), path.name,
+               str(memory_bytes), tmp]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_child_env(),
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DataError(path.name, None, None, f"validation took longer than {timeout_s:.0f} s") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    try:
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DataError(path.name, None, None, f"could not be validated (exit code {done.returncode})") from None
+    if answer.get("error"):
+        raise DataError(path.name, None, None, answer["error"])
+    write_json(spec_sidecar(path), spec.to_dict())
+    return answer["report"]
+
+
 def clean_stale_uploads(directory: str | Path, older_than_s: float = STALE_AFTER_S) -> int:
     """Remove staged files a killed app left behind; returns how many."""
     now, removed = time.time(), 0
@@ -164,17 +198,20 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _validate_main(path: str, fmt: str, name: str, memory_bytes: int) -> int:
-    """Child process: load under a memory cap, print one JSON line {"report"} or {"error"}."""
+def _validate_main(path: str, fmt: str, name: str, memory_bytes: int, spec_path: str | None = None) -> int:
+    """Child process: load under a memory cap (with the spec at `spec_path`, else the file's own), print one
+    JSON line {"report", "spec"} or {"error"}."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    from cotrr_core.config import ConfigError
     from cotrr_core.data.loaders import load_dataset
 
     try:
-        data = load_dataset(path, fmt, display_name=name)
-        answer = {"report": str(data.report)}
-    except DataError as exc:
+        spec = FeatureSpec.load(spec_path) if spec_path else None
+        data = load_dataset(path, fmt, spec, display_name=name)
+        answer = {"report": str(data.report), "spec": data.spec.to_dict()}
+    except (DataError, ConfigError) as exc:
         answer = {"error": str(exc)}
     except MemoryError:
         answer = {"error": f"{name}: needs more than {memory_bytes // 2**20} MB of memory to load"}
@@ -185,4 +222,4 @@ def _validate_main(path: str, fmt: str, name: str, memory_bytes: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_validate_main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    sys.exit(_validate_main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:6]))

@@ -5,6 +5,7 @@
 - reliability, calibrator comparison, risk-coverage (views.calibration)
 - run tables, config diffs, training curves (views.runs)
 - datasets and runs the sidebar offers, their labels and keys (views.choices)
+- an uploaded file's feature spec: shown, chosen, saved beside it (views.spec)
 - rollout simulator inputs measured from a run (cotrr_core.simulate.inputs)
 
 The second block re-exports what the pages call from the rest of the library (datasets, runs, training
@@ -77,6 +78,7 @@ from cotrr_core.views.compare import (
                                         wins_ties_losses,
 )
 from cotrr_core.views.runs import config_diff, history_frame, launch_steps, metrics_side_by_side, runs_table
+from cotrr_core.views.spec import SpecView, choose_spec, has_editable_spec, save_spec, spec_table, spec_view
 
 __all__ = [
     "AblationResult", "AttentionMaps", "DatasetAttention", "ablation_over_queries", "attention_by_relevance",
@@ -86,7 +88,8 @@ __all__ = [
     "rollout_inputs", "topm_inputs", "topm_scores", "serving_latency", "serving_threads", "stored_serving_latency",
     "config_diff", "history_frame", "launch_steps", "metrics_side_by_side", "runs_table",
     "dataset_key", "dataset_label", "dataset_options", "done_runs", "process_log_tail", "run_label", "run_metrics",
-    "run_stamp", "uploads_dir", "url_name",
+    "run_stamp", "uploads_dir", "url_name", "SpecView", "choose_spec", "has_editable_spec", "save_spec",
+    "spec_table", "spec_view",
     # the rest of the library, as the pages use it
     "load_run", "ConfigError", "DataError", "Benchmark", "load_benchmark", "render_candidate_image", "start_upload",
     "rerank_file", "Reranker", "ClickModel", "recommend_m", "shadow_analysis", "simulate_ab", "simulate_ramp",

@@ -1,6 +1,7 @@
 """What the app's sidebar offers: the datasets, their labels and stable keys, finished runs and their labels."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from cotrr_core.data.benchmarks import BENCHMARKS, shared_datasets_dir
 from cotrr_core.io import REPO_ROOT, read_json
 from cotrr_core.training import jobs
 from cotrr_core.training.runs import RunInfo, dataset_identity, runs_for_dataset
+from cotrr_core.views.spec import has_editable_spec
 
 __all__ = ["uploads_dir", "dataset_options", "dataset_label", "dataset_key", "url_name", "done_runs", "run_label",
            "run_stamp", "run_metrics", "process_log_tail"]
@@ -47,8 +49,21 @@ def url_name(dataset: str) -> str:
 
 
 def done_runs(dataset: str) -> list[RunInfo]:
-    """Finished runs on this dataset (same name and content), best test nDCG@10 first."""
-    return runs_for_dataset(dataset, jobs.runs_root())
+    """Finished runs on this dataset (same name and content, and for a file the feature spec it is read with
+    now: a run of another spec cannot score it), best test nDCG@10 first."""
+    runs = runs_for_dataset(dataset, jobs.runs_root())
+    if not has_editable_spec(dataset) or not runs:
+        return runs
+    from cotrr_core.data.infer import resolve_spec
+    from cotrr_core.data.loaders import infer_format
+
+    now = _reads(resolve_spec(dataset, infer_format(dataset), dataset).to_dict())
+    return [r for r in runs if _reads(r.config.get("spec") or {}) == now]
+
+
+def _reads(spec: dict) -> tuple:
+    """What a spec reads from a file: tokens and label."""
+    return json.dumps(spec.get("tokens"), sort_keys=True), spec.get("label_field"), spec.get("relevance_threshold")
 
 
 def run_label(r: RunInfo) -> str:
