@@ -46,19 +46,43 @@ def resolve_spec(path: str | Path, fmt: str, name: str, head: pd.DataFrame | Non
 
 
 def read_head(path: Path, fmt: str, name: str) -> pd.DataFrame:
-    """The file's first INFER_ROWS rows as a frame (vectors as lists or arrays, CSV vectors as text)."""
-    from cotrr_core.data.loaders import _read_csv
+    """The file's first INFER_ROWS rows as a frame (vectors as lists or arrays, CSV vectors as text).
 
-    empty = FeatureSpec(name="none", format="step5", tokens=())
-    if fmt == "jsonl":  # columnar when the lines allow it, else jsonl_chunks (data/columnar.py)
-        from cotrr_core.data.columnar import jsonl_head
-
-        return jsonl_head(path, name, INFER_ROWS)
+    Read loosely, on purpose: inference only needs the value types, and the loader that follows names the
+    first bad line precisely, so a JSONL head simply ends at a line that is not a JSON object. (Not through
+    data/loaders.py, which resolves its missing specs here: no import cycle.)"""
+    if fmt == "jsonl":
+        return _jsonl_head(path)
     if fmt == "csv":
-        return _read_csv(path, name, empty).iloc[:INFER_ROWS]
+        try:
+            return pd.read_csv(path, nrows=INFER_ROWS, skipinitialspace=True)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            return pd.DataFrame()
     from cotrr_core.data.parquet import parquet_chunks
 
+    empty = FeatureSpec(name="none", format="step5", tokens=())
     frame, _ = next(parquet_chunks(path, name, empty, INFER_ROWS), (pd.DataFrame(), {}))
+    return frame
+
+
+def _jsonl_head(path: Path) -> pd.DataFrame:
+    rows, lines = [], []
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                obj = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8")) if raw.strip() else None
+            except (ValueError, RecursionError):
+                break
+            if obj is None:
+                continue
+            if not isinstance(obj, dict):
+                break
+            rows.append(obj)
+            lines.append(n)
+            if len(rows) == INFER_ROWS:
+                break
+    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    frame["_line"] = np.asarray(lines, dtype=np.int64)
     return frame
 
 
