@@ -298,6 +298,91 @@ def concurrent_load(rr: Reranker, lists: list[tuple], threads: int = 8, calls: i
             "fallback_rate": 1 - reasons.get("reranked", 0) / n, **{f"wait_{k}": v for k, v in _latency_summary(waits).items()}}
 
 
+def concurrency_section(rr: Reranker, lists: list[tuple], rounds: int = 2) -> dict:
+    """concurrent_load on the batched Reranker (the default) and on one forward per request on 4 workers (the
+    serving core before dynamic batching), taking turns `rounds` times so both see the same machine."""
+    variants = {"batched": Reranker(rr.run, rr.policy), "per_request_4_workers": Reranker(rr.run, rr.policy, workers=4,
+                                                                                         batching=False)}
+    runs: dict[str, list[dict]] = {k: [] for k in variants}
+    for r in variants.values():
+        r.warm_up()
+    for _ in range(rounds):
+        for k, r in variants.items():
+            runs[k].append(concurrent_load(r, lists))
+    out = {k: {**v[-1], "lists_per_s_rounds": [x["lists_per_s"] for x in v],
+               "timeouts_rounds": [x["timeouts"] for x in v], "batcher": variants[k].stats()["batcher"]}
+           for k, v in runs.items()}
+    for r in variants.values():
+        r.close()
+    out["throughput_ratio"] = float(np.mean(out["batched"]["lists_per_s_rounds"]) /
+                                    np.mean(out["per_request_4_workers"]["lists_per_s_rounds"]))
+    return out
+
+
+def hang_recovery(rr: Reranker, lists: list[tuple], hang_s: float = 10.0, hung: int = 4, rate: float = 100.0,
+                  after_s: float = 3.0) -> dict:
+    """The first `hung` forwards sleep `hang_s`; 4 clients send top-20 lists at `rate` lists/s in all (open loop)
+    until `after_s` past the hang: how soon after the hang ends every answer is reranked again, and how many
+    forwards started for callers who had already left."""
+    import threading
+
+    r = Reranker(rr.run, rr.policy)
+    r.warm_up()
+    real, calls, ends, lock = r._forward, [0], [], threading.Lock()
+
+    def forward(*a, **k):
+        with lock:
+            calls[0] += 1
+            sleeping = calls[0] <= hung
+        if sleeping:
+            time.sleep(hang_s)
+            ends.append(time.perf_counter())
+        return real(*a, **k)
+
+    r._forward = forward
+    t_start, log = time.perf_counter(), []
+
+    def client(c: int) -> None:
+        k, period = 0, 4 / rate
+        while (now := time.perf_counter()) < t_start + hang_s + after_s:
+            res = r.rerank(*lists[(c + 4 * k) % len(lists)])
+            log.append((now - t_start, res.fallback_reason))
+            k += 1
+            time.sleep(max(0.0, t_start + (k + c / 4) * period - time.perf_counter()))
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    r.close(wait_s=hang_s)
+    hang_end = max(ends) - t_start if ends else float("nan")
+    bad_after = [t for t, reason in log if reason is not None and t >= hang_end]
+    during = [reason is None for t, reason in log if t < hang_end]
+    stats = r.stats()
+    return {"hang_s": hang_s, "hung_forwards": hung, "rate_lists_per_s": rate, "requests": len(log),
+            "hang_end_s": hang_end, "reranked_share_during_hang": float(np.mean(during)) if during else None,
+            "fallbacks_after_hang_end": len(bad_after),
+            "recovered_within_s": (max(bad_after) - hang_end) if bad_after else 0.0,
+            "forwards_started_after_their_deadline": stats["batcher"]["started_after_deadline"],
+            "late_results": stats["late_results"], "batcher": stats["batcher"]}
+
+
+def big_list(rr: Reranker, lists: list[tuple], n: int = 50_000, calls: int = 8) -> dict:
+    """One `n`-candidate list with the default budget: the caller's wait against the budget."""
+    base = [c for _, cands in lists for c in cands]
+    big = [dict(base[i % len(base)], candidate_id=f"big{i}") for i in range(n)]
+    waits, reasons = [], []
+    for _ in range(calls):
+        a = time.perf_counter()
+        res = rr.rerank("a long list", big)
+        waits.append(1e3 * (time.perf_counter() - a))
+        reasons.append(res.fallback_reason)
+    return {"candidates": n, "budget_ms": rr.config.time_budget_ms, "wait_p50_ms": float(np.median(waits)),
+            "wait_max_ms": float(max(waits)), "over_budget_max_ms": float(max(waits) - rr.config.time_budget_ms),
+            "outcomes": [str(x) for x in reasons], "stats_latency_p50_ms": rr.stats()["latency_ms"].get("p50")}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run")
@@ -407,6 +492,9 @@ def main() -> int:
 
     out["concurrency"] = concurrent_mc_stress(rr, top20)
     out["hung_model"] = hung_model_slack(rr, top20)
+    out["concurrency_load"] = concurrency_section(rr, top20)
+    out["hang_recovery"] = hang_recovery(rr, top20)
+    out["big_list"] = big_list(rr, lists)
 
     # arithmetic: FLOPs per candidate and share of the measured matmul peak
     out["flops_per_candidate"] = flops_per_candidate(rr, top20)

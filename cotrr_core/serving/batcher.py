@@ -62,22 +62,46 @@ class Batcher:
     """A bounded queue and `workers` scoring threads; `score(jobs)` returns one (raw, std) per job."""
 
     def __init__(self, score: Callable[[list[Job]], list[tuple]], *, workers: int = 2, max_wait_ms: float = 1.0,
-                 max_rows: int = 4096, max_queue: int = 128, max_stuck: int = 8,
+                 max_rows: int = 4096, max_queue: int = 128, max_stuck: int = 8, max_jobs: int | None = None,
+                 stuck_after_s: float = 0.25,
                  on_late: Callable[[], None] | None = None) -> None:
+        """`max_jobs=1`: no batching, one forward per request (the reference the benchmark compares with)."""
         self._score, self.workers, self.max_wait_s = score, workers, max_wait_ms / 1e3
-        self.max_rows, self.max_queue, self.max_stuck = max_rows, max_queue, max_stuck
+        self.max_rows, self.max_queue, self.max_stuck, self.max_jobs = max_rows, max_queue, max_stuck, max_jobs
         self._on_late = on_late or (lambda: None)
+        self.stuck_after_s = stuck_after_s  # past the batch's last deadline: a slow forward on a busy machine is not hung
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._threads: dict[threading.Thread, _Worker] = {}
         self._closed = False
+        self._arriving = 0  # callers converting a request they will submit: worth waiting for
+        self._local = threading.local()
         self.counts = {"batches": 0, "jobs": 0, "dropped_gone": 0, "refused_full": 0, "stuck_replaced": 0,
                        "started_after_deadline": 0}
 
     # ---------------------------------------------------------------- caller side
+    def arrive(self) -> None:
+        """This thread has started a request: a worker holding a smaller batch waits (up to max_wait) for it."""
+        with self._cond:
+            if not getattr(self._local, "arrived", False):
+                self._local.arrived = True
+                self._arriving += 1
+
+    def depart(self) -> None:
+        """This thread's request is queued or needs no forward: nobody waits for it any more."""
+        with self._cond:
+            self._depart()
+
+    def _depart(self) -> None:
+        if getattr(self._local, "arrived", False):
+            self._local.arrived = False
+            self._arriving -= 1
+            self._cond.notify_all()
+
     def submit(self, job: Job) -> bool:
         """Queue `job`; False when the queue is full or the batcher is closed (nothing is queued)."""
         with self._cond:
+            self._depart()
             if self._closed or len(self._queue) >= self.max_queue:
                 self.counts["refused_full"] += 1
                 return False
@@ -121,7 +145,7 @@ class Batcher:
 
     # ---------------------------------------------------------------- workers
     def _is_stuck(self, w: _Worker) -> bool:
-        return w.busy_until is not None and time.perf_counter() > w.busy_until
+        return w.busy_until is not None and time.perf_counter() > w.busy_until + self.stuck_after_s
 
     def _ensure_workers(self) -> None:
         """(lock held) Start workers until `workers` are not stuck, within the stuck-thread cap."""
@@ -150,7 +174,8 @@ class Batcher:
                     return
 
     def _take(self, me: _Worker) -> list[Job] | None:
-        """Wait for work; then up to max_wait for more; return the live jobs sharing the first one's MC count."""
+        """Wait for work; then, while other callers are converting theirs (`arrive`), up to max_wait for more;
+        return the live jobs sharing the first one's MC count."""
         with self._cond:
             while not self._queue:
                 if self._closed:
@@ -158,7 +183,8 @@ class Batcher:
                     return None
                 self._cond.wait()
             first_seen = time.perf_counter()
-            while self._queue and self._rows_ready(self._queue[0].mc) < self.max_rows and not self._closed:
+            while self._queue and self._arriving and self.max_jobs != 1 and self._rows_ready(self._queue[0].mc) < self.max_rows \
+                    and not self._closed:
                 left = first_seen + self.max_wait_s - time.perf_counter()
                 if left <= 0 or not self._cond.wait(left):
                     break
@@ -180,7 +206,8 @@ class Batcher:
                 job.gone = True
                 self.counts["dropped_gone"] += 1
                 job.done.set()
-            elif (mc is None or job.mc == mc) and (not picked or rows + job.rows <= self.max_rows):
+            elif (mc is None or job.mc == mc) and (not picked or rows + job.rows <= self.max_rows) \
+                    and (self.max_jobs is None or len(picked) < self.max_jobs):
                 mc, rows = job.mc, rows + job.rows
                 job.running = True
                 picked.append(job)

@@ -24,6 +24,7 @@ budget, not the hang.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,10 +57,12 @@ class Reranker:
     is requested per call), and the stats take a lock."""
 
     def __init__(self, run: LoadedRun, policy: Policy | None = None, precision: str = "fp32", *,
-                 workers: int = 2, fold: bool = True, max_queue: int = 128, max_wait_ms: float = 2.0) -> None:
+                 workers: int = 2, fold: bool = True, max_queue: int = 128, max_wait_ms: float = 2.0,
+                 batching: bool = True) -> None:
         """`fold` (fp32): serve a copy with the standardisation folded into the token projections (faster,
         same scores to float32 rounding: serving/fold.py). `workers`, `max_queue`, `max_wait_ms`: the dynamic
-        batcher's scoring threads, queued requests before `overloaded`, and how long a forward waits for more."""
+        batcher's scoring threads, queued requests before `overloaded`, and how long a forward waits for more;
+        `batching=False`: one forward per request (for comparison)."""
         self.run, self.precision = run, precision
         self.policy = policy or Policy(mode="full")
         self.inputs = ModelInputs(run, precision, fold)  # checks the precision
@@ -68,17 +71,23 @@ class Reranker:
         self.token_names = [t.name for t in run.spec.tokens]
         self._counters = ServeCounters()
         self._batcher = Batcher(self._score_jobs, workers=workers, max_queue=max_queue, max_wait_ms=max_wait_ms,
-                                on_late=lambda: self._counters.count_late())
+                                max_jobs=None if batching else 1, on_late=lambda: self._counters.count_late())
         self._answer_cost = AnswerCost()
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", policy: Policy | None = None, *,
-             precision: str = "fp32", threads: int | None = None, retain_memory: bool = True) -> Reranker:
+             precision: str = "fp32", threads: int | None = None, retain_memory: bool = True,
+             switch_interval_s: float | None = 0.001) -> Reranker:
         """Rebuild from the run directory alone and warm up. Process-wide settings for a serving
         process: `threads` sets torch's intra-op pool; `retain_memory` lets malloc keep freed blocks
-        for reuse (allocator.retain_freed_memory)."""
+        for reuse (allocator.retain_freed_memory); `switch_interval_s` sets the interpreter's thread switch
+        interval (None: leave it): a forward is many small torch calls, each taking the GIL back, so with the
+        default 5 ms a batcher worker waited behind callers converting their requests (bench/serve.py:
+        concurrency_load measures the serving path with this setting)."""
         if threads is not None:
             torch.set_num_threads(threads)
+        if switch_interval_s is not None:
+            sys.setswitchinterval(switch_interval_s)
         if retain_memory and not retain_freed_memory():
             logger.info("malloc tuning is not available here (not glibc); serving with the default allocator")
         reranker = cls(load_run(run_dir, device), policy, precision)
@@ -114,6 +123,8 @@ class Reranker:
         The time budget is off unless given and covers the whole call. Returns one RerankResult per list.
         """
         t0 = time.perf_counter()
+        if time_budget_ms is not None:
+            self._batcher.arrive()
         try:
             return self._rerank_batch(lists, top_m, mc_samples, unit_ids, time_budget_ms, t0)
         except Exception as exc:  # noqa: BLE001 - last resort: a bug here must still serve every list as given
@@ -129,6 +140,8 @@ class Reranker:
                                         arm="control", fallback_reason=f"error:{type(exc).__name__}",
                                         latency_ms=latency, detail=f"{type(exc).__name__}: {exc}"))
             return out
+        finally:
+            self._batcher.depart()
 
     def _rerank_batch(self, lists, top_m, mc_samples, unit_ids, time_budget_ms, t0) -> list[RerankResult]:
         """featurise -> the columnar core -> annotate."""
@@ -177,6 +190,14 @@ class Reranker:
             ArrayResult (orders and scores [N], outcomes per list [Q]).
         """
         t0 = time.perf_counter()
+        if time_budget_ms is not None:
+            self._batcher.arrive()
+        try:
+            return self._rerank_arrays(features, offsets, queries, unit_ids, top_m, mc_samples, time_budget_ms, t0)
+        finally:
+            self._batcher.depart()
+
+    def _rerank_arrays(self, features, offsets, queries, unit_ids, top_m, mc_samples, time_budget_ms, t0) -> ArrayResult:
         offsets = np.asarray(offsets, dtype=np.int64)
         lengths = np.diff(offsets)
         queries = list(queries) if queries is not None else [None] * len(lengths)
