@@ -7,6 +7,8 @@ In one run, on the same splits, with the same metric code (cotrr_core.evaluation
 same convention for queries without a relevant candidate ("exclude" is primary):
 
 * original   the first-stage order
+* qbnorm     (data with a query-candidate vector pair, e.g. CLIP text/image) the untrained QB-Norm anchor:
+             the cosine renormalised over a bank of training queries, temperature chosen on validation
 * peers      lightgbm (lambdarank), ridge, xgboost (rank:ndcg), catboost (YetiRank / LambdaMart): each
              on the same features, a 12-point grid chosen on validation nDCG@10, GBDTs early-stopped
              on validation. Seeds: the grid runs with seed 0; the chosen point is refitted with seeds
@@ -54,6 +56,7 @@ from cotrr_core.data.benchmarks import Benchmark  # noqa: E402
 from cotrr_core.data.spec import FeatureSpec  # noqa: E402
 from cotrr_core.evaluation.compare import HEADLINE, evaluate_scores, original_scores, per_query_metrics  # noqa: E402
 from cotrr_core.evaluation.metrics import paired_bootstrap_ci  # noqa: E402
+from cotrr_core.evaluation.qbnorm import qbnorm_anchor  # noqa: E402
 
 PEERS = ("lightgbm", "ridge", "xgboost", "catboost")
 SEEDED = {"catboost"}  # peers whose fit depends on the seed with these settings
@@ -147,6 +150,18 @@ def _committee(scores: dict[str, list[np.ndarray]], members: list[str], rep: int
     return _z(np.mean([_z(scores[m][min(rep, len(scores[m]) - 1)]) for m in members], axis=0))
 
 
+def _anchors(bench: Benchmark, scores: dict, val_scores: dict, params: dict) -> list[str]:
+    """The untrained QB-Norm anchor, for data whose spec names a query-candidate vector pair; its names."""
+    train, val, test = bench.splits["train"], bench.splits["val"], bench.splits["test"]
+    if getattr(train.spec, "similarity", None) is None:
+        return []
+    a = qbnorm_anchor(train, val, test)
+    scores["qbnorm"], val_scores["qbnorm"] = [a["test"]], [a["val"]]
+    params["qbnorm"] = {"t": a["t"], "val_ndcg@10 by t": a["val_ndcg@10"],
+                        "bank": f"{train.num_queries} training queries"}
+    return ["qbnorm"]
+
+
 def _spread(values: list[float]) -> dict:
     v = np.asarray(values, dtype=float)
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
@@ -172,6 +187,7 @@ def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool 
         if r is not None:
             scores[name], val_scores[name] = r["test"], r["val"]
             seconds[name], params[name], search[name] = r["seconds"], r["params"], r["search"]
+    anchors = _anchors(bench, scores, val_scores, params)
     committee = [p for p in peers if p in scores]
     if not committee:
         raise SystemExit("the quality bench needs at least one peer (the blend's committee score)")
@@ -216,7 +232,7 @@ def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool 
     out["ci"] = {"method": "paired bootstrap over test queries (2000 resamples, 95% percentile interval) of the "
                            "per-query nDCG@10 averaged over seeds",
                  **{f"{a}_vs_{b}": paired_bootstrap_ci(pq[a], pq[b])
-                    for a in ("cotrr", "cotrr_nn") for b in peer_names + ["original"]}}
+                    for a in ("cotrr", "cotrr_nn") for b in peer_names + anchors + ["original"]}}
     out["best_peer"] = best_peer
     out["models"] = models
     out["recipe"] = rule
@@ -300,7 +316,7 @@ def markdown(result: dict) -> str:
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", default="demo,mq2008,mslr-tiny")
+    p.add_argument("--datasets", default="demo,mq2008,mslr-tiny,flickr8k-dev")
     p.add_argument("--train")
     p.add_argument("--val")
     p.add_argument("--test")

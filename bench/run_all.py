@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS, machine, stamp, write_json  # noqa: E402
 
-PER_DATASET = {"quality": ("demo", "mq2008", "mslr-tiny"), "calibration": ("demo", "mq2008")}
+PER_DATASET = {"quality": ("demo", "mq2008", "mslr-tiny", "flickr8k-dev"), "calibration": ("demo", "mq2008")}
 # name -> (command, results JSON it writes)
 BENCHES = {
     # one process per dataset, all at once, each merging its section into the results file

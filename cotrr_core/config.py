@@ -184,6 +184,8 @@ class TrainConfig(_Config):
     input_noise: float = 0.0
     # signed log1p before standardising: "spec" follows the feature spec, "on"/"off" force it
     log_features: typing.Literal["spec", "on", "off"] = "spec"
+    # serve the first-stage order, or the prior alone, when it beats the network on validation
+    guard: bool = True
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "TrainConfig.epochs", "must be >= 1")

@@ -37,14 +37,21 @@ def mc_scores(model: CoTRRModel, batch: Ragged, n_samples: int, scope: str = "al
         raise ValueError(f"scope must be 'all' or 'head', got {scope!r}")
     n = batch.positions.numel()
     with torch.inference_mode():
+        batch, prior = model.prepare(batch)
         if scope == "head":
             c, _ = model.candidates(batch, dropout=False)
             out = sampled_head(model, c, batch, copies=n_samples + with_mean, exempt=with_mean)
+            out = model.prior.combine(out, prior, batch)
             return (out[0], out[1:]) if with_mean else (None, out)
-        scores = model.score(batch, dropout=False) if with_mean else None
+        scores = None
+        if with_mean:
+            c, _ = model.candidates(batch, dropout=False)
+            scores = model.prior.combine(model.head_scores(model.in_context(c, batch, dropout=False)[0], False),
+                                         prior, batch)
         copies = batch.repeat(n_samples)
         c, _ = model.candidates(copies, dropout=True)
-        return scores, sampled_head(model, c, copies, copies=1, exempt=False).view(n_samples, n)
+        samples = sampled_head(model, c, copies, copies=1, exempt=False).view(n_samples, n)
+        return scores, model.prior.combine(samples, prior, batch)
 
 
 def mc_dropout_scores(model: CoTRRModel, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int,

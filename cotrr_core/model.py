@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cotrr_core.config import ModelConfig
+from cotrr_core.prior import FirstStagePrior
 
 __all__ = ["Ragged", "Standardise", "Attention", "Block", "TokenEncoder", "CoTRRModel", "count_parameters",
            "row_bucket"]
@@ -319,7 +320,8 @@ class CoTRRModel(nn.Module):
     the fused SDPA kernel is used.
     """
 
-    def __init__(self, config: ModelConfig, token_dims: Mapping[str, int], list_constant: Sequence[str] = ()) -> None:
+    def __init__(self, config: ModelConfig, token_dims: Mapping[str, int], list_constant: Sequence[str] = (),
+                 similarity: tuple[str, str] | None = None, prior_token: str | None = None) -> None:
         super().__init__()
         self.config = config
         h, heads = config.hidden, config.heads
@@ -331,12 +333,16 @@ class CoTRRModel(nn.Module):
             return Block(h, heads, attn_dim, config.ff_mult, config.dropout)
 
         self.standardise: nn.Module = Standardise(token_dims)
-        self.encoder = TokenEncoder(token_dims, h, list_constant)
+        self.prior = FirstStagePrior(token_dims, similarity, prior_token)
+        self.encoder = TokenEncoder(self.prior.token_dims(token_dims), h, list_constant)
         self.blocks = nn.ModuleList(block() for _ in range(config.layers))
         self.ln_tokens = nn.LayerNorm(h)
         self.list_blocks = nn.ModuleList(block() for _ in range(config.list_context_layers if config.list_context else 0))
         self.ln_list = nn.LayerNorm(h) if config.list_context else nn.Identity()
         self.head = nn.Sequential(nn.Linear(h, h // 2), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(h // 2, 1))
+        if self.prior.source is not None:  # start at the prior's order: the network learns a residual on it
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     # ------------------------------------------------------------------ standardisation in the state dict
     def set_standardisation(self, scaler_state: Mapping[str, Any]) -> None:
@@ -351,14 +357,21 @@ class CoTRRModel(nn.Module):
                 raise ValueError("this state dict has no standardisation: pass the run's scaler.json state")
             self.set_standardisation(scaler_state)
             state = {**state, **{f"standardise.{k}": v for k, v in self.standardise.state_dict().items()}}
+        state = self.prior.fit_state(state, prefix="prior.")
         self.load_state_dict(state)
 
     # ------------------------------------------------------------------ the forward, in named steps
+    def prepare(self, batch: Ragged) -> tuple[Ragged, Tensor | None]:
+        """Raw Ragged batch -> (the batch standardised, plus the similarity token when the model has one;
+        prior scores [n] or None)."""
+        similarity = self.prior.similarity_features(batch)  # from the raw vectors: cosine geometry
+        std = self.standardise(batch)
+        return self.prior.add_token(std, similarity), self.prior.scores(std, similarity)
+
     def candidates(self, batch: Ragged, return_attention: bool = False,
                    dropout: bool | None = None) -> tuple[Tensor, list[Tensor | None]]:
-        """Token trunk: Ragged batch of raw features -> candidate vectors [n, H] and per-layer attention
+        """Token trunk: a prepared Ragged batch -> candidate vectors [n, H] and per-layer attention
         [n, heads, T, T] (or None)."""
-        batch = self.standardise(batch)
         n = batch.positions.numel()
         slack = row_bucket(n) - n if isinstance(n, int) else 0  # traced for export, n is symbolic
         x = self.encoder(batch, slack)  # [n + slack, T, H]
@@ -388,8 +401,9 @@ class CoTRRModel(nn.Module):
 
     def score(self, batch: Ragged, dropout: bool | None = None) -> Tensor:
         """Scores [n] of a Ragged batch's rows (raw features)."""
+        batch, prior = self.prepare(batch)
         c, _ = self.candidates(batch, dropout=dropout)
-        return self.head_scores(self.in_context(c, batch, dropout=dropout)[0], dropout)
+        return self.prior.combine(self.head_scores(self.in_context(c, batch, dropout=dropout)[0], dropout), prior, batch)
 
     def forward(
         self, tokens: Mapping[str, Tensor], mask: Tensor, return_attention: bool = False, dropout: bool | None = None
@@ -397,10 +411,10 @@ class CoTRRModel(nn.Module):
         """Raw tokens {name: [B, L, d_t]}, mask [B, L] -> scores [B, L] (0.0 at padding). `dropout` None: as
         the module's mode; True: sample (MC dropout) even in eval mode."""
         b, l = mask.shape
-        batch = Ragged.from_padded(tokens, mask, self.encoder.list_constant)
+        batch, prior = self.prepare(Ragged.from_padded(tokens, mask, self.encoder.list_constant))
         c, token_att = self.candidates(batch, return_attention, dropout)
         c, list_att = self.in_context(c, batch, return_attention, dropout)
-        scores = batch.to_padded(self.head_scores(c, dropout))  # [B, L]
+        scores = batch.to_padded(self.prior.combine(self.head_scores(c, dropout), prior, batch))  # [B, L]
         if not return_attention:
             return scores
         t = token_att[0].size(-1)

@@ -17,6 +17,8 @@ from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.mc import mc_dropout_scores
 from cotrr_core.model import CoTRRModel
 
+FIRST_STAGE_TOKEN = "first_stage"  # the token an inferred spec makes of first_stage_score
+
 __all__ = ["ScoringRun", "pick_device", "build_model", "score_padded", "score_data", "mc_samples_data",
            "scaled_padded"]
 
@@ -49,13 +51,15 @@ def pick_device(preference: str = "auto") -> torch.device:
 def build_model(config: RunConfig, spec: FeatureSpec, token_dims: dict[str, int],
                 scaler: FeatureScaler | None = None) -> CoTRRModel:
     """An untrained CoTRRModel for the spec's tokens (list-constant tokens read once per list), standardising
-    its inputs with `scaler` (a fitted FeatureScaler; else until its state dict is loaded: identity).
+    its inputs with `scaler` (a fitted FeatureScaler; else until its state dict is loaded: identity). The
+    spec's similarity pair, else its "first_stage" token, is the prior the network adds a residual to.
 
     Tokens are taken in the SPEC's order whatever the order of `token_dims` (config.json stores it with
     sorted keys): the token-type embedding is indexed by position.
     """
     dims = {t.name: int(token_dims[t.name]) for t in spec.tokens}
-    model = CoTRRModel(config.model, dims, [t.name for t in spec.tokens if t.list_constant])
+    model = CoTRRModel(config.model, dims, [t.name for t in spec.tokens if t.list_constant],
+                       similarity=getattr(spec, "similarity", None), prior_token=FIRST_STAGE_TOKEN)
     if scaler is not None:
         model.set_standardisation(scaler.to_state())
     return model

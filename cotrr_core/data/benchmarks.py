@@ -14,7 +14,7 @@ from cotrr_core.io import REPO_ROOT
 
 __all__ = ["Benchmark", "load_benchmark", "BENCHMARKS", "shared_datasets_dir"]
 
-BENCHMARKS = ("demo", "demo-small", "mq2008", "mslr-tiny")
+BENCHMARKS = ("demo", "demo-small", "mq2008", "mslr-tiny", "flickr8k-dev")
 
 
 @dataclass
@@ -79,6 +79,11 @@ def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) ->
         # 7 training queries: val/cal reuse test-free slices of train (smoke test only, say so)
         return Benchmark(name, {"train": train, "val": train, "cal": train, "test": test},
                          "MSLR tiny sample (7 train / 4 test queries): smoke test only, val=cal=train")
+    if name == "flickr8k-dev":
+        from cotrr_core.data.flickr8k import FLICKR8K_DIR, flickr8k_data
+
+        return Benchmark(name, _hash_split(flickr8k_data(shared_datasets_dir() / FLICKR8K_DIR), seed),
+                         "Flickr8k dev: 1000 captions, CLIP top-20 of 1000 photos; hash split by caption 60/15/10/15")
     path = Path(name)
     if not path.exists():
         raise DataError(name, None, None, f"not a built-in benchmark {BENCHMARKS} and no such file")

@@ -31,6 +31,7 @@ from cotrr_core.io import read_json, write_jsonl
 from cotrr_core.scoring import build_model, pick_device, score_data, score_padded
 from cotrr_core.training.checkpoint import EarlyStopping, restore_checkpoint, save_checkpoint
 from cotrr_core.training.parts import TrainParts, build_parts, optimiser_step
+from cotrr_core.training.prior_choice import choose_mode, choose_prior_column, set_query_bank
 from cotrr_core.training.runs import append_log, cancel_requested, ensure_dataset_identity, read_history, write_status
 
 __all__ = ["fit", "TrainingCancelled", "log_features"]
@@ -130,6 +131,8 @@ def _train(bench: Benchmark, config: RunConfig, proc: TrainingProcess, resume: b
     # token batches are read and padded per step (memory is a batch, not the dataset); the model standardises
     p_train, p_val = train.padded(max_len=cfg.max_list_len), val.padded()
     model = build_model(config, train.spec, train.token_dims, scaler).to(proc.device)
+    ranker = {"bank_size": set_query_bank(model, train, cfg.seed),
+              "prior_val_ndcg@10": choose_prior_column(model, p_val, val, proc.device)}
     parts = build_parts(model, config, train, proc.device, proc.world, proc.rank)
     stopping = EarlyStopping(cfg.patience)
     if resume and (proc.run_dir / "checkpoint.pt").exists():
@@ -165,7 +168,20 @@ def _train(bench: Benchmark, config: RunConfig, proc: TrainingProcess, resume: b
     if not proc.main:
         return metrics
     _keep_best(run, best_weights)
+    metrics["ranker"] = {**choose_mode(run.model, p_val, val, proc.device, cfg.guard), **ranker}
+    _announce_mode(proc, metrics["ranker"])
+    save_weights(proc.run_dir, weights_state(run.model, run.temperature))
     return _finish(run, bench, metrics, proc, calibrate)
+
+
+def _announce_mode(proc: TrainingProcess, ranker: dict) -> None:
+    """Say which model the run serves; plainly when it keeps the first-stage order."""
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in ranker["val_ndcg@10"].items())
+    if ranker["mode"] == "first_stage":
+        proc.log(f"the reranker did not beat the first-stage order on validation ({scores}): "
+                 "this run keeps the first-stage order")
+    else:
+        proc.log(f"serving mode {ranker['mode']!r} (validation nDCG@10: {scores})")
 
 
 def _begin(proc: TrainingProcess, bench: Benchmark, meta: dict, scaler: FeatureScaler) -> None:
@@ -215,7 +231,10 @@ def _backward(parts: TrainParts, padded: PaddedLists, idx: np.ndarray, cfg: Trai
     """Forward and backward of one batch of lists `idx` (gradients accumulate); returns the loss terms."""
     tokens, mask, labels = padded.batch(idx, device)
     if cfg.input_noise > 0:  # augmentation in standardised units (padding is masked anyway)
-        tokens = parts.model.standardise.jitter(tokens, cfg.input_noise, parts.gen)
+        exact = set(parts.model.prior.pair or ())  # the similarity pair keeps its geometry
+        noisy = parts.model.standardise.jitter({k: v for k, v in tokens.items() if k not in exact},
+                                               cfg.input_noise, parts.gen)
+        tokens = {**tokens, **noisy}
     with parts.autocast(device):
         scores = parts.forward(tokens, mask)
     loss, terms = parts.loss_fn(scores.float(), labels, mask, epoch=epoch, generator=parts.gen)

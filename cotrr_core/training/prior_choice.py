@@ -1,0 +1,83 @@
+"""The prior's bank and the choices made on validation: which similarity feature is the prior, and which
+mode a run serves (the network's residual on the prior, the prior alone, or the first-stage order)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cotrr_core.data.dataset import PaddedLists, RankingData
+from cotrr_core.data.rowread import read_rows
+from cotrr_core.evaluation.compare import evaluate_scores
+from cotrr_core.model import CoTRRModel
+from cotrr_core.prior import MODES, TEMPERATURES
+from cotrr_core.scoring import score_padded
+
+__all__ = ["query_bank", "set_query_bank", "choose_prior_column", "choose_mode", "MAX_BANK"]
+
+MAX_BANK = 4096  # bank entries: a serving forward computes one cosine per (candidate, entry)
+COLUMNS = ("cosine", *(f"qbnorm@{t}" for t in TEMPERATURES))
+
+
+def query_bank(data: RankingData, pair: tuple[str, str], max_size: int = MAX_BANK,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(queries [nb, d], their most relevant candidate's vector [nb, d], zeros where none is relevant) of
+    the training lists; a seeded sample of `max_size` lists when there are more."""
+    query, candidate = pair
+    lists = np.arange(data.num_queries)
+    if len(lists) > max_size:
+        lists = np.sort(np.random.default_rng(seed).choice(lists, max_size, replace=False))
+    starts = data.offsets[lists]
+    best = np.array([data.offsets[q] + int(np.argmax(data.labels[data.rows(q)])) for q in lists], dtype=np.int64)
+    relevant = data.labels[best] >= data.spec.relevance_threshold
+    positives = read_rows(data.features[candidate], best).astype(np.float32) * relevant[:, None]
+    return read_rows(data.features[query], starts).astype(np.float32), positives
+
+
+def set_query_bank(model: CoTRRModel, train: RankingData, seed: int = 0) -> int:
+    """Give a model with a similarity pair its bank of training queries; returns the bank size (0: none)."""
+    if model.prior.similarity is None:
+        return 0
+    queries, positives = query_bank(train, model.prior.pair, seed=seed)
+    model.prior.similarity.set_bank(torch.from_numpy(queries), torch.from_numpy(positives))
+    model.prior.similarity.exclude_positives.fill_(True)  # until the run is chosen (choose_mode)
+    return len(queries)
+
+
+def _val_ndcg(model: CoTRRModel, padded: PaddedLists, data: RankingData, device: torch.device) -> float:
+    return float(evaluate_scores(data, score_padded(model, padded, device)[padded.mask])["ndcg@10"])
+
+
+def choose_prior_column(model: CoTRRModel, padded: PaddedLists, val: RankingData,
+                        device: torch.device) -> dict[str, float]:
+    """Keep the similarity feature whose order (as the prior alone) has the best validation nDCG@10 (ties:
+    the first, the plain cosine); returns {feature: val nDCG@10}."""
+    if model.prior.similarity is None:
+        return {}
+    mode = model.prior.mode_name
+    model.prior.set_mode("prior")
+    table = {}
+    for i, name in enumerate(COLUMNS):
+        model.prior.column.fill_(i)
+        table[name] = _val_ndcg(model, padded, val, device)
+    model.prior.column.fill_(int(np.argmax(list(table.values()))))
+    model.prior.set_mode(mode)
+    return table
+
+
+def choose_mode(model: CoTRRModel, padded: PaddedLists, val: RankingData, device: torch.device,
+                guard: bool = True) -> dict:
+    """Serve the mode with the best validation nDCG@10; a tie goes to the simpler (first stage, then the
+    prior), so a run never ranks below the first stage on validation. Without `guard` the network is served
+    whatever the table says (a debugging run). Returns the table and the choice."""
+    table = {}
+    for mode in MODES:
+        if mode == "prior" and model.prior.source is None:
+            continue
+        model.prior.set_mode(mode)
+        table[mode] = _val_ndcg(model, padded, val, device)
+    chosen = max(reversed(list(table)), key=lambda m: table[m]) if guard else "network"  # ties: the simplest
+    model.prior.set_mode(chosen)
+    if model.prior.similarity is not None:
+        model.prior.similarity.exclude_positives.fill_(False)  # served: the whole bank counts
+    return {"mode": chosen, "val_ndcg@10": table, "prior": model.prior.source,
+            "prior_feature": COLUMNS[int(model.prior.column)] if model.prior.similarity is not None else None}
