@@ -2,7 +2,7 @@
 import plotly.express as px
 import streamlit as st
 
-from cotrr_core.views import find_queries, query_lists, query_metrics, rerank_file, wins_ties_losses
+from cotrr_core.views import find_queries, query_lists, query_metrics, rerank_upload, wins_ties_losses
 from pages.common.charts import candidate_cards, chart, csv_button
 from pages.common.context import context
 from pages.common.errors import shown_errors
@@ -96,11 +96,11 @@ if go and upload is not None:
     import tempfile
     from pathlib import Path
 
+    # read and scored in a child process capped in memory and time, like an upload
     with tempfile.TemporaryDirectory() as tmp, shown_errors("Could not rerank the file", stop=False):
-        src = Path(tmp) / Path(upload.name).name
-        src.write_bytes(upload.getvalue())
-        summary = rerank_file(ctx.run_dir, src, Path(tmp) / "reranked.csv", top_m=int(top_m), mc_samples=0)
+        summary = rerank_upload(ctx.run_dir, upload.name, upload.getvalue(), tmp, top_m=int(top_m), mc_samples=0)
         st.success(f"Reranked {summary['lists']} lists / {summary['candidates']} candidates "
                    f"({summary['reranked']} reranked; fallbacks: {summary['fallbacks'] or 'none'}).")
         st.download_button("Download the reranked lists (CSV)", (Path(tmp) / "reranked.csv").read_bytes(),
-                           file_name=f"{src.stem}.reranked.csv", mime="text/csv", key="rr-download")
+                           file_name=f"{Path(upload.name).stem[:100]}.reranked.csv", mime="text/csv",
+                           key="rr-download")

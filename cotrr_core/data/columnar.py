@@ -1,6 +1,6 @@
 """The fast path for valid Step5 JSONL: pyarrow's JSON reader, whole columns at a time.
 
-It accepts a file only where the precise line-by-line reader (loaders.jsonl_chunks) would accept it
+It accepts a file only where the precise line-by-line reader (textread.jsonl_chunks) would accept it
 and read the same values; anything else (a parse error, a type the precise reader treats differently,
 a null, a non-finite number, a line holding two objects, a blank line) raises FastPathMiss, and the
 caller runs the precise path, which words the error (file, line, field) exactly as before. The
@@ -19,7 +19,7 @@ from cotrr_core.data.parquet import vector_columns
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.validate import token_columns
 
-__all__ = ["FastPathMiss", "BLOCK_BYTES", "fast_jsonl", "fast_jsonl_chunks", "fast_jsonl_table", "head_frame", "jsonl_head"]
+__all__ = ["FastPathMiss", "BLOCK_BYTES", "fast_jsonl", "fast_jsonl_chunks", "fast_jsonl_table", "head_frame"]
 
 BLOCK_BYTES = 1 << 26  # bytes pyarrow parses per streamed batch (64 MiB)
 _EXACT_INT = 2**53  # integers beyond this reach float32 through float64 in the precise reader
@@ -162,31 +162,3 @@ def table_frame(table, spec: FeatureSpec, first_line: int) -> tuple[pd.DataFrame
     frame["_line"] = np.arange(first_line, first_line + len(frame), dtype=np.int64)
     return frame, vectors
 
-
-def jsonl_head(path: Path, name: str, rows: int) -> pd.DataFrame:
-    """The first `rows` objects as a frame (vector cells as arrays), as the precise reader's first chunk
-    would hold them; the precise reader itself when the fast path cannot vouch for those lines."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.json as pj
-
-    from cotrr_core.data.loaders import jsonl_chunks
-
-    with open(path, "rb") as fh:
-        head = b"".join(line for _, line in zip(range(rows), fh))
-    try:
-        if not head.lstrip(b"\xef\xbb\xbf").startswith(b"{") or \
-                head.count(b"\n{") != head.count(b"\n") - head.endswith(b"\n"):
-            raise FastPathMiss("not one object per line")
-        table = pj.read_json(io.BytesIO(head))
-        if table.num_rows != head.count(b"\n") + (not head.endswith(b"\n")):
-            raise FastPathMiss("rows and lines differ")
-        lists = {n for n, c in zip(table.column_names, table.columns) if pa.types.is_list(c.type)}
-        _check_types(table, None, pa, lists)
-        _check_values(table, lists, pa)
-        frame = table.to_pandas()
-    except (FastPathMiss, *_arrow_error(pa)):
-        return next(jsonl_chunks(path, name, rows))
-    frame["_line"] = np.arange(1, len(frame) + 1, dtype=np.int64)
-    return frame

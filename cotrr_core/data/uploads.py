@@ -24,7 +24,7 @@ from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.io import write_json
 
 __all__ = ["MAX_UPLOAD_BYTES", "VALIDATE_TIMEOUT_S", "VALIDATE_MEMORY_BYTES", "UploadJob", "UploadResult",
-           "start_upload", "ingest_upload", "clean_stale_uploads", "save_upload_spec"]
+           "start_upload", "ingest_upload", "clean_stale_uploads", "save_upload_spec", "rerank_upload"]
 
 # 2x the built-in demo benchmark as Parquet (50 MB for 24k candidates with 1024-d CLIP vectors);
 # a larger file belongs on disk (`python -m cotrr_core validate` / train --dataset PATH), not in a browser upload
@@ -32,6 +32,9 @@ MAX_UPLOAD_BYTES = 100 * 2**20
 VALIDATE_TIMEOUT_S = 180.0  # the demo Parquet validates in ~4 s on 2 cores
 VALIDATE_MEMORY_BYTES = 4 * 2**30  # address space of the validating process (the demo needs ~3 GiB)
 STALE_AFTER_S = 3600.0  # staged files older than this were left by a killed app: removed
+MAX_NAME_CHARS = 200
+RERANK_TIMEOUT_S = 600.0  # an own-file rerank on the Compare page: model load plus scoring
+RERANK_MEMORY_BYTES = 8 * 2**30  # address space of the reranking process (torch reserves some at import)
 _TMP_PREFIX = ".upload-"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -105,10 +108,13 @@ class UploadJob:
 
 
 def safe_name(name: str) -> str:
-    """The file name an upload is stored under: no folders, no hidden names, plain characters."""
+    """The file name an upload is stored under: no folders, no hidden names, plain characters, short
+    enough for the staged name (prefix and suffix added) to fit a file system's 255 bytes."""
     base = _SAFE_NAME.sub("_", Path(name).name).lstrip(".")
     if not base or base.startswith(_TMP_PREFIX.lstrip(".")):
-        raise DataError(name, None, None, "not a usable file name")
+        raise DataError(name[:80], None, None, "not a usable file name")
+    if len(base) > MAX_NAME_CHARS:
+        raise DataError(name[:80] + "...", None, None, f"file name of {len(base)} characters; at most {MAX_NAME_CHARS}")
     return base
 
 
@@ -178,6 +184,60 @@ def save_upload_spec(path: str | Path, spec: FeatureSpec, *, timeout_s: float = 
     return answer["report"]
 
 
+def rerank_upload(run_dir: str | Path, name: str, content: bytes, directory: str | Path, *, top_m: int | None = None,
+                  mc_samples: int | None = 0, timeout_s: float = RERANK_TIMEOUT_S,
+                  memory_bytes: int = RERANK_MEMORY_BYTES) -> dict:
+    """Rerank an uploaded file with a run, capped like an upload: staged in `directory` (size-checked), read
+    and scored in a child process under a memory and time limit. Writes directory/reranked.csv; returns
+    rerank_file's summary. Raises DataError (the child's error, a timeout, or a crash without one)."""
+    base = safe_name(name)
+    fmt = infer_format(base)
+    if len(content) > MAX_UPLOAD_BYTES:
+        raise DataError(base, None, None, f"{len(content) / 2**20:.1f} MB; uploads are limited to "
+                                          f"{MAX_UPLOAD_BYTES // 2**20} MB")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    src, out = directory / base, directory / "reranked.csv"
+    src.write_bytes(content)
+    cmd = [sys.executable, "-m", "cotrr_core.data.uploads", "--rerank", str(run_dir), str(src), fmt, str(out),
+           str(memory_bytes), "" if top_m is None else str(top_m), "" if mc_samples is None else str(mc_samples)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_child_env(),
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise DataError(base, None, None, f"reranking took longer than {timeout_s:.0f} s") from None
+    try:
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        last = " ".join(done.stderr.strip().splitlines()[-1:])[:200]
+        raise DataError(base, None, None, f"could not be reranked (exit code {done.returncode}"
+                                          + (f": {last})" if last else ")")) from None
+    if answer.get("error"):  # the child's DataError, naming the upload as the user called it
+        err = DataError(base, None, None, answer["error"])
+        err.args = (answer["error"].replace(str(src), base),)
+        raise err
+    return answer
+
+
+def _rerank_main(run_dir: str, path: str, fmt: str, out: str, memory_bytes: str, top_m: str, mc: str) -> int:
+    """Child process: rerank under a memory cap, print one JSON line (the summary, or {"error"})."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (int(memory_bytes), int(memory_bytes)))
+    from cotrr_core.config import ConfigError
+    from cotrr_core.serving.batch import rerank_file
+
+    try:
+        answer = rerank_file(run_dir, path, out, fmt=fmt, top_m=int(top_m) if top_m else None,
+                             mc_samples=int(mc) if mc else None)
+    except (DataError, ConfigError) as exc:
+        answer = {"error": str(exc)}
+    except MemoryError:
+        answer = {"error": f"needs more than {int(memory_bytes) // 2**20} MB of memory to rerank"}
+    print(json.dumps(answer, default=str))
+    return 0
+
+
 def clean_stale_uploads(directory: str | Path, older_than_s: float = STALE_AFTER_S) -> int:
     """Remove staged files a killed app left behind; returns how many."""
     now, removed = time.time(), 0
@@ -222,4 +282,6 @@ def _validate_main(path: str, fmt: str, name: str, memory_bytes: int, spec_path:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--rerank":
+        sys.exit(_rerank_main(*sys.argv[2:9]))
     sys.exit(_validate_main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:6]))

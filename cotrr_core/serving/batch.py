@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cotrr_core.data.dataset import RankingData
+from cotrr_core.data.loaders import infer_format, load_dataset
 from cotrr_core.data.spec import FeatureSpec, conform_spec
-from cotrr_core.data.stream import cached_dataset
+from cotrr_core.data.stream import STREAM_FORMATS, cached_dataset
 from cotrr_core.io import atomic_write, write_jsonl
 from cotrr_core.serving.policy import Policy
 from cotrr_core.serving.reranker import Reranker
@@ -31,7 +33,7 @@ def rerank_file(run_dir: str | Path, file: str | Path, out: str | Path | None = 
     # streamed into the memory-mapped dataset cache: a file of any size is read chunk by chunk
     run = reranker.run
     spec = run.spec if spec is None else conform_spec(spec, run.spec, run.meta.get("token_dims", {}), "--spec")
-    data = cached_dataset(file, spec, fmt=fmt, min_candidates=1, require_labels=False)
+    data = _read(file, fmt, spec)
     out = Path(out) if out else Path(file).with_suffix(".reranked.jsonl")
     frames, fallbacks, reranked = [], Counter(), 0
     for a in range(0, data.num_queries, chunk):
@@ -45,6 +47,15 @@ def rerank_file(run_dir: str | Path, file: str | Path, out: str | Path | None = 
     _write(out, frame)
     return {"lists": data.num_queries, "candidates": len(frame), "reranked": reranked, "fallbacks": dict(fallbacks),
             "out": str(out), "seconds": time.perf_counter() - t0}
+
+
+def _read(file: str | Path, fmt: str | None, spec: FeatureSpec) -> RankingData:
+    """Every row of a scoring-only file: Step5 JSONL / Parquet streamed through the dataset cache, CSV and
+    LETOR loaded whole (the same checks and errors as `validate`)."""
+    fmt = fmt or infer_format(file)
+    if fmt in STREAM_FORMATS:
+        return cached_dataset(file, spec, fmt=fmt, min_candidates=1, require_labels=False)
+    return load_dataset(file, fmt, spec, min_candidates=1, require_labels=False)
 
 
 def _rows(data, res) -> pd.DataFrame:

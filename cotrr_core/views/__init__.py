@@ -18,7 +18,7 @@ from cotrr_core.config import ConfigError
 from cotrr_core.data import DataError
 from cotrr_core.data.benchmarks import Benchmark, load_benchmark
 from cotrr_core.data.demo import render_candidate_image
-from cotrr_core.data.uploads import start_upload
+from cotrr_core.data.uploads import rerank_upload, start_upload
 from cotrr_core.serving.batch import rerank_file
 from cotrr_core.serving.reranker import Reranker
 from cotrr_core.simulate import ClickModel, recommend_m, shadow_analysis, simulate_ab, simulate_ramp, topm_tradeoff
@@ -92,7 +92,7 @@ __all__ = [
     "spec_table", "spec_view",
     # the rest of the library, as the pages use it
     "load_run", "ConfigError", "DataError", "Benchmark", "load_benchmark", "render_candidate_image", "start_upload",
-    "rerank_file", "Reranker", "ClickModel", "recommend_m", "shadow_analysis", "simulate_ab", "simulate_ramp",
+    "rerank_file", "rerank_upload", "Reranker", "ClickModel", "recommend_m", "shadow_analysis", "simulate_ab", "simulate_ramp",
     "topm_tradeoff", "default_dataset", "default_run_state", "is_alive", "launch_training", "runs_root",
     "start_default_run", "validate_overrides", "fast_config", "RunInfo", "list_runs", "read_status",
     "request_cancel",
