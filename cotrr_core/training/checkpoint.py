@@ -53,7 +53,10 @@ def save_checkpoint(path: Path, parts: TrainParts, stopping: EarlyStopping, epoc
 def restore_checkpoint(path: Path, parts: TrainParts, stopping: EarlyStopping, device: torch.device) -> int:
     """Load checkpoint.pt into `parts` and `stopping`; returns the last finished epoch (0-based)."""
     ck = torch.load(path, map_location=device, weights_only=True)
-    parts.model.load_state_dict(ck["model"])
+    # a checkpoint from before the model held its standardisation and prior: this run's own (fitted on
+    # the same training split) fill the keys it lacks
+    own = {k: v for k, v in parts.model.state_dict().items() if k.startswith(("standardise.", "prior."))}
+    parts.model.load_weights({**own, **ck["model"]})
     parts.loss_fn.load_state_dict(ck["loss"])
     parts.opt.load_state_dict(ck["optimizer"])
     parts.sched.load_state_dict(ck["scheduler"])

@@ -99,7 +99,8 @@ def build_parts(model: CoTRRModel, config: RunConfig, train: RankingData, device
     """
     cfg = config.train
     loss_fn = CombinedLoss(config.loss, train.spec.relevance_threshold).to(device)
-    forward = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # buffers (standardisation, the prior's bank) are built identically on every rank: no broadcast per step
+    forward = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False) if world > 1 else model
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = math.ceil(train.num_queries / cfg.batch_size / cfg.grad_accum) * cfg.epochs

@@ -221,3 +221,21 @@ def test_cli_resume_of_a_finished_run_changes_nothing(synthetic_file, tmp_path, 
     assert main(["train", "--resume", str(tmp_path)]) == 0
     assert "nothing to resume" in capsys.readouterr().out
     assert (tmp_path / "metrics.json").read_text() == before and read_status(tmp_path)["state"] == "done"
+
+
+def test_resume_from_a_checkpoint_written_before_the_model_held_its_standardisation(synthetic_file, tmp_path):
+    bench = load_benchmark(str(synthetic_file))
+    cfg = tiny_config(epochs=3)
+
+    def interrupt_after_epoch_1(progress: float, message: str) -> None:
+        if message.startswith("epoch 1/3: val"):
+            request_cancel(tmp_path)
+
+    with pytest.raises(TrainingCancelled):
+        fit(bench, cfg, tmp_path, on_progress=interrupt_after_epoch_1, calibrate=False)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    ck["model"] = {k: v for k, v in ck["model"].items() if not k.startswith(("standardise.", "prior."))}
+    torch.save(ck, tmp_path / "checkpoint.pt")
+    (tmp_path / "CANCEL").unlink()
+    fit(bench, cfg, tmp_path, resume=True, calibrate=False)
+    assert len(read_history(tmp_path)) == 3
