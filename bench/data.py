@@ -73,14 +73,51 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss_mb": rss, "rows
 """
 
 
+PROBE_TIMEOUT_S = 1800.0
+
+
 def probe(cache: Path, *args: str) -> dict:
     env = {**os.environ, "COTRR_CACHE": str(cache)}
-    proc = subprocess.run([sys.executable, "-c", _PROBE.format(root=str(ROOT)), *args], capture_output=True,
-                          text=True, cwd=ROOT, env=env)
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE.format(root=str(ROOT)), *args], capture_output=True,
+                              text=True, cwd=ROOT, env=env, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {PROBE_TIMEOUT_S:.0f} s"}
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
         return {"error": tail or f"exit {proc.returncode} (killed: out of memory?)"}
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "loadavg": os.getloadavg()[0]}
+
+
+def ratios(row: dict) -> dict:
+    """Seconds and peak RSS of each load against pyarrow's bare read of the same file, in the same run."""
+    ref = row.get("pyarrow", {})
+    out = {}
+    for k in ("cached_cold", "whole"):
+        got = row.get(k, {})
+        if "seconds" in got and "seconds" in ref:
+            out[k] = {"seconds_x_pyarrow": round(got["seconds"] / ref["seconds"], 3),
+                      "peak_rss_x_pyarrow": round(got["peak_rss_mb"] / ref["peak_rss_mb"], 3)}
+    return out
+
+
+def load_row(path: Path, out_dir: Path, whole: bool) -> dict:
+    """One file: streamed into a cold cache, reopened warm, pyarrow's bare read, optionally load_dataset."""
+    cache = cold_cache(out_dir, path)
+    row = {"file_mb": path.stat().st_size / 2**20, "pyarrow": probe(cache, "pyarrow", str(path)),
+           "cached_cold": probe(cache, "cached", str(path)), "cached_warm": probe(cache, "cached", str(path))}
+    if whole:
+        row["whole"] = probe(cache, "whole", str(path))
+    row["ratios"] = ratios(row)
+    return row
+
+
+def demo_small_jsonl(out: Path) -> Path:
+    path = out / "demo_small_scored.jsonl"
+    if not path.exists():
+        subprocess.run([sys.executable, "-m", "cotrr_core", "make-demo-data", "--small", "--format", "jsonl",
+                        "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    return path
 
 
 def demo_file(n_queries: int, fmt: str, out: Path) -> Path:
@@ -104,18 +141,22 @@ def main() -> int:
     p.add_argument("--sizes", default="10000,100000,1000000", help="candidates per load test")
     p.add_argument("--jsonl-max", type=int, default=100_000, help="largest size also written as JSONL")
     p.add_argument("--whole-max", type=int, default=100_000, help="largest size loaded whole (load_dataset)")
-    p.add_argument("--train-scales", default="1,4,16", help="multiples of the demo for the training test")
+    p.add_argument("--train-scales", default="1,4,16", help="multiples of the demo for the training test ('' skips it)")
     p.add_argument("--out", default=str(ROOT / "artifacts" / "datasets" / "scale"))
     args = p.parse_args()
     t0 = time.perf_counter()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result: dict = {"machine": machine(), "loadavg_before": os.getloadavg(), "load": {}, "train_peak_rss_mb": {},
+    result: dict = {"command": " ".join(["python", "bench/data.py", *sys.argv[1:]]), "machine": machine(),
+                    "loadavg_before": os.getloadavg(), "load": {}, "train_peak_rss_mb": {},
                     "train": {}, "score": {},
                     "notes": f"JSONL only up to {args.jsonl_max} candidates (10^6 as JSONL is ~21 GB); the whole-file "
                              f"load_dataset only up to {args.whole_max} (beyond, it does not fit in memory). "
                              "cached_cold = streamed into the cache; cached_warm = reopened (memmap)."}
-    for scale in (int(s) for s in args.train_scales.split(",")):
+    row = load_row(demo_small_jsonl(out_dir), out_dir, whole=True)
+    result["load"]["jsonl_demo_small"] = row
+    print(f"load jsonl demo-small: {json.dumps(row)}", flush=True)
+    for scale in (int(s) for s in args.train_scales.split(",") if s):
         path = demo_file(DEMO_QUERIES * scale, "parquet", out_dir)
         cache = cold_cache(out_dir, path)
         build = probe(cache, "cached", str(path))
@@ -131,10 +172,7 @@ def main() -> int:
                 continue
             path = demo_file(n_queries, fmt, out_dir)
             cache = cold_cache(out_dir, path)
-            row = {"file_mb": path.stat().st_size / 2**20, "cached_cold": probe(cache, "cached", str(path)),
-                   "cached_warm": probe(cache, "cached", str(path)), "pyarrow": probe(cache, "pyarrow", str(path))}
-            if size <= args.whole_max:
-                row["whole"] = probe(cache, "whole", str(path))
+            row = load_row(path, out_dir, whole=size <= args.whole_max)
             if size == max(sizes) and fmt == "parquet" and (out_dir / "run_1x" / "model.pt").exists():
                 result["score"][f"{fmt}_{size}"] = probe(cache, "score", str(path), str(out_dir / "run_1x"))
                 print(f"score {fmt} {size}: {json.dumps(result['score'][f'{fmt}_{size}'])}", flush=True)

@@ -9,6 +9,7 @@ Valid data gives the same splits, arrays and fingerprints as load_dataset + the 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -126,10 +127,14 @@ class _Pass1:
         for k, arr in cols.features.items():
             if k not in self.files:
                 self.dims[k], self.f16_exact[k] = arr.shape[1], True
-                self.files[k] = open(self.raw / f"{k}.f32", "wb")
-            with np.errstate(over="ignore"):  # beyond float16 range: simply not exact
-                self.f16_exact[k] = self.f16_exact[k] and bool(np.array_equal(arr.astype(np.float16), arr))
-            self.files[k].write(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+                self.files[k] = open(self.raw / f"{k}.raw", "wb")
+            if self.f16_exact[k]:
+                with np.errstate(over="ignore"):  # beyond float16 range: simply not exact
+                    half = arr.astype(np.float16)
+                if not np.array_equal(half, arr):
+                    self._widen(k)
+            self.files[k].write(memoryview(half if self.f16_exact[k] else
+                                           np.ascontiguousarray(arr, dtype=np.float32)).cast("B"))
             self.values += arr.size
         if self.values > MAX_STREAM_VALUES:
             raise fail(len(frame) - 1, None, f"more than {MAX_STREAM_VALUES} feature values")
@@ -138,6 +143,17 @@ class _Pass1:
                      ("line", frame["_line"].to_numpy()), ("text", text)):
             self.cols[k].append(v)
         self.extras.append(frame.drop(columns=[c for c in frame.columns if c in used]))
+
+    def _widen(self, k: str) -> None:
+        """Token k's raw file from float16 (every value so far exact) to float32: half the disk traffic
+        while the values allow it."""
+        self.files[k].close()
+        src, dst = self.raw / f"{k}.raw", self.raw / f"{k}.raw32"
+        with open(src, "rb") as fin, open(dst, "wb") as fout:
+            while block := fin.read(1 << 24):
+                fout.write(memoryview(np.frombuffer(block, np.float16).astype(np.float32)).cast("B"))
+        os.replace(dst, src)
+        self.files[k], self.f16_exact[k] = open(src, "ab"), False
 
     def finish(self) -> dict[str, np.ndarray]:
         for fh in self.files.values():
@@ -183,7 +199,8 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
                         "training needs train, val, cal and test queries (a few dozen at least)")
     first = np.zeros(len(uniq), dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes))[::-1]  # each query's first row in the file
-    raw = {k: np.memmap(tmp / "raw" / f"{k}.f32", dtype=np.float32, mode="r", shape=(len(qid), d))
+    raw = {k: np.memmap(tmp / "raw" / f"{k}.raw", dtype=np.float16 if p1.f16_exact[k] else np.float32, mode="r",
+                        shape=(len(qid), d))
            for k, d in p1.dims.items()}
     dtypes = {t.name: "float16" if t.float16 or p1.f16_exact[t.name] else "float32" for t in spec.tokens}
     extras = pd.concat(p1.extras, ignore_index=True)
@@ -268,7 +285,7 @@ def _write_tokens(folder: Path | None, spec: FeatureSpec, rows: np.ndarray, raw:
             part = rows[a:a + CHUNK_ROWS]
             block = read_rows(raw[tok.name], part)
             if out is not None:
-                h.update(block.tobytes())
+                h.update(memoryview(np.ascontiguousarray(block, dtype=np.float32)).cast("B"))  # as fingerprint()
                 out.write(block)
             if tok.list_constant:
                 _note_list_constant(block, part, raw[tok.name], lists_first[a:a + CHUNK_ROWS], tok.name, bad_const)

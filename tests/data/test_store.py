@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cotrr_core.data import DataError, load_dataset, stream
+from cotrr_core.data import DataError, columnar, load_dataset, stream
 from cotrr_core.data.benchmarks import _hash_split, load_benchmark
 from cotrr_core.data.spec import builtin_spec
 from tests.conftest import make_step5_rows, write_jsonl
@@ -18,6 +18,7 @@ def small_chunks(tmp_path, monkeypatch):
     """A private cache, and chunks of 50 rows so every file here spans several chunks."""
     monkeypatch.setenv("COTRR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(stream, "CHUNK_ROWS", 50)
+    monkeypatch.setattr(columnar, "BLOCK_BYTES", 16384)  # the columnar JSONL reader: several batches too
 
 
 def _parquet(path, rows):
@@ -195,3 +196,16 @@ def test_cached_dataset_is_load_dataset_for_scoring_only_files(tmp_path):
     sub = got.subset([2, 0])  # read from the memmap into memory, as float32
     _same(ref.subset([2, 0]), sub)
     assert not isinstance(sub.features["clip_img"], np.memmap)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_raw_features_widen_to_float32_when_a_later_chunk_is_not_float16_exact(tmp_path, fmt):
+    rows = make_step5_rows(n_queries=40, list_len=5, seed=4)
+    for i, r in enumerate(rows):  # exact in float16 for the first 120 rows, then not
+        r["clip_img_features"] = [0.5, -0.25, 1.0, 2.0] if i < 120 else [0.1, -0.3, 1.0, 2.0]
+    path = write_jsonl(tmp_path / "d.jsonl", rows) if fmt == "jsonl" else _parquet(tmp_path / "d.parquet", rows)
+    ref = _hash_split(load_dataset(path), seed=0)
+    got = stream.cached_splits(path, builtin_spec("step5"))
+    for s in ref:
+        _same(ref[s], got[s])
+        assert got[s].features["clip_img"].dtype == np.float32
