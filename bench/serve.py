@@ -364,7 +364,7 @@ def hang_recovery(rr: Reranker, lists: list[tuple], hang_s: float = 10.0, hung: 
             "hang_end_s": hang_end, "reranked_share_during_hang": float(np.mean(during)) if during else None,
             "fallbacks_after_hang_end": len(bad_after),
             "recovered_within_s": (max(bad_after) - hang_end) if bad_after else 0.0,
-            "forwards_started_after_their_deadline": stats["batcher"]["started_after_deadline"],
+            "jobs_dropped_before_their_forward": stats["batcher"]["dropped_gone"],
             "late_results": stats["late_results"], "batcher": stats["batcher"]}
 
 

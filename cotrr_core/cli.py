@@ -280,7 +280,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.run_dir, host=args.host, port=args.port, workers=args.workers, policy=policy,
           token=args.token or os.environ.get("COTRR_SERVE_TOKEN"), log_dir=args.log_dir, threads=args.threads,
           limits={"max_candidates": args.max_candidates, "max_body_bytes": args.max_body_bytes,
-                  "max_budget_ms": args.max_budget_ms})
+                  "max_budget_ms": args.max_budget_ms, "body_timeout_s": args.body_timeout_s})
     return 0
 
 
@@ -326,6 +326,7 @@ def _add_serving_commands(sub) -> None:
     s.add_argument("--max-candidates", type=int, default=2000, help="candidates per list (413 past it)")
     s.add_argument("--max-body-bytes", type=int, default=16 * 2**20, help="request body size (413 past it)")
     s.add_argument("--max-budget-ms", type=float, default=2000.0, help="largest time_budget_ms a request may ask")
+    s.add_argument("--body-timeout-s", type=float, default=10.0, help="a body slower than this is cut off (408)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("export", help="export a run's model to ONNX")

@@ -5,7 +5,14 @@ from pages.common.cache import rollout_inputs_cached, serving_latency_cached, to
 from pages.common.context import context
 from pages.common.errors import shown_errors
 from pages.common.frame import require_frame
-from pages.common.rollout_sections import ab_section, click_model_picker, ramp_section, shadow_section, topm_section
+from pages.common.rollout_sections import (
+    ab_section,
+    click_model_picker,
+    observed_section,
+    ramp_section,
+    shadow_section,
+    topm_section,
+)
 
 require_frame()
 st.title("Safe rollout")
@@ -17,7 +24,8 @@ st.caption(f"Served lists are the test split's {inp.mask.shape[0]} queries in ea
            f"p50 / p95 {lat.p50:.2f} / {lat.p95:.2f} ms; control = the same serving path with the model off) was "
            f"{lat.describe()}. Every section reuses this one measurement.")
 
-ab_tab, shadow_tab, topm_tab = st.tabs(["A/B test & ramp", "Shadow mode", "Top-M frontier"])
+ab_tab, shadow_tab, topm_tab, observed_tab = st.tabs(["A/B test & ramp", "Shadow mode", "Top-M frontier",
+                                                      "Observed (served traffic)"])
 with ab_tab:
     c1, c2, c3, c4 = st.columns(4)
     units = c1.number_input("Users (traffic units)", 100, 200_000, 5_000, step=500, key="ab-units")
@@ -42,3 +50,6 @@ with topm_tab:
         with shown_errors("Could not measure the Top-M frontier"):
             quality, latency = topm_frontier_cached(str(ctx.run_dir), ctx.stamp, ctx.dataset)
         topm_section(quality, latency, "Reranker.rerank_batch with top_m=M")
+with observed_tab:
+    st.caption("What served traffic did, from the server's decision logs, with the simulation's statistics.")
+    observed_section()

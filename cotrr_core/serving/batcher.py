@@ -76,8 +76,7 @@ class Batcher:
         self._closed = False
         self._arriving = 0  # callers converting a request they will submit: worth waiting for
         self._local = threading.local()
-        self.counts = {"batches": 0, "jobs": 0, "dropped_gone": 0, "refused_full": 0, "stuck_replaced": 0,
-                       "started_after_deadline": 0}
+        self.counts = {"batches": 0, "jobs": 0, "dropped_gone": 0, "refused_full": 0, "stuck_replaced": 0}
 
     # ---------------------------------------------------------------- caller side
     def arrive(self) -> None:
@@ -224,11 +223,13 @@ class Batcher:
         with self._cond:
             self.counts["batches"] += 1
             self.counts["jobs"] += len(jobs)
-            gone = [j for j in jobs if j.gone]  # callers that left between the pick and now
-            self.counts["dropped_gone"] += len(gone)
-            jobs = [j for j in jobs if not j.gone]
             now = time.perf_counter()
-            self.counts["started_after_deadline"] += sum(now >= j.deadline for j in jobs)
+            for j in jobs:  # callers that left, or whose deadline passed, between the pick and now
+                if j.gone or now >= j.deadline:
+                    j.gone = True
+                    self.counts["dropped_gone"] += 1
+                    j.done.set()
+            jobs = [j for j in jobs if not j.gone]
         if not jobs:
             return
         try:

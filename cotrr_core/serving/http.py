@@ -16,6 +16,7 @@ dynamic batcher combines concurrent requests); the event loop only parses and an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -182,7 +183,7 @@ class _Handler:
             [(query, cands)], unit_ids=[unit], top_m=opts["top_m"], mc_samples=opts["mc_samples"],
             time_budget_ms=opts["time_budget_ms"])[0])
         status = 503 if opts["strict"] and res.fallback_reason == "overloaded" else 200
-        self._served("/v1/rerank", rid, unit, res, status, t0)
+        self._served("/v1/rerank", rid, unit, res, status, t0, query)
         return JSONResponse({"request_id": rid, **_result_fields(res)}, status_code=status)
 
     async def _many(self, request: Request, body: bytes, rid: str, t0: float) -> Response:
@@ -203,8 +204,8 @@ class _Handler:
         over = opts["strict"] and any(r.fallback_reason == "overloaded" for r in results)
         status = 503 if over else 200
         out = []
-        for k, ((_, _, unit), res) in enumerate(zip(parsed, results)):
-            self._served("/v1/rerank_batch", f"{rid}-{k}", unit, res, status, t0)
+        for k, ((query, _, unit), res) in enumerate(zip(parsed, results)):
+            self._served("/v1/rerank_batch", f"{rid}-{k}", unit, res, status, t0, query)
             out.append({"request_id": f"{rid}-{k}", **_result_fields(res)})
         return JSONResponse({"request_id": rid, "results": out}, status_code=status)
 
@@ -222,8 +223,11 @@ class _Handler:
             self._count("/v1/rerank_batch", 200, res.fallback_reason[k] or "reranked", res.arm[k], res.latency_ms)
         return Response(write_arrow_result(res, rid), media_type=ARROW_TYPE)
 
-    def _served(self, endpoint: str, rid: str, unit: str | None, res: RerankResult, status: int, t0: float) -> None:
+    def _served(self, endpoint: str, rid: str, unit: str | None, res: RerankResult, status: int, t0: float,
+                query: str | None = None) -> None:
+        """Count and log one served list; the query is logged as a short hash (its cluster in the analysis)."""
         rr = self.state["reranker"]
+        query_key = None if query is None else hashlib.sha1(query.encode()).hexdigest()[:12]
         shadow = rr.policy.mode == "shadow" and res.wouldbe is not None
         outcome = res.fallback_reason or ("shadow" if shadow else "reranked" if res.reranked else "control")
         self._count(endpoint, status, outcome, res.arm, res.latency_ms)
@@ -234,7 +238,7 @@ class _Handler:
             "n_candidates": len(res.served), "served": [_cid(c) for c in res.served],
             "wouldbe": None if res.wouldbe is None else [_cid(c) for c in res.wouldbe],
             "shadow_scores": [c.get("raw_score") for c in res.wouldbe] if shadow else None,
-            "run_id": rr.run.run_dir.name})
+            "share": rr.policy.share, "query_key": query_key, "run_id": rr.run.run_dir.name})
 
     def _reject(self, endpoint: str, rid: str, t0: float, exc: RequestError) -> None:
         self._m.requests.labels(endpoint, str(exc.status), f"rejected:{exc.field}").inc()

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from cotrr_core.evaluation.metrics import compliance_at_k, paired_bootstrap_ci
 from cotrr_core.simulate.ab import served_ndcg
+from cotrr_core.simulate.stats import kendall_tau_ranks
 
 __all__ = ["ShadowResult", "shadow_analysis", "latency_overhead"]
 
@@ -44,12 +44,7 @@ def _safe_orders(order: np.ndarray, n: np.ndarray, name: str) -> np.ndarray:
     return safe
 
 
-def _kendall_tau(rank_a: np.ndarray, rank_b: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Kendall tau [Q] over each query's real candidates; 1.0 when n < 2 (only one order exists)."""
-    tau = np.ones(len(n))
-    for q in np.flatnonzero(n >= 2):
-        tau[q] = stats.kendalltau(rank_a[q, :n[q]], rank_b[q, :n[q]]).statistic
-    return tau
+_kendall_tau = kendall_tau_ranks  # one statistics code with the observed view (cotrr_core/views/observed.py)
 
 
 def latency_overhead(original_ms: np.ndarray, shadow_ms: np.ndarray) -> dict[str, float]:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import optimize, stats
 
 __all__ = ["two_proportion_test", "welch_ttest_mean", "srm_check", "clustered_diff",
-           "required_sample_size", "minimum_detectable_effect"]
+           "required_sample_size", "minimum_detectable_effect", "kendall_tau_ranks", "latency_percentiles"]
 
 Alternative = Literal["two-sided", "less", "greater"]
 
@@ -246,3 +246,21 @@ def clustered_diff(values: np.ndarray, treated: np.ndarray, unit: np.ndarray, qu
             "ci_low": diff - crit * se, "ci_high": diff + crit * se, "se": se, "p_value": p_value,
             "mde_abs": (crit + float(stats.norm.ppf(power))) * se, "units": out["units"],
             "queries": float(both.sum()), "df": df}
+
+
+def kendall_tau_ranks(rank_a: np.ndarray, rank_b: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Kendall tau [Q] between two rankings of each query's first n[q] candidates (rank_a, rank_b [Q, L]: the
+    rank of candidate i); 1.0 when n < 2 (only one order exists). Shadow analysis, simulated or observed."""
+    tau = np.ones(len(n))
+    for q in np.flatnonzero(np.asarray(n) >= 2):
+        tau[q] = stats.kendalltau(rank_a[q, :n[q]], rank_b[q, :n[q]]).statistic
+    return tau
+
+
+def latency_percentiles(latency_ms: np.ndarray, quantiles: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
+    """n, mean and the p<q> percentiles (ms) of a latency sample; NaN for an empty one."""
+    x = np.asarray(latency_ms, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    out = {"n": float(x.size), "mean": float(x.mean()) if x.size else math.nan}
+    out.update({f"p{q:g}": float(np.percentile(x, q)) if x.size else math.nan for q in quantiles})
+    return out

@@ -77,6 +77,7 @@ from cotrr_core.views.compare import (
                                         timed_scoring,
                                         wins_ties_losses,
 )
+from cotrr_core.views.observed import ObservedView, observed_view
 from cotrr_core.views.runs import config_diff, history_frame, launch_steps, metrics_side_by_side, runs_table
 from cotrr_core.views.spec import SpecView, choose_spec, has_editable_spec, save_spec, spec_table, spec_view
 
@@ -87,6 +88,7 @@ __all__ = [
     "timed_scoring", "wins_ties_losses", "RolloutInputs", "default_m_values", "measure_list_latency",
     "rollout_inputs", "topm_inputs", "topm_scores", "serving_latency", "serving_threads", "stored_serving_latency",
     "config_diff", "history_frame", "launch_steps", "metrics_side_by_side", "runs_table",
+    "ObservedView", "observed_view",
     "dataset_key", "dataset_label", "dataset_options", "done_runs", "process_log_tail", "run_label", "run_metrics",
     "run_stamp", "uploads_dir", "url_name", "SpecView", "choose_spec", "has_editable_spec", "save_spec",
     "spec_table", "spec_view",

@@ -5,7 +5,16 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cotrr_core.views import ClickModel, recommend_m, shadow_analysis, simulate_ab, simulate_ramp, topm_tradeoff
+from cotrr_core.views import (
+    ClickModel,
+    DataError,
+    observed_view,
+    recommend_m,
+    shadow_analysis,
+    simulate_ab,
+    simulate_ramp,
+    topm_tradeoff,
+)
 from pages.common.charts import chart, csv_button
 from pages.common.errors import shown_errors
 
@@ -125,3 +134,38 @@ def topm_section(quality: dict, latency: dict, source: str) -> None:
         fig.update_traces(textposition="top center", selector=dict(mode="markers+text"))
         chart(fig.update_layout(height=380, xaxis_title="p95 latency per list (ms)"), df, "topm_frontier", "topm")
         st.dataframe(df.round(4), hide_index=True)
+
+
+def observed_section() -> None:
+    """Served traffic from `cotrr_core serve --log-dir`: the same statistics as the simulation above."""
+    c1, c2 = st.columns(2)
+    path = c1.text_input("Decision log (a decisions-*.jsonl file or its folder)", key="obs-path")
+    clicks = c2.text_input("Click log joined by request_id (optional JSONL)", key="obs-clicks")
+    if not path:
+        st.caption("Start the server with `python -m cotrr_core serve RUN --log-dir DIR` and give DIR here.")
+        return
+    with shown_errors("Could not read the decision log", stop=False):
+        try:
+            view = observed_view(path, clicks or None)
+        except (DataError, OSError) as exc:
+            st.error(str(exc))
+            return
+        c = st.columns(4)
+        c[0].metric("control units", f"{int(view.arms.loc['control', 'units']):,}")
+        c[1].metric("treatment units", f"{int(view.arms.loc['treatment', 'units']):,}")
+        c[2].metric("SRM check", "MISMATCH" if view.srm["srm"] else "ok", f"χ² p = {view.srm['p_value']:.4g}",
+                    delta_color="off", help=f"expected treatment share {view.expected_share:g} (from the policy)")
+        c[3].metric("rejected requests", f"{view.rejected:,}")
+        st.dataframe(view.arms, key="obs-arms")
+        if view.shadow:
+            s = view.shadow
+            c = st.columns(3)
+            c[0].metric("top-1 change rate", f"{s['top1_change_rate']:.4f}")
+            c[1].metric("Kendall τ (mean)", f"{s['kendall_tau_mean']:.4f}")
+            c[2].metric("requests with a would-be order", f"{s['requests']:,}")
+        st.markdown("**Latency by arm (ms, the caller's whole wait in the server)**")
+        st.dataframe(view.latency.round(3))
+        fig = px.bar(view.fallbacks, x="since_start_s", y="requests", color="reason", title="Outcomes over time")
+        chart(fig.update_layout(height=280), view.fallbacks, "observed_fallbacks", "obs-fallbacks")
+        if view.lifts:
+            st.dataframe(lifts_table(view.lifts), hide_index=True)
