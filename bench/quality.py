@@ -13,12 +13,14 @@ same convention for queries without a relevant candidate ("exclude" is primary):
              on the same features, a 12-point grid chosen on validation nDCG@10, GBDTs early-stopped
              on validation. Seeds: the grid runs with seed 0; the chosen point is refitted with seeds
              1..S-1 (LightGBM and XGBoost are deterministic here: no row or column sampling).
-* cotrr_nn   the reranker alone: the automatic recipe (recipe.auto_config, or bench/configs/<name>.json
-             when present), a seed ensemble of --members runs (z-scored scores averaged)
-* cotrr      z(cotrr_nn) + w * z(committee): the peers' scores, z-scored and averaged (GBDTs and the
-             linear model: no choice among them, which overfits a small validation split), as one
-             more input of the final linear scorer, w in BLEND_WEIGHTS chosen on validation nDCG@10
-             (w = 0 is the reranker alone); the committee alone is reported as an ablation
+* cotrr      the served model: the run `python -m cotrr_core train` makes with the same config and seed
+             (fit(): the network, then training/blend.py's LightGBM + ridge committee blended in when
+             that wins on validation, w in BLEND_WEIGHTS), scored on test through
+             Reranker.rerank_arrays (every candidate scored: top_m = the longest list, no MC)
+* cotrr_nn   ablation, the network alone: the automatic recipe (recipe.auto_config, or
+             bench/configs/<name>.json when present), a seed ensemble of --members runs (z-scored scores
+             averaged; member 0 is the cotrr run's network part, the others train with train.blend=off);
+             the committee of all the bench's peers alone (no network) is reported as an ablation too
 
 Every choice (grid point, early-stop round, epoch, blend weight) is made on validation; test is read
 once, for the report. cotrr and the seeded peers are run S times (--seeds); tables give mean and
@@ -48,7 +50,6 @@ from bench.common import (  # noqa: E402
     get_benchmark,
     is_letor,
     md_table,
-    score_run,
     train_run,
 )
 from cotrr_core.config import RunConfig  # noqa: E402
@@ -57,10 +58,10 @@ from cotrr_core.data.spec import FeatureSpec  # noqa: E402
 from cotrr_core.evaluation.compare import HEADLINE, evaluate_scores, original_scores, per_query_metrics  # noqa: E402
 from cotrr_core.evaluation.metrics import paired_bootstrap_ci  # noqa: E402
 from cotrr_core.evaluation.qbnorm import qbnorm_anchor  # noqa: E402
+from cotrr_core.training.blend import BLEND_WEIGHTS  # noqa: E402
 
 PEERS = ("lightgbm", "ridge", "xgboost", "catboost")
 SEEDED = {"catboost"}  # peers whose fit depends on the seed with these settings
-BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 PRIMARY = "exclude"
 QUICK_GRIDS = {"lightgbm": {"num_leaves": (15,), "learning_rate": (0.1,), "min_data_in_leaf": (20,)},
                "ridge": {"alpha": (1.0,), "log1p": (False,)},
@@ -130,19 +131,60 @@ def recipe(bench: Benchmark, override: str | None, quick: bool) -> tuple[RunConf
     return cfg, rule
 
 
+def served_scores(run_dir: Path, data) -> np.ndarray:
+    """Scores [N] of `data` from the run as served: Reranker.rerank_arrays on every candidate (no MC), each row
+    scored by minus its position in the served order (so the metrics rank exactly as the Reranker does)."""
+    from cotrr_core.artifacts import load_run
+    from cotrr_core.serving.reranker import Reranker
+
+    rr = Reranker(load_run(run_dir, device="cpu"), batching=False)
+    try:
+        features = {t.name: data.features[t.name] for t in rr.run.spec.tokens}
+        res = rr.rerank_arrays(features, data.offsets, top_m=int(data.list_lengths.max()), mc_samples=0)
+    finally:
+        rr.close()
+    fell = {r for r, n in zip(res.fallback_reason, data.list_lengths) if r is not None and n > 1}
+    if fell:
+        raise RuntimeError(f"{run_dir}: the Reranker fell back on some lists ({sorted(fell)})")
+    scores = np.empty(data.num_candidates)
+    scores[res.order] = -np.arange(data.num_candidates, dtype=np.float64)
+    return scores
+
+
+def network_scores(run_dir: Path, data) -> np.ndarray:
+    """The run's network part alone [N] (its blend, if any, left out)."""
+    import dataclasses
+
+    from cotrr_core.artifacts import load_run
+    from cotrr_core.scoring import score_data
+
+    return score_data(dataclasses.replace(load_run(run_dir, device="cpu"), blend=None), data)
+
+
 def train_cotrr(bench: Benchmark, cfg: RunConfig, rep: int, members: int, root: Path, log=print):
-    """One seed repetition: `members` runs (seeds rep*members + j); z-averaged val and test scores."""
+    """One seed repetition: the served run (seed rep * members, as `train` makes it) and `members` networks
+    (that run's network part, then seeds rep * members + j trained with train.blend=off). Returns
+    ({"cotrr": (val, test), "cotrr_nn": (val, test)}, best epochs, the served run's blend summary)."""
+    from cotrr_core.io import read_json
+
     val, test = bench.splits["val"], bench.splits["test"]
-    zs_val, zs_test, epochs = [], [], []
+    zs_val, zs_test, epochs, blend = [], [], [], None
     for j in range(members):
         c = RunConfig.from_dict(cfg.to_dict())
         c.train.seed = rep * members + j
+        if j > 0:
+            c.train.blend = "off"
         run_dir, metrics = train_run(bench, c, f"s{c.train.seed}", root)
         epochs.append(metrics["best_epoch"])
-        zs_val.append(_z(score_run(run_dir, val)))
-        zs_test.append(_z(score_run(run_dir, test)))
-    log(f"  cotrr rep {rep}: best epochs {epochs}")
-    return np.mean(zs_val, axis=0), np.mean(zs_test, axis=0), epochs
+        zs_val.append(_z(network_scores(run_dir, val)))
+        zs_test.append(_z(network_scores(run_dir, test)))
+        if j == 0:
+            served = (served_scores(run_dir, val), served_scores(run_dir, test))
+            blend = read_json(run_dir / "blend.json") if (run_dir / "blend.json").exists() else {"weight": 0.0}
+            blend = {k: v for k, v in blend.items() if k not in ("features", "ridge", "lightgbm", "z")}
+    log(f"  cotrr rep {rep}: best epochs {epochs}; served blend w = {blend.get('weight')} "
+        f"(val nDCG@10 {blend.get('val_ndcg@10')})")
+    return {"cotrr": served, "cotrr_nn": (np.mean(zs_val, axis=0), np.mean(zs_test, axis=0))}, epochs, blend
 
 
 def _committee(scores: dict[str, list[np.ndarray]], members: list[str], rep: int) -> np.ndarray:
@@ -197,21 +239,17 @@ def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool 
     t = Timer()
     tmp = None if run_root else Path(tempfile.mkdtemp(prefix="cotrr-quality-"))
     scores["cotrr_nn"], val_scores["cotrr_nn"], scores["cotrr"], val_scores["cotrr"] = [], [], [], []
-    weights, epochs, alone = [], [], []
+    weights, epochs, alone, blends = [], [], [], []
     try:
         for rep in range(seeds):
-            g_val, g_test = _committee(val_scores, committee, rep), _committee(scores, committee, rep)
-            alone.append(_ndcg(test, g_test))
-            nn_val, nn_test, ep = train_cotrr(bench, cfg, rep, members, run_root or tmp, log)
-            blend_val = {w: _ndcg(val, nn_val + w * g_val) for w in BLEND_WEIGHTS}
-            w = max(BLEND_WEIGHTS, key=lambda x: (round(blend_val[x], 10), -x))  # ties -> less committee
-            weights.append(w)
+            alone.append(_ndcg(test, _committee(scores, committee, rep)))
+            got, ep, blend = train_cotrr(bench, cfg, rep, members, run_root or tmp, log)
+            weights.append(blend.get("weight"))
+            blends.append(blend)
             epochs.append(ep)
-            scores["cotrr_nn"].append(nn_test)
-            val_scores["cotrr_nn"].append(nn_val)
-            scores["cotrr"].append(nn_test + w * g_test)
-            val_scores["cotrr"].append(nn_val + w * g_val)
-            log(f"  cotrr rep {rep}: val nDCG@10 by blend weight {blend_val} -> w = {w}")
+            for m in ("cotrr", "cotrr_nn"):
+                val_scores[m].append(got[m][0])
+                scores[m].append(got[m][1])
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -238,10 +276,13 @@ def run_dataset(bench: Benchmark, seeds: int = 3, members: int = 3, quick: bool 
     out["recipe"] = rule
     out["blend_weights"] = weights
     out["committee"] = committee
-    out["blend"] = (f"cotrr = z(cotrr_nn) + w * z(committee), committee = the mean of the z-scored peers "
-                    f"({', '.join(committee)}), w in {list(BLEND_WEIGHTS)} chosen on val nDCG@10")
+    out["blend"] = ("cotrr = the run `python -m cotrr_core train` makes (the network, blended by training/blend.py "
+                    "with a LightGBM + ridge committee, z statistics fitted on val, w in "
+                    f"{list(BLEND_WEIGHTS)} chosen on val nDCG@10), scored through Reranker.rerank_arrays")
+    out["served_blends"] = blends
     out["ablation"] = {"committee_alone_ndcg@10": _spread(alone),
-                       "note": "the peer committee without the reranker (w -> infinity), test, per seed"}
+                       "note": f"the committee of the bench's peers ({', '.join(committee)}) without the "
+                               "network, test z-scored on itself, per seed"}
     out["best_epochs"] = epochs
     out["seeds"], out["members"] = seeds, members
     out["convention"] = (f"{PRIMARY}: test queries without a relevant candidate (label >= "

@@ -4,7 +4,9 @@ artifacts/runs/<run_id>/ holds
 - config.json: the RunConfig, feature spec, token dims, versions and data fingerprints (`run_meta`);
 - scaler.json: the training split's feature standardisation;
 - model.pt: the best epoch's weights and the loss's temperature (read with weights_only=True);
-- calibrator.json (JSON state, never a pickle) and metrics.json (written once, at the end).
+- calibrator.json (JSON state, never a pickle) and metrics.json (written once, at the end);
+- blend.json (+ lightgbm.txt): the peers the run blends with its network, when `train` chose a blend on
+  validation (training/blend.py; served by serving/blended.py). The calibrator is fitted on the served score.
 The registry around the directory (status, cancel, history, listing, dataset identity) is
 `cotrr_core.training.runs`; this module is below training, so serving needs nothing from it.
 """
@@ -25,6 +27,7 @@ from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.io import atomic_write, read_json, write_json
 from cotrr_core.model import CoTRRModel
 from cotrr_core.scoring import build_model, pick_device
+from cotrr_core.serving.blended import Blend, load_blend
 
 __all__ = ["LoadedRun", "load_run", "stored_config", "run_meta", "write_run_start", "weights_state",
            "save_weights", "write_metrics"]
@@ -46,9 +49,11 @@ class LoadedRun:
     calibrator: Calibrator | None
     device: torch.device
     meta: dict  # config.json
+    blend: Blend | None = None  # the peers blended with the network's score (blend.json), None: the network alone
 
     def probabilities(self, scores: Any) -> np.ndarray:
-        """Raw scores [...] -> P(relevant) [...] in [0, 1]: the calibrator, else sigmoid(score / T)."""
+        """Raw (served: blended when the run blends) scores [...] -> P(relevant) [...] in [0, 1]: the calibrator,
+        else sigmoid(score / T)."""
         scores = np.asarray(scores, dtype=np.float64)
         if self.calibrator is None:
             return uncalibrated_probs(scores, self.temperature)
@@ -66,7 +71,8 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     """Rebuild model, config, spec, scaler and calibrator from a run directory.
 
     Args:
-        run_dir: artifacts/runs/<run_id> (config.json, model.pt, scaler.json, optional calibrator.json).
+        run_dir: artifacts/runs/<run_id> (config.json, model.pt, scaler.json, optional calibrator.json and
+            blend.json + lightgbm.txt).
         device: "auto" (CUDA > MPS > CPU), "cpu", "cuda[:i]" or "mps".
     Returns:
         A LoadedRun. Weights load with torch.load(weights_only=True); the calibrator from JSON.
@@ -84,7 +90,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     cal_path = run_dir / "calibrator.json"
     calibrator = load_calibrator(cal_path) if cal_path.exists() else None
     return LoadedRun(run_dir, config, spec, FeatureScaler.from_state(scaler_state), model,
-                     float(state.get("temperature", 1.0)), calibrator, dev, meta)
+                     float(state.get("temperature", 1.0)), calibrator, dev, meta, load_blend(run_dir))
 
 
 def run_meta(bench: Any, config: RunConfig, model: CoTRRModel, device: torch.device, world: int) -> dict:

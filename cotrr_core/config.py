@@ -186,6 +186,9 @@ class TrainConfig(_Config):
     log_features: typing.Literal["spec", "on", "off"] = "spec"
     # serve the first-stage order, or the prior alone, when it beats the network on validation
     guard: bool = True
+    # "auto": fit LightGBM + ridge peers and blend them with the network when that wins on validation
+    # (training/blend.py); "off": the network alone
+    blend: typing.Literal["auto", "off"] = "auto"
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "TrainConfig.epochs", "must be >= 1")

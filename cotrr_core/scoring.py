@@ -88,10 +88,16 @@ def score_data(run: ScoringRun, data: RankingData) -> np.ndarray:
         run: a loaded run (model, scaler, device).
         data: validated lists.
     Returns:
-        float64 [N] raw scores; higher ranks first.
+        float64 [N] raw scores (the served score: blended when the run holds a blend); higher ranks first.
     """
     padded = scaled_padded(run, data)
-    return score_padded(run.model, padded, run.device)[padded.mask]
+    return _served(run, data, score_padded(run.model, padded, run.device)[padded.mask])
+
+
+def _served(run: ScoringRun, data: RankingData, network: np.ndarray) -> np.ndarray:
+    """The network's scores [..., N] as the run serves them: blended with its peers (serving/blended.py) or as is."""
+    blend = getattr(run, "blend", None)
+    return network if blend is None else blend.combine(network, blend.committee_split(data.features, data.num_candidates))
 
 
 @torch.inference_mode()
@@ -103,4 +109,4 @@ def mc_samples_data(run: ScoringRun, data: RankingData, n_samples: int, batch_li
         tokens, mask, _ = padded.batch(sl, run.device)
         out[:, sl, :mask.shape[1]] = mc_dropout_scores(run.model, tokens, mask, n_samples,
                                                        run.config.calibration.mc_scope).float().cpu().numpy()
-    return out[:, padded.mask]
+    return _served(run, data, out[:, padded.mask])  # a blend's samples vary in the network part only

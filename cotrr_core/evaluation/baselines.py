@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,13 @@ class FeatureBuilder:
     names_: list[str] = field(default_factory=list)
     pairs_: list[tuple[str, str]] = field(default_factory=list)
     pca_: dict[str, dict[str, list]] = field(default_factory=dict)
+    tokens_: list[tuple[str, int]] = field(default_factory=list)  # (name, width) in spec order, set by fit
 
     def fit(self, data: RankingData) -> FeatureBuilder:
         if self.clip not in ("raw", "cosine_pca"):
             raise ValueError(f"clip must be 'raw' or 'cosine_pca', got {self.clip!r}")
         dims = data.token_dims
+        self.tokens_ = [(t.name, int(dims[t.name])) for t in data.spec.tokens]
         self.pairs_, self.pca_ = [], {}
         if self.clip == "cosine_pca":
             const = set(data.list_constant)
@@ -86,31 +89,45 @@ class FeatureBuilder:
             yield f"cos_{a}_{b}", None
 
     def transform(self, data: RankingData) -> np.ndarray:
+        """The split's candidates [N, F] (list-constant tokens are stored per candidate row)."""
+        tokens = self.tokens_ or [(t.name, int(data.token_dims[t.name])) for t in data.spec.tokens]
+        return self._columns(data.features, tokens, data.num_candidates)
+
+    def transform_tokens(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Raw token rows {name: [n, d]} (list-constant tokens repeated per row, as in RankingData) -> [n, F]:
+        what serving builds from a request's rows."""
+        if not self.tokens_:
+            raise ValueError("this FeatureBuilder state has no token list (fitted by an older version)")
+        n = len(features[self.tokens_[0][0]]) if self.tokens_ else 0
+        return self._columns(features, self.tokens_, n)
+
+    def _columns(self, features: Mapping[str, np.ndarray], tokens: list[tuple[str, int]], n: int) -> np.ndarray:
         cols: list[np.ndarray] = []
-        dims = data.token_dims
-        for tok in data.spec.tokens:
-            x = data.features[tok.name].astype(np.float64)
-            if tok.name in self.pca_:
-                p = self.pca_[tok.name]
+        for name, dim in tokens:
+            x = np.asarray(features[name]).astype(np.float64)
+            if name in self.pca_:
+                p = self.pca_[name]
                 cols.append((x - np.asarray(p["mean"])) @ np.asarray(p["components"]).T)
-            elif self.clip == "raw" or dims[tok.name] < self.wide:
+            elif self.clip == "raw" or dim < self.wide:
                 cols.append(x)
         for a, b in self.pairs_:
-            xa, xb = data.features[a].astype(np.float64), data.features[b].astype(np.float64)
+            xa, xb = np.asarray(features[a]).astype(np.float64), np.asarray(features[b]).astype(np.float64)
             na, nb = np.linalg.norm(xa, axis=1), np.linalg.norm(xb, axis=1)
             cols.append(((xa * xb).sum(1) / np.maximum(na * nb, 1e-12))[:, None])
-        out = np.concatenate(cols, axis=1) if cols else np.zeros((data.num_candidates, 0))
+        out = np.concatenate(cols, axis=1) if cols else np.zeros((n, 0))
         if self.names_ and out.shape[1] != len(self.names_):
             raise ValueError(f"feature width {out.shape[1]} != fitted width {len(self.names_)}")
         return out.astype(np.float32)
 
     def to_state(self) -> dict[str, Any]:
         return {"clip": self.clip, "wide": self.wide, "pca_dims": self.pca_dims, "names": self.names_,
-                "pairs": [list(p) for p in self.pairs_], "pca": self.pca_}
+                "pairs": [list(p) for p in self.pairs_], "pca": self.pca_,
+                "tokens": [list(t) for t in self.tokens_]}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> FeatureBuilder:
-        return cls(s["clip"], s["wide"], s["pca_dims"], list(s["names"]), [tuple(p) for p in s["pairs"]], s["pca"])
+        return cls(s["clip"], s["wide"], s["pca_dims"], list(s["names"]), [tuple(p) for p in s["pairs"]], s["pca"],
+                   [(str(n), int(d)) for n, d in s.get("tokens", [])])
 
 
 def _int_labels(labels: np.ndarray, grades: int) -> tuple[np.ndarray, list[float] | None, float]:

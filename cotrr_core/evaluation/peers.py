@@ -15,7 +15,7 @@ import numpy as np
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.evaluation.baselines import FeatureBuilder, _int_labels
 
-__all__ = ["RidgeRanker", "XGBoostRanker", "CatBoostRanker", "PEERS"]
+__all__ = ["RidgeRanker", "XGBoostRanker", "CatBoostRanker", "PEERS", "ridge_scores"]
 
 
 class _GridRanker:
@@ -81,6 +81,26 @@ class RidgeRanker(_GridRanker):
 
         steps = ([FunctionTransformer(_signed_log)] if point["log1p"] else []) + [StandardScaler(), Ridge(point["alpha"])]
         return make_pipeline(*steps).fit(self._x_tr, self._train.labels), 0
+
+    def to_state(self) -> dict[str, Any]:
+        """The chosen pipeline as JSON (no pickle): signed log1p or not, the scaler's mean and scale [F], the
+        ridge coefficients [F] and intercept; `ridge_scores` predicts from it."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("RidgeRanker is not fitted")
+        scaler, ridge = self.model_[-2], self.model_[-1]
+        return {"format": "ridge-json", "log1p": len(self.model_.steps) == 3, "mean": scaler.mean_.tolist(),
+                "scale": scaler.scale_.tolist(), "coef": np.ravel(ridge.coef_).tolist(),
+                "intercept": float(np.ravel(ridge.intercept_)[0]), "features": self.features_.to_state(),
+                "best_params": self.best_params_}
+
+
+def ridge_scores(state: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """RidgeRanker.to_state's pipeline on features [n, F] -> scores [n] (float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    if state["log1p"]:
+        x = _signed_log(x)
+    z = (x - np.asarray(state["mean"])) / np.asarray(state["scale"])
+    return z @ np.asarray(state["coef"]) + state["intercept"]
 
 
 class XGBoostRanker(_GridRanker):

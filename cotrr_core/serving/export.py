@@ -12,8 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from cotrr_core.artifacts import LoadedRun, load_run
+from cotrr_core.config import ConfigError
 
-__all__ = ["ScoringGraph", "export_onnx", "example_inputs"]
+__all__ = ["ScoringGraph", "export_onnx", "example_inputs", "refuse_blend"]
 
 
 class ScoringGraph(nn.Module):
@@ -41,8 +42,14 @@ def example_inputs(run: LoadedRun, batch: int = 2, length: int = 5, seed: int = 
 
 
 def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 18) -> dict:
-    """Write the ONNX graph; returns {path, exporter, opset, inputs}. Tries the dynamo exporter first."""
+    """Write the ONNX graph; returns {path, exporter, opset, inputs}. Tries the dynamo exporter first.
+
+    A run that serves a blend (blend.json with w > 0: the network plus LightGBM and ridge peers) is refused
+    with a ConfigError naming the parts the graph would leave out: exporting the network alone would ship a
+    different model from the one the run serves and reports.
+    """
     run = load_run(run_dir, device="cpu")
+    refuse_blend(run)
     graph = ScoringGraph(run).eval()
     args = example_inputs(run)
     names = [*graph.names, "mask"]
@@ -58,6 +65,18 @@ def export_onnx(run_dir: str | Path, out_path: str | Path, opset: int = 18) -> d
         except Exception as exc:  # noqa: BLE001 - fall back to the other exporter, keep the reason
             errors.append(f"{exporter}: {type(exc).__name__}: {str(exc)[:300]}")
     raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+
+
+def refuse_blend(run: LoadedRun) -> None:
+    """ConfigError when the run serves more than its network (see export_onnx)."""
+    if run.blend is None:
+        return
+    parts = ", ".join(p for p in run.blend.committee)
+    raise ConfigError(
+        f"{run.run_dir}: cannot export this run to ONNX: it serves a blend of its network with {parts} "
+        f"(blend.json, weight {run.blend.weight:g}), and the ONNX graph covers the network only; the "
+        f"{parts} part(s) cannot be exported. Serve the run with Reranker or `python -m cotrr_core serve`, "
+        "or train with --set train.blend=off for an exportable network-only run")
 
 
 def _export(graph: nn.Module, args: tuple, names: list[str], out: Path, opset: int, exporter: str) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cotrr_core.model import Ragged
+from cotrr_core.serving.blended import BlendedModel
 from cotrr_core.serving.fold import fold_standardisation
 
 __all__ = ["PRECISIONS", "ModelInputs", "served_model"]
@@ -40,6 +41,8 @@ class ModelInputs:
 
     def __init__(self, run: Any, precision: str = "fp32", fold: bool = True) -> None:
         self.model, self.folded = served_model(run.model, precision, fold)  # checks the precision
+        if getattr(run, "blend", None) is not None:  # the run serves a blend: this copy is its network part
+            self.model = BlendedModel(self.model, run.blend)
         self.device = run.device
         self.row_tokens = [t.name for t in run.spec.tokens if not t.list_constant]
         self.list_tokens = [t.name for t in run.spec.tokens if t.list_constant]

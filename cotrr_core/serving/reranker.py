@@ -35,10 +35,10 @@ import torch
 
 from cotrr_core.artifacts import LoadedRun, load_run
 from cotrr_core.data.errors import DataError
-from cotrr_core.mc import mc_scores
 from cotrr_core.model import Ragged, count_parameters
 from cotrr_core.serving.allocator import retain_freed_memory
 from cotrr_core.serving.batcher import Batcher, Job, concat_jobs
+from cotrr_core.serving.blended import sampled_scores as mc_scores  # MC of a blend: the network part
 from cotrr_core.serving.counters import ServeCounters
 from cotrr_core.serving.deadline import PARALLEL_MIN_ROWS, AnswerCost
 from cotrr_core.serving.features import Featurizer, in_original_order, invalid_lists, request_items

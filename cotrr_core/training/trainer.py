@@ -9,6 +9,7 @@ Only rank 0 writes artifacts.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from cotrr_core.data.scaling import FeatureScaler
 from cotrr_core.evaluation.compare import evaluate_original_order, evaluate_scores
 from cotrr_core.io import read_json, write_jsonl
 from cotrr_core.scoring import build_model, pick_device, score_data, score_padded
+from cotrr_core.training.blend import fit_blend
 from cotrr_core.training.checkpoint import EarlyStopping, restore_checkpoint, save_checkpoint
 from cotrr_core.training.parts import TrainParts, build_parts, optimiser_step
 from cotrr_core.training.prior_choice import choose_mode, choose_prior_column, set_query_bank
@@ -132,7 +134,7 @@ def _train(bench: Benchmark, config: RunConfig, proc: TrainingProcess, resume: b
     p_train, p_val = train.padded(max_len=cfg.max_list_len), val.padded()
     model = build_model(config, train.spec, train.token_dims, scaler).to(proc.device)
     ranker = {"bank_size": set_query_bank(model, train, cfg.seed),
-              "prior_val_ndcg@10": choose_prior_column(model, p_val, val, proc.device)}
+              "prior_train_val_ndcg@10": choose_prior_column(model, [(p_train, train), (p_val, val)], proc.device)}
     parts = build_parts(model, config, train, proc.device, proc.world, proc.rank)
     stopping = EarlyStopping(cfg.patience)
     if resume and (proc.run_dir / "checkpoint.pt").exists():
@@ -171,6 +173,9 @@ def _train(bench: Benchmark, config: RunConfig, proc: TrainingProcess, resume: b
     metrics["ranker"] = {**choose_mode(run.model, p_val, val, proc.device, cfg.guard), **ranker}
     _announce_mode(proc, metrics["ranker"])
     save_weights(proc.run_dir, weights_state(run.model, run.temperature))
+    if cfg.blend == "auto":  # the peers on top of the chosen network part; calibration then sees the served score
+        proc.status("running", 0.96, "fitting the blend's peers (LightGBM, ridge) and choosing the weight on validation")
+        metrics["blend"] = fit_blend(run, bench, cfg.seed, proc.log)
     return _finish(run, bench, metrics, proc, calibrate)
 
 
@@ -283,12 +288,17 @@ def _keep_best(run: LoadedRun, best_weights: dict | None) -> None:
 def _finish(run: LoadedRun, bench: Benchmark, metrics: dict, proc: TrainingProcess, calibrate: bool) -> dict:
     """Score test once, calibrate the in-memory run (reusing those scores), write metrics.json once."""
     test = bench.splits["test"]
-    test_scores = score_data(run, test)
+    test_scores = score_data(run, test)  # the served score: blended when the run holds a blend
     metrics["test"] = {"cotrr": evaluate_scores(test, test_scores), "original": evaluate_original_order(test)}
+    if run.blend is not None:  # the network part alone, as an ablation
+        metrics["test"]["network"] = evaluate_scores(test, score_data(dataclasses.replace(run, blend=None), test))
     if calibrate:
         proc.status("running", 0.97, "calibrating on the calibration split")
         metrics["calibration"] = calibrate_loaded(run, bench, run.config.calibration.method,
                                                   test_scores=test_scores)
+        if run.blend is not None:
+            metrics["calibration"]["uncertainty"]["covers"] = (
+                "MC dropout of the network part only: the blend's peers (LightGBM, ridge) are deterministic")
     write_metrics(proc.run_dir, metrics)
     proc.status("done", 1.0, f"done: test nDCG@10 {metrics['test']['cotrr']['ndcg@10']:.4f} "
                              f"(original {metrics['test']['original']['ndcg@10']:.4f})")
