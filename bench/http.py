@@ -123,10 +123,11 @@ def http_call(port: int, bodies: list[bytes]):
 
 def faults(run: Path, logs: Path, bodies: list[bytes]) -> dict:
     """Bad JSON, oversized bodies, slow clients and a killed worker against 2 workers; then the logs."""
-    proc, port = start_server(run, logs, workers=2, extra=("--max-body-bytes", "100000", "--body-timeout-s", "1"))
+    proc, port = start_server(run, logs, workers=2, extra=("--max-body-bytes", "2000000", "--body-timeout-s", "1"))
     out: dict = {}
     out["bad_json"] = [request(port, "POST", "/v1/rerank", b"{nope")[0] for _ in range(10)]
-    out["oversized"] = [request(port, "POST", "/v1/rerank", b" " * 200_000)[0] for _ in range(5)]
+    out["oversized"] = [request(port, "POST", "/v1/rerank", b" " * 3_000_000)[0] for _ in range(5)]
+    out["body_bytes_mean"] = float(np.mean([len(b) for b in bodies]))
     out["slow_clients"] = _slow_clients(port, 4)
     answered: list[str] = []
     out["killed_worker"] = _kill_a_worker(proc, port, bodies, answered)
@@ -214,7 +215,7 @@ def main() -> int:
     rr = Reranker.load(run, device="cpu")
     test = load_benchmark(rr.run.meta["dataset"]).splits["test"]
     top20 = [(str(test.queries[q]), request_records(test, q)[:20]) for q in range(test.num_queries)]
-    bodies = [json.dumps({"query": q, "candidates": c, "unit_id": f"u{k}"},
+    bodies = [json.dumps({"query": q, "candidates": c, "unit_id": f"u{k}", "return_features": False},
                          default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)).encode()
               for k, (q, c) in enumerate(top20)]
 

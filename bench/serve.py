@@ -383,14 +383,44 @@ def big_list(rr: Reranker, lists: list[tuple], n: int = 50_000, calls: int = 8) 
             "outcomes": [str(x) for x in reasons], "stats_latency_p50_ms": rr.stats()["latency_ms"].get("p50")}
 
 
+def under_load_only(run_dir: Path, json_out: str) -> int:
+    """The serving-under-load sections alone, merged into bench/results/serve.json (each keeps its stamp)."""
+    import json
+
+    from bench.common import stamp
+
+    torch.set_num_threads(1)
+    rr = Reranker.load(run_dir, device="cpu")
+    test = load_benchmark(rr.run.meta["dataset"]).splits["test"]
+    lists = [(str(test.queries[q]), request_records(test, q)) for q in range(test.num_queries)]
+    top20 = [(q, c[:20]) for q, c in lists]
+    sections = {"concurrency_load": lambda: concurrency_section(rr, top20), "hang_recovery": lambda: hang_recovery(rr, top20),
+                "big_list": lambda: big_list(rr, lists)}
+    out = {}
+    for name, fn in sections.items():
+        st = {"machine": machine(), **stamp()}
+        out[name] = {**fn(), "stamp": {**st, "load_average_end": [round(x, 2) for x in os.getloadavg()]}}
+    path = ROOT / "bench" / "results" / "serve.json"
+    merged = {**(json.loads(path.read_text()) if path.exists() else {}), **out}
+    for p in (Path(json_out), path):
+        write_json(p, merged)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run")
     p.add_argument("--json", required=True)
     p.add_argument("--calls", type=int, default=500)
+    p.add_argument("--under-load-only", action="store_true",
+                   help="only the serving-under-load sections (concurrency_load, hang_recovery, big_list), merged "
+                        "into bench/results/serve.json with their own stamp")
     args = p.parse_args()
     t_start = time.perf_counter()
     run_dir = pick_run(args.run)
+    if args.under_load_only:
+        return under_load_only(run_dir, args.json)
     load_before = os.getloadavg()
     torch.set_num_threads(1)
     rr = Reranker.load(run_dir, device="cpu")

@@ -1,7 +1,8 @@
 """`cotrr_core serve`: the Reranker over HTTP (Starlette on uvicorn), with limits, metrics and decision logs.
 
     POST /v1/rerank        {"query", "candidates": [Step5 dicts], "unit_id"?, "mc_samples"?, "top_m"?,
-                            "time_budget_ms"?, "strict"?} -> RerankResult's fields + request_id
+                            "time_budget_ms"?, "strict"?, "return_features"?} -> RerankResult's fields +
+                           request_id ("return_features": false leaves the run's feature fields out of the answer)
     POST /v1/rerank_batch  {"lists": [{"query", "candidates", "unit_id"?}], ...same options} -> {"results": [...]}
                            or an Arrow IPC stream (Content-Type application/vnd.apache.arrow.stream, see
                            serving/arrow_body.py) -> an Arrow IPC stream of the served order and scores
@@ -156,10 +157,11 @@ class _Handler:
         if budget > self.limits.max_budget_ms:
             raise RequestError(422, "time_budget_ms", f"{budget} > the limit of {self.limits.max_budget_ms:g} ms")
         out["time_budget_ms"] = float(budget)
-        strict = doc.get("strict", False)
-        if not isinstance(strict, bool):
-            raise RequestError(422, "strict", "must be true or false")
-        return {**out, "strict": strict}
+        for name, default in (("strict", False), ("return_features", True)):
+            out[name] = doc.get(name, default)
+            if not isinstance(out[name], bool):
+                raise RequestError(422, name, "must be true or false")
+        return out
 
     def _list(self, doc: dict, where: str) -> tuple[str | None, list, str | None]:
         query, cands, unit = doc.get("query"), doc.get("candidates"), doc.get("unit_id")
@@ -184,7 +186,8 @@ class _Handler:
             time_budget_ms=opts["time_budget_ms"])[0])
         status = 503 if opts["strict"] and res.fallback_reason == "overloaded" else 200
         self._served("/v1/rerank", rid, unit, res, status, t0, query)
-        return JSONResponse({"request_id": rid, **_result_fields(res)}, status_code=status)
+        drop = () if opts["return_features"] else self._feature_fields()
+        return JSONResponse({"request_id": rid, **_result_fields(res, drop)}, status_code=status)
 
     async def _many(self, request: Request, body: bytes, rid: str, t0: float) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() == ARROW_TYPE:
@@ -203,10 +206,11 @@ class _Handler:
             mc_samples=opts["mc_samples"], time_budget_ms=opts["time_budget_ms"]))
         over = opts["strict"] and any(r.fallback_reason == "overloaded" for r in results)
         status = 503 if over else 200
+        drop = () if opts["return_features"] else self._feature_fields()
         out = []
         for k, ((query, _, unit), res) in enumerate(zip(parsed, results)):
             self._served("/v1/rerank_batch", f"{rid}-{k}", unit, res, status, t0, query)
-            out.append({"request_id": f"{rid}-{k}", **_result_fields(res)})
+            out.append({"request_id": f"{rid}-{k}", **_result_fields(res, drop)})
         return JSONResponse({"request_id": rid, "results": out}, status_code=status)
 
     async def _arrow(self, body: bytes, rid: str, t0: float) -> Response:
@@ -222,6 +226,10 @@ class _Handler:
                        "served": res.order[offsets[k]:offsets[k + 1]].tolist()})
             self._count("/v1/rerank_batch", 200, res.fallback_reason[k] or "reranked", res.arm[k], res.latency_ms)
         return Response(write_arrow_result(res, rid), media_type=ARROW_TYPE)
+
+    def _feature_fields(self) -> frozenset[str]:
+        """The run's feature fields: left out of an answer whose caller sent "return_features": false."""
+        return frozenset(f for t in self.state["reranker"].featurizer.layout for f in t.fields)
 
     def _served(self, endpoint: str, rid: str, unit: str | None, res: RerankResult, status: int, t0: float,
                 query: str | None = None) -> None:
@@ -286,7 +294,13 @@ def _cid(c):
     return c.get("candidate_id") if isinstance(c, dict) else None
 
 
-def _result_fields(res: RerankResult) -> dict:
-    return {"served": res.served, "wouldbe": res.wouldbe, "reranked": res.reranked, "mode": res.mode, "arm": res.arm,
+def _result_fields(res: RerankResult, drop: frozenset[str] | tuple = ()) -> dict:
+    """RerankResult's fields; `drop`: candidate fields left out of served and wouldbe (the echoed features)."""
+    def trim(items):
+        if not drop or items is None:
+            return items
+        return [{k: v for k, v in c.items() if k not in drop} if isinstance(c, dict) else c for c in items]
+
+    return {"served": trim(res.served), "wouldbe": trim(res.wouldbe), "reranked": res.reranked, "mode": res.mode, "arm": res.arm,
             "fallback_reason": res.fallback_reason, "latency_ms": res.latency_ms, "detail": res.detail,
             "bucket": res.bucket}

@@ -139,7 +139,8 @@ def topm_section(quality: dict, latency: dict, source: str) -> None:
 def observed_section() -> None:
     """Served traffic from `cotrr_core serve --log-dir`: the same statistics as the simulation above."""
     c1, c2 = st.columns(2)
-    path = c1.text_input("Decision log (a decisions-*.jsonl file or its folder)", key="obs-path")
+    path = c1.text_input("Decision log (a decisions-*.jsonl file or its folder)", key="obs-path",
+                         value=st.query_params.get("decisions", ""), help="also ?decisions=PATH in the page's URL")
     clicks = c2.text_input("Click log joined by request_id (optional JSONL)", key="obs-clicks")
     if not path:
         st.caption("Start the server with `python -m cotrr_core serve RUN --log-dir DIR` and give DIR here.")
