@@ -39,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the repository root, not bench/, first: a bench/<name>.py must not shadow a standard module (http)
+sys.path[:] = [str(Path(__file__).resolve().parents[1])] + [p for p in sys.path
+                                                            if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from bench.common import (  # noqa: E402
     CONFIGS,

@@ -3,6 +3,11 @@
 The app never trains in its own process: `launch_training` starts
 `python -m cotrr_core train ... --run-dir DIR` in a new session with its output in
 DIR/process.log, and the app polls DIR/status.json (cotrr_core.training.runs.read_status).
+
+Launches are bounded: the child first waits for a training slot in a light process that has loaded
+nothing (`python -m cotrr_core.training.jobs`: no torch, no dataset), and only then runs the `train`
+command in the same process; at most `max_queued()` runs may wait (QueueFull past it), and the form's
+values are checked against `form_limits()` (what this machine trains in reasonable time).
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cotrr_core.config import ConfigError
 from cotrr_core.io import REPO_ROOT
 from cotrr_core.training.runs import (
     cancel_requested,
@@ -31,7 +37,7 @@ from cotrr_core.training.runs import (
 
 __all__ = ["runs_root", "launch_training", "is_alive", "ensure_default_run", "start_default_run",
            "default_run_state", "validate_overrides", "DEFAULT_DATASET", "DEFAULT_NAME", "overrides_to_args",
-           "training_slot", "SLOTS_ENV"]
+           "training_slot", "SLOTS_ENV", "QUEUE_ENV", "QueueFull", "max_queued", "waiting_runs", "form_limits"]
 
 DEFAULT_NAME = "default-fast"
 DEFAULT_DATASET = "demo"
@@ -52,11 +58,37 @@ def overrides_to_args(overrides: dict[str, Any]) -> list[str]:
     return args
 
 
+QUEUE_ENV = "COTRR_MAX_QUEUED"  # how many app-launched runs may wait for a slot (default 2)
+
+
+class QueueFull(ConfigError):
+    """Too many training runs are already waiting for a slot."""
+
+
+def max_queued() -> int:
+    return max(0, int(os.environ.get(QUEUE_ENV, "2")))
+
+
+def form_limits(cuda: bool | None = None) -> dict[str, int]:
+    """The largest epochs and token layers the training form accepts: a CPU trains the demo at a few
+    seconds per epoch per layer, so 60 epochs x 3 layers already takes many minutes; a CUDA device gets more."""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return {"train.epochs": 150 if cuda else 60, "model.layers": 6 if cuda else 3}
+
+
 def validate_overrides(overrides: dict[str, Any], device_check: bool = True):
-    """The RunConfig these overrides give (ConfigError naming the field); checks the device exists."""
+    """The RunConfig these overrides give (ConfigError naming the field, also past form_limits); checks the
+    device exists."""
     from cotrr_core.config import RunConfig
 
     config = RunConfig().with_overrides(overrides, where="training form")
+    for key, top in form_limits().items():
+        if key in overrides and int(overrides[key]) > top:
+            raise ConfigError(f"training form: {key} = {overrides[key]} is more than this machine trains in "
+                              f"reasonable time (at most {top}); use the command line for longer runs")
     if device_check:
         from cotrr_core.scoring import pick_device
 
@@ -102,14 +134,49 @@ def training_slot(root: Path, run_dir: Path, slots: int, poll_s: float = 1.0):
 
 def launch_training(dataset: str, overrides: dict[str, Any] | None = None, name: str = "run", *,
                     fast: bool = False, root: Path | None = None) -> Path:
-    """Start training in a separate process; returns the run directory (status.json already 'queued')."""
+    """Start training in a separate process; returns the run directory (status.json already 'queued').
+
+    The process waits for a training slot before it imports torch or loads the dataset. QueueFull when
+    max_queued() runs already wait (checked under a lock, so concurrent sessions cannot both pass)."""
     root = Path(root or runs_root())
     dataset_identity(dataset)  # a missing file fails here, before a run directory exists
+    root.mkdir(parents=True, exist_ok=True)
+    with _launch_lock(root):
+        waiting = waiting_runs(root)
+        if len(waiting) >= max_queued():
+            raise QueueFull(f"{len(waiting)} training run(s) already wait for a slot (at most {max_queued()} may "
+                            f"wait, {QUEUE_ENV}); wait for one to start, or cancel one: "
+                            + ", ".join(p.name for p in waiting))
+        return _launch(dataset, overrides, name, fast, root)
+
+
+def waiting_runs(root: Path) -> list[Path]:
+    """Runs under `root` whose process is alive and still waits for a slot (status 'queued')."""
+    _reap()
+    return [r.path for r in list_runs(root) if r.state == "queued" and is_alive(r.path)]
+
+
+@contextmanager
+def _launch_lock(root: Path):
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    with open(root / ".launch.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _launch(dataset: str, overrides: dict[str, Any] | None, name: str, fast: bool, root: Path) -> Path:
     run_dir = new_run_dir(name, root=root)
     write_dataset_identity(run_dir, dataset)  # how the app finds the run again (name + content hash)
     write_status(run_dir, "queued", 0.0, "starting the training process")
-    cmd = [sys.executable, "-m", "cotrr_core", "train", "--dataset", str(dataset), "--run-dir", str(run_dir),
-           *(["--fast"] if fast else []), *overrides_to_args(overrides or {})]
+    cmd = [sys.executable, "-m", "cotrr_core.training.jobs", "train", "--dataset", str(dataset), "--run-dir",
+           str(run_dir), *(["--fast"] if fast else []), *overrides_to_args(overrides or {})]
     env = dict(os.environ, COTRR_RUNS=str(root), PYTHONUNBUFFERED="1")
     env.setdefault(SLOTS_ENV, "1")  # the child queues for a slot (training_slot) before it trains
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -216,3 +283,19 @@ def _stale(lock: Path) -> bool:
     state = read_status(run).get("state")
     # a finished, failed or dead default run frees the lock
     return state in ("failed", "cancelled") or (state != "done" and not is_alive(run)) or state == "done"
+
+
+def _wait_then_train(argv: list[str]) -> int:
+    """The launched process: wait for a slot holding no data (this module imports neither torch nor the
+    dataset), then run `python -m cotrr_core train ARGS` here, keeping the slot until it ends."""
+    run_dir = Path(argv[argv.index("--run-dir") + 1])
+    slots = int(os.environ.pop(SLOTS_ENV, "1"))  # popped: the train command must not queue a second time
+    write_status(run_dir, "queued", 0.0, "waiting for a training slot")
+    with training_slot(runs_root(), run_dir, slots):
+        from cotrr_core.cli import main
+
+        return main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(_wait_then_train(sys.argv[1:]))
