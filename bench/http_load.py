@@ -1,6 +1,7 @@
-"""HTTP load test: `cotrr_core serve` on 127.0.0.1 against the in-process Reranker in the same run, then faults.
+"""HTTP load test (not bench/http.py: run as a script, that name would shadow the standard library's http
+for every script in bench/): `cotrr_core serve` on 127.0.0.1 against the in-process Reranker in the same run, then faults.
 
-    python bench/http.py [--run RUN_DIR] [--calls 400] [--json OUT]
+    python bench/http_load.py [--run RUN_DIR] [--calls 400] [--json OUT]
 
 Throughput and client p50 / p99 of one top-20 list (plain, the default budget) at concurrency 1, 8 and 32: the
 in-process API (threads calling Reranker.rerank) and the server (threads on keep-alive connections, bodies
@@ -10,24 +11,20 @@ Writes bench/results/http.json (and OUT).
 """
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-# run as a script, this file's folder comes first on sys.path and its name would shadow the standard library's http
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
