@@ -160,6 +160,7 @@ def _read_letor(path: Path, name: str, spec: FeatureSpec | None,
             raise DataError(name, n, None, f"more than {MAX_ROWS} rows")
     if not lines:
         raise DataError(name, None, None, "no candidates found (empty input)")
+    _check_letor_qids(qids, lines, name)
     if max_index == 0:
         raise DataError(name, lines[0], "features", "no '<index>:<value>' feature on any line")
     num_features = spec.num_features if spec and spec.num_features else max_index
@@ -185,6 +186,16 @@ def _read_letor(path: Path, name: str, spec: FeatureSpec | None,
             raise DataError(name, lines[r], "label", f"LETOR grades are integers in 0..{MAX_GRADE}, "
                                                      f"got {labels[r]:g} (pass a spec for other labels)")
     return frame, num_features, float(label_arr.max())
+
+
+def _check_letor_qids(qids: list[str], lines: list[int], name: str) -> None:
+    """qid:1 and qid:01 would be two lists that read as one query: refused (qids are kept as given)."""
+    seen: dict[str, str] = {}
+    for q, n in zip(qids, lines):
+        key = (q.lstrip("0") or "0") if q.isdigit() else q
+        if seen.setdefault(key, q) != q:
+            raise DataError(name, n, "qid", f"qid:{q} and qid:{seen[key]} are the same number written two ways; "
+                                            "write each query's id one way")
 
 
 def _letor_range(values: np.ndarray, lines: np.ndarray, idx, name: str) -> None:

@@ -25,6 +25,9 @@ def read_jsonl(path: Path, name: str) -> pd.DataFrame:
     return next(jsonl_chunks(path, name, MAX_ROWS + 1))
 
 
+_ID_FIELDS = ("query_id", "candidate_id")
+
+
 def jsonl_chunks(path: Path, name: str, rows_per_chunk: int, max_rows: int = MAX_ROWS):
     """Frames of at most `rows_per_chunk` JSON objects, each with its `_line` column (one frame for
     an empty file); every line is checked as in a whole-file load."""
@@ -36,6 +39,9 @@ def jsonl_chunks(path: Path, name: str, rows_per_chunk: int, max_rows: int = MAX
         obj = _json_value(line, name, n, None, huge=huge)
         if not isinstance(obj, dict):
             raise DataError(name, n, None, f"expected a JSON object, got {type(obj).__name__}")
+        for key in _ID_FIELDS:  # named here: in a frame, one float id turns every integer id into a float
+            if isinstance(obj.get(key), float):
+                raise DataError(name, n, key, f"expected a text or integer id, got float {obj[key]!r:.40}")
         keys.update(obj)
         if len(keys) > MAX_COLUMNS or total >= max_rows:
             raise DataError(name, n, None, f"more than {MAX_COLUMNS} distinct fields or {max_rows} rows")
@@ -215,8 +221,8 @@ def _csv_column(header: str, cells: tuple) -> pd.Series:
     """Text cells typed as pandas would (int, float, else text), but strictly: only ASCII decimal numbers
     count as numbers; ids stay text; in a mixed column the numbers are converted and the rest is kept
     as text for the validator to name."""
-    if header in ("query_id", "candidate_id"):  # "NA" or "null" can be a real id: only an empty cell is none
-        return pd.Series([c if c.strip() else None for c in cells], dtype=object)
+    if header in _ID_FIELDS:  # "NA" or "null" can be a real id: only an empty cell is none; ids kept as given
+        return pd.Series([c if c != "" else None for c in cells], dtype=object)
     values = [None if c.strip() in _NULLS else c for c in cells]
     present = [v for v in values if v is not None]
     if present and len(present) == len(values) and all(_INTEGER.fullmatch(v) for v in present):

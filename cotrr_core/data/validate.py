@@ -79,13 +79,16 @@ def _require(frame: pd.DataFrame, col: str, fail) -> None:
 
 
 def _ids(frame: pd.DataFrame, col: str, fail) -> np.ndarray:
-    """Ids as text; numbers are allowed, but 7 and "7" in one file would silently merge: refused."""
+    """Ids as text, kept exactly as given; integers are allowed, but 7 and "7" in one file would silently
+    merge: refused. Floats are refused (1 would read as "1.0", and ids beyond 2**53 would merge), as are
+    ids with leading or trailing whitespace (" c1" and "c1" would be two candidates) and text that reads as a
+    list or object ("[1, 2]": a CSV cell cannot tell). Text such as "True" is an id like any other, in
+    every format (a CSV cell True is the text 'True', as JSONL's "True")."""
     values = frame[col].to_numpy(dtype=object)
     is_text = np.fromiter((isinstance(v, str) for v in values), bool, len(values))
     if not is_text.all():
         ok = np.fromiter((isinstance(v, (str, int, np.integer)) and not isinstance(v, (bool, np.bool_))
-                          or isinstance(v, (float, np.floating)) and math.isfinite(v) for v in values),
-                         bool, len(values))
+                          for v in values), bool, len(values))
         if not ok.all():
             r = int(np.flatnonzero(~ok)[0])
             raise fail(r, col, f"expected a text or integer id, got {type(values[r]).__name__} {values[r]!r:.40}")
@@ -93,6 +96,7 @@ def _ids(frame: pd.DataFrame, col: str, fail) -> np.ndarray:
     empty = np.flatnonzero(out == "")
     if len(empty):
         raise fail(int(empty[0]), col, "empty id")
+    _check_id_text(out, col, fail)
     if is_text.any() and not is_text.all():
         clash = np.isin(out, out[~is_text]) & is_text
         if clash.any():
@@ -100,6 +104,19 @@ def _ids(frame: pd.DataFrame, col: str, fail) -> np.ndarray:
             raise fail(r, col, f"id \"{out[r]}\" is given both as text and as the number {out[r]}; "
                                "they would merge into one: write every id the same way")
     return out
+
+
+def _check_id_text(ids: np.ndarray, col: str, fail) -> None:
+    """No id with leading/trailing whitespace, none reading as a list or an object."""
+    text = pd.Series(ids, dtype=object)
+    padded = np.flatnonzero((text.str.strip() != text).to_numpy())
+    if len(padded):
+        r = int(padded[0])
+        raise fail(r, col, f"id {ids[r][:40]!r} has leading or trailing whitespace (ids are kept exactly as given)")
+    alike = np.flatnonzero(text.str.match(r"[\[{]").to_numpy())
+    if len(alike):
+        r = int(alike[0])
+        raise fail(r, col, f"id {ids[r][:40]!r} looks like a list or an object, which ids cannot be")
 
 
 def _bad_number(value) -> str | None:

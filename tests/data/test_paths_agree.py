@@ -140,3 +140,60 @@ def test_a_bad_value_after_the_fast_path_gets_the_precise_error(tmp_path):
     path.write_bytes(_encode("jsonl", rows, 0, None, "valid").content)
     with pytest.raises(DataError, match=r"bad.jsonl: line 5: field 'brightness': expected a number, got a boolean"):
         load_dataset(path, spec=STEP5)
+
+
+# ---------- ids kept exactly as given, or refused with one error on every path ----------
+
+def _id_rows(**changes):
+    rows = base_rows(5, 2, 3, 2)
+    for r, (field, value) in changes.items():
+        rows[int(r[1:])][field] = value
+    return rows
+
+
+@pytest.mark.parametrize("changes, line, words", [
+    ({"r2": ("candidate_id", " c2")}, 3, "leading or trailing whitespace"),
+    ({"r1": ("query_id", "   ")}, 2, "leading or trailing whitespace"),
+    ({"r4": ("query_id", "[1, 2]")}, 5, "looks like a list"),
+    ({"r3": ("candidate_id", 1.0)}, 4, "got float"),
+])
+def test_bad_ids_get_the_same_error_from_every_format_and_path(tmp_path, monkeypatch, changes, line, words):
+    rows = _id_rows(**changes)
+    for fmt in ("jsonl", "csv", "parquet"):
+        if fmt != "jsonl" and isinstance(next(iter(changes.values()))[1], float):
+            continue  # CSV cells are text; a float column in Parquet: checked below
+        path = tmp_path / f"ids.{EXT[fmt]}"
+        path.write_bytes(_encode(fmt, rows, 0, None, "ids").content)
+        at = f"row {line}" if fmt == "parquet" else f"line {line + (fmt == 'csv')}"  # CSV: a header line first
+        with pytest.raises(DataError, match=rf"{at}: .*{words}"):
+            load_dataset(path, spec=STEP5)
+        if fmt != "csv":
+            (tmp_path / fmt).mkdir()
+            agree(fmt, path.read_bytes(), tmp_path / fmt, monkeypatch)
+
+
+def test_integer_ids_stay_integers_when_another_id_is_text(tmp_path):
+    rows = _id_rows(r0=("candidate_id", 2**60 + 1), r1=("candidate_id", 2**60 + 2))
+    path = tmp_path / "ids.jsonl"
+    path.write_bytes(_encode("jsonl", rows, 0, None, "ids").content)
+    ids = set(load_dataset(path, spec=STEP5).candidate_ids)
+    assert {str(2**60 + 1), str(2**60 + 2)} <= ids
+
+
+def test_csv_true_is_the_text_true_as_in_jsonl(tmp_path):
+    rows = _id_rows(r0=("query_id", "True"), r1=("query_id", "True"), r2=("query_id", "True"))
+    a = load_dataset(_write(tmp_path / "t.jsonl", _encode("jsonl", rows, 0, None, "ids").content), spec=STEP5)
+    b = load_dataset(_write(tmp_path / "t.csv", _encode("csv", rows, 0, None, "ids").content), spec=STEP5)
+    assert "True" in set(a.query_ids) and list(a.query_ids) == list(b.query_ids)
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def test_letor_qid_written_two_ways_is_refused(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_text("1 qid:1 1:0.5\n0 qid:1 1:0.1\n1 qid:01 1:0.3\n0 qid:2 1:0.2\n")
+    with pytest.raises(DataError, match=r"line 3: field 'qid': qid:01 and qid:1"):
+        load_dataset(path)
