@@ -4,17 +4,20 @@ from pathlib import Path
 import streamlit as st
 
 from cotrr_core.views import (
+    blend_parts,
     config_diff,
     dataset_key,
     dataset_label,
     default_dataset,
     fast_config,
+    form_limits,
     is_alive,
     launch_training,
     list_runs,
     metrics_side_by_side,
     read_status,
     request_cancel,
+    run_kind,
     runs_root,
     runs_table,
     validate_overrides,
@@ -32,6 +35,17 @@ st.caption(f"Runs train in their own process (they survive reloads) on the sideb
            f"**{dataset_label(dataset)}**.")
 spec_editor(dataset)  # an uploaded file: its feature spec, shown and chosen
 
+st.subheader("Recommended recipe")
+st.caption("What `python -m cotrr_core train` does and the benchmarks report: settings from the training split's size "
+           "and feature kinds (the automatic recipe), then LightGBM and ridge peers fitted on the same splits and "
+           "blended with the network when that wins on validation. Slower than the fast recipe.")
+if st.button("Start the recommended recipe", type="primary", key="tf-recommended"):
+    with shown_errors("Cannot start this run", stop=False):
+        st.session_state["train_run"] = str(launch_training(dataset, {}, "recommended", fast=False))
+        st.toast("Training started")
+
+st.subheader("Fast recipe")
+LIMITS = form_limits()  # what this machine trains in reasonable time
 base = fast_config()  # the form starts from the quick first-launch config, and so does the run it starts
 sizes = sorted({16, 32, 64, 128, 256, base.model.hidden})
 st.caption(f"Fields not in the form come from the same fast config: patience {base.train.patience}, warm-up "
@@ -48,11 +62,11 @@ for k, v in FORM.items():
 with st.form("train-form"):
     c1, c2, c3, c4 = st.columns(4)
     hidden = c1.selectbox("Hidden size", sizes, key="tf-hidden")
-    layers = c2.number_input("Token layers", 1, 6, key="tf-layers")
+    layers = c2.number_input("Token layers", 1, LIMITS["model.layers"], key="tf-layers")
     heads = c3.selectbox("Heads", [1, 2, 4, 8], key="tf-heads")
     list_context = c4.toggle("List context", key="tf-context", help="Candidates of a list attend to each other")
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 200, key="tf-epochs")
+    epochs = c1.number_input("Epochs", 1, LIMITS["train.epochs"], key="tf-epochs")
     lr = c2.number_input("Learning rate", 1e-5, 1e-1, key="tf-lr", format="%.5f")
     w_listmle = c3.number_input("ListMLE weight", 0.0, 10.0, key="tf-listmle", step=0.1)
     w_focal = c4.number_input("Focal weight", 0.0, 10.0, key="tf-focal", step=0.1)
@@ -108,7 +122,14 @@ finished = [r for r in runs if r.state == "done"]
 if finished:
     st.subheader("Learning curves of a run")
     one = st.selectbox("Run", [r.run_id for r in finished], key="curve-run")
-    history_charts([next(r.path for r in finished if r.run_id == one)], "one")
+    chosen = next(r for r in finished if r.run_id == one)
+    st.markdown(f"Serves: **{run_kind(chosen.metrics)}**. Validation nDCG@10 of each part:")
+    parts = blend_parts(chosen.metrics)
+    if parts.empty:
+        st.caption("This run was trained without the blend step (the network alone).")
+    else:
+        st.dataframe(parts.round(4), hide_index=True)
+    history_charts([chosen.path], "one")
 
 st.subheader("Compare two runs")
 done = [r for r in runs if r.state == "done"]

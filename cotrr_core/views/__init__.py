@@ -34,8 +34,10 @@ from cotrr_core.simulate.inputs import (
                                         topm_scores,
 )
 from cotrr_core.training.jobs import (
+                                        QueueFull,
                                         default_dataset,
                                         default_run_state,
+                                        form_limits,
                                         is_alive,
                                         launch_training,
                                         runs_root,
@@ -78,7 +80,15 @@ from cotrr_core.views.compare import (
                                         wins_ties_losses,
 )
 from cotrr_core.views.observed import ObservedView, observed_view
-from cotrr_core.views.runs import config_diff, history_frame, launch_steps, metrics_side_by_side, runs_table
+from cotrr_core.views.runs import (
+                                        blend_parts,
+                                        config_diff,
+                                        history_frame,
+                                        launch_steps,
+                                        metrics_side_by_side,
+                                        run_kind,
+                                        runs_table,
+)
 from cotrr_core.views.spec import SpecView, choose_spec, has_editable_spec, save_spec, spec_table, spec_view
 
 __all__ = [
@@ -96,6 +106,7 @@ __all__ = [
     "load_run", "ConfigError", "DataError", "Benchmark", "load_benchmark", "render_candidate_image", "start_upload",
     "rerank_file", "rerank_upload", "Reranker", "ClickModel", "recommend_m", "shadow_analysis", "simulate_ab", "simulate_ramp",
     "topm_tradeoff", "default_dataset", "default_run_state", "is_alive", "launch_training", "runs_root",
+    "QueueFull", "form_limits", "blend_parts", "run_kind",
     "start_default_run", "validate_overrides", "fast_config", "RunInfo", "list_runs", "read_status",
     "request_cancel",
 ]

@@ -9,7 +9,8 @@ import pandas as pd
 
 from cotrr_core.training.runs import RunInfo, read_history
 
-__all__ = ["runs_table", "flatten_config", "config_diff", "metrics_side_by_side", "history_frame", "launch_steps"]
+__all__ = ["runs_table", "flatten_config", "config_diff", "metrics_side_by_side", "history_frame", "launch_steps",
+           "run_kind", "blend_parts"]
 
 _TEST_KEYS = ("ndcg@10", "c@1", "mrr")
 
@@ -21,6 +22,32 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
             for k, v in fields.items()}
 
 
+_MODES = {"network": "network", "prior": "prior alone", "first_stage": "first-stage order"}
+
+
+def run_kind(metrics: dict[str, Any]) -> str | None:
+    """Which model a finished run serves: "network", "network + lightgbm + ridge (w = 2)", "prior alone", ..."""
+    mode = metrics.get("ranker", {}).get("mode")
+    if mode is None and "test" not in metrics:
+        return None
+    base = _MODES.get(mode, mode or "network")
+    blend = metrics.get("blend") or {}
+    if blend.get("weight", 0) > 0:
+        return f"{base} + {' + '.join(blend.get('committee', []))} (w = {blend['weight']:g})"
+    return base
+
+
+def blend_parts(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Each part's validation nDCG@10 (network, each peer, their committee, the blend) and whether the run
+    serves it; empty for a run trained without the blend step."""
+    blend = metrics.get("blend") or {}
+    scores, held = blend.get("val_ndcg@10") or {}, set(blend.get("parts") or [])
+    rows = [{"part": part, "val_ndcg@10": value,
+             "served": part in held or (part == "blend" and blend.get("weight", 0) > 0)}
+            for part, value in scores.items()]
+    return pd.DataFrame(rows, columns=["part", "val_ndcg@10", "served"])
+
+
 def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
     rows = []
     for r in runs:
@@ -28,7 +55,7 @@ def runs_table(runs: list[RunInfo]) -> pd.DataFrame:
         test = r.metrics.get("test", {})
         cal = r.metrics.get("calibration", {})
         row = {"run_id": r.run_id, "state": r.state, "progress": float(r.status.get("progress", 0.0)),
-               "dataset": r.config.get("dataset"), "hidden": flat.get("model.hidden"),
+               "dataset": r.config.get("dataset"), "model": run_kind(r.metrics), "hidden": flat.get("model.hidden"),
                "layers": flat.get("model.layers"), "heads": flat.get("model.heads"),
                "list_context": flat.get("model.list_context"), "epochs": flat.get("train.epochs"),
                "best_epoch": r.metrics.get("best_epoch"), "train_seconds": r.metrics.get("train_seconds")}
