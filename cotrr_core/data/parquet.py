@@ -26,13 +26,25 @@ def read_parquet(path: Path, name: str, spec: FeatureSpec) -> tuple[pd.DataFrame
 
 def _frame(table, spec: FeatureSpec, name: str, pa, first_line: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """(the non-vector columns as a frame with `_line` from first_line, vector columns [N, d])."""
+    for field in table.schema:  # a map comes back as (key, value) tuples that no later step can write again
+        if _has_map(field.type, pa):
+            raise DataError(name, None, field.name, f"a {field.type} column is not read (maps are not supported); "
+                                                    "drop it or store it as text")
     vectors = vector_columns(table, spec, pa)
     try:  # self_destruct frees each Arrow column once converted: the peak is one copy, not two
         frame = table.drop_columns(list(vectors)).to_pandas(split_blocks=True, self_destruct=True)
-    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-        raise DataError(name, None, None, f"cannot convert Parquet columns: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # e.g. KeyError from damaged pandas metadata in the footer
+        raise DataError(name, None, None, f"cannot convert Parquet columns: {type(exc).__name__}: {exc}") from None
     frame["_line"] = np.arange(first_line, first_line + len(frame))
     return frame, vectors
+
+
+def _has_map(t, pa) -> bool:
+    if pa.types.is_map(t):
+        return True
+    return any(_has_map(t.field(i).type, pa) for i in range(t.num_fields))
 
 
 BATCH_ROWS = 131072  # Parquet rows decoded before the value count is checked again

@@ -197,3 +197,19 @@ def test_letor_qid_written_two_ways_is_refused(tmp_path):
     path.write_text("1 qid:1 1:0.5\n0 qid:1 1:0.1\n1 qid:01 1:0.3\n0 qid:2 1:0.2\n")
     with pytest.raises(DataError, match=r"line 3: field 'qid': qid:01 and qid:1"):
         load_dataset(path)
+
+
+def test_a_parquet_map_column_is_one_data_error_on_both_paths(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.data.test_bad_input import parquet_columns
+
+    rows = base_rows(2, 2, 3, 2)
+    table = pa.table(parquet_columns(rows))
+    table = table.append_column("m", pa.array([[("a", 1)]] * len(rows), pa.map_(pa.string(), pa.int64())))
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    agree("parquet", buf.getvalue().to_pybytes(), tmp_path, monkeypatch)
+    with pytest.raises(DataError, match="field 'm': .*maps are not supported"):
+        load_dataset(tmp_path / "case.parquet", spec=STEP5)
