@@ -20,6 +20,7 @@ def exported(synthetic_file, tmp_path_factory):
     cfg = RunConfig()
     cfg.model.hidden, cfg.model.heads, cfg.model.layers = 32, 4, 1
     cfg.train.epochs, cfg.train.batch_size = 1, 8
+    cfg.train.blend = "off"  # the network's graph; a blended run is refused (tests/serving/test_blended.py)
     bench = load_benchmark(str(synthetic_file))
     run_dir = tmp_path_factory.mktemp("export_run")
     fit(bench, cfg, run_dir, calibrate=False)
