@@ -43,22 +43,29 @@ def set_query_bank(model: CoTRRModel, train: RankingData, seed: int = 0) -> int:
     return len(queries)
 
 
+def _scored_queries(data: RankingData) -> int:
+    """Queries with a relevant candidate: those nDCG@10 averages over."""
+    return int((np.add.reduceat(data.relevant(), data.offsets[:-1]) > 0).sum()) if data.num_queries else 0
+
+
 def _val_ndcg(model: CoTRRModel, padded: PaddedLists, data: RankingData, device: torch.device) -> float:
     return float(evaluate_scores(data, score_padded(model, padded, device)[padded.mask])["ndcg@10"])
 
 
-def choose_prior_column(model: CoTRRModel, padded: PaddedLists, val: RankingData,
+def choose_prior_column(model: CoTRRModel, splits: list[tuple[PaddedLists, RankingData]],
                         device: torch.device) -> dict[str, float]:
-    """Keep the similarity feature whose order (as the prior alone) has the best validation nDCG@10 (ties:
-    the first, the plain cosine); returns {feature: val nDCG@10}."""
+    """Keep the similarity feature whose order (as the prior alone) has the best nDCG@10 over `splits` (the
+    training and validation lists: the prior fits nothing, and a small validation split alone picks its
+    temperature by noise); ties: the first, the plain cosine. Returns {feature: nDCG@10}."""
     if model.prior.similarity is None:
         return {}
     mode = model.prior.mode_name
     model.prior.set_mode("prior")
     table = {}
+    weights = [max(_scored_queries(d), 1) for _, d in splits]
     for i, name in enumerate(COLUMNS):
         model.prior.column.fill_(i)
-        table[name] = _val_ndcg(model, padded, val, device)
+        table[name] = float(np.average([_val_ndcg(model, p, d, device) for p, d in splits], weights=weights))
     model.prior.column.fill_(int(np.argmax(list(table.values()))))
     model.prior.set_mode(mode)
     return table
