@@ -16,6 +16,7 @@ def run_dir(synthetic_file, tmp_path_factory):
     cfg = RunConfig()
     cfg.model.hidden, cfg.model.heads, cfg.model.layers, cfg.model.dropout = 32, 4, 1, 0.1
     cfg.train.epochs, cfg.train.batch_size, cfg.train.warmup_steps = 1, 8, 1
+    cfg.train.blend = "off"  # the network's serving path; a blended run is served in test_blended.py
     out = tmp_path_factory.mktemp("serve_run")
     fit(load_benchmark(str(synthetic_file)), cfg, out)
     return out
