@@ -73,6 +73,10 @@ def test_rerank_batch_health_and_metrics(server):
     assert status == 200 and res["fallback_reason"] is None and res["request_id"]
     assert ids(res["served"]) == original_ids(cands)  # shadow: the original order is served
     assert sorted(ids(res["wouldbe"])) == sorted(ids(cands)) and res["served"][0]["uncertainty"] is not None
+    assert {"clip_img_features", "brightness"} <= set(res["served"][0])
+    status, body = call(base, "/v1/rerank", {"query": query, "candidates": cands, "return_features": False})
+    lean = json.loads(body)["served"][0]
+    assert status == 200 and not {"clip_img_features", "brightness"} & set(lean) and lean["candidate_id"]
     status, body = call(base, "/v1/rerank_batch", {"lists": [{"query": q, "candidates": c, "unit_id": f"u{k}"}
                                                              for k, (q, c) in enumerate(lists_of(3))]})
     assert status == 200 and [r["fallback_reason"] for r in json.loads(body)["results"]] == [None] * 3
@@ -81,9 +85,9 @@ def test_rerank_batch_health_and_metrics(server):
     assert status == 200 and json.loads(body)["ready"] is True
     status, body = call(base, "/metrics")
     text = body.decode()
-    assert status == 200 and 'cotrr_requests_total{endpoint="/v1/rerank",outcome="shadow",status="200"} 1.0' in text
+    assert status == 200 and 'cotrr_requests_total{endpoint="/v1/rerank",outcome="shadow",status="200"} 2.0' in text
     assert "cotrr_request_latency_seconds_bucket" in text and "cotrr_requests_in_flight" in text
-    server["sent"] += 1 + 3
+    server["sent"] += 2 + 3
 
 
 def test_the_arrow_batch_body_answers_in_arrow(server, loaded):
