@@ -1,9 +1,12 @@
-"""Data at scale: load time and peak RSS (streamed into the memory-mapped cache, reopened, and the old
-whole-file `load_dataset`) against pyarrow's bare reader on the same files; training's peak RSS for one
-epoch at 1x, 4x, 16x the default demo; scoring every candidate of the largest file with a trained run.
-Each measurement runs in its own interpreter (peak RSS = its ru_maxrss).
+"""Data at scale: load time and peak RSS (streamed into the memory-mapped cache, reopened, and the
+whole-file `load_dataset`) against pyarrow's bare reader of the same file, measured in the same run
+(`ratios`: seconds and peak RSS as multiples of pyarrow's); rows: demo-small JSONL, 10^4 / 10^5
+candidates as JSONL and Parquet, 10^6 as Parquet. Optionally training's peak RSS for one epoch at 1x, 4x,
+16x the default demo, and scoring every candidate of the largest file with a trained run. Each
+measurement runs in its own interpreter (peak RSS = its ru_maxrss).
 
     nice -n 10 python bench/data.py --json OUT [--sizes 10000,100000,1000000] [--train-scales 1,4,16]
+    (issue 28's run: --sizes 10000,100000,1000000 --train-scales "")
 
 Files are the demo's lists tiled with fresh ids (`make-demo-data --queries N`). Writes OUT and
 bench/results/data.json.
