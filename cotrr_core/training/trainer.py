@@ -288,10 +288,13 @@ def _keep_best(run: LoadedRun, best_weights: dict | None) -> None:
 def _finish(run: LoadedRun, bench: Benchmark, metrics: dict, proc: TrainingProcess, calibrate: bool) -> dict:
     """Score test once, calibrate the in-memory run (reusing those scores), write metrics.json once."""
     test = bench.splits["test"]
-    test_scores = score_data(run, test)  # the served score: blended when the run holds a blend
+    # served: blended when the run holds a blend (then from the network part's scores, the test split read once)
+    network = None if run.blend is None else score_data(dataclasses.replace(run, blend=None), test)
+    test_scores = score_data(run, test) if network is None else run.blend.combine(
+        network, run.blend.committee_split(test.features, test.num_candidates))
     metrics["test"] = {"cotrr": evaluate_scores(test, test_scores), "original": evaluate_original_order(test)}
-    if run.blend is not None:  # the network part alone, as an ablation
-        metrics["test"]["network"] = evaluate_scores(test, score_data(dataclasses.replace(run, blend=None), test))
+    if network is not None:  # the network part alone, as an ablation
+        metrics["test"]["network"] = evaluate_scores(test, network)
     if calibrate:
         proc.status("running", 0.97, "calibrating on the calibration split")
         metrics["calibration"] = calibrate_loaded(run, bench, run.config.calibration.method,
