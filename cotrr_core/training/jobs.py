@@ -292,9 +292,14 @@ def _wait_then_train(argv: list[str]) -> int:
     slots = int(os.environ.pop(SLOTS_ENV, "1"))  # popped: the train command must not queue a second time
     write_status(run_dir, "queued", 0.0, "waiting for a training slot")
     with training_slot(runs_root(), run_dir, slots):
-        from cotrr_core.cli import main
+        import runpy
 
-        return main(argv)
+        sys.argv = ["python -m cotrr_core", *argv]  # the command line, run as `python -m cotrr_core` runs it
+        try:
+            runpy.run_module("cotrr_core", run_name="__main__", alter_sys=True)
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        return 0
 
 
 if __name__ == "__main__":
