@@ -49,7 +49,8 @@ LIMITS = form_limits()  # what this machine trains in reasonable time
 base = fast_config()  # the form starts from the quick first-launch config, and so does the run it starts
 sizes = sorted({16, 32, 64, 128, 256, base.model.hidden})
 st.caption(f"Fields not in the form come from the same fast config: patience {base.train.patience}, warm-up "
-           f"{base.train.warmup_steps} steps, batch {base.train.batch_size}, calibrator {base.calibration.method}.")
+           f"{base.train.warmup_steps} steps, batch {base.train.batch_size}, calibrator {base.calibration.method}; "
+           "the network alone (no blend with tree peers).")
 # the form's values live in session_state under these keys, so they survive a page switch (widget state
 # alone is dropped when the page is left); defaults: the fast config
 FORM = {"tf-hidden": base.model.hidden, "tf-layers": base.model.layers,

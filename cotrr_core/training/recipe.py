@@ -12,13 +12,16 @@ __all__ = ["fast_config", "auto_config"]
 
 def fast_config() -> RunConfig:
     """The app's first-launch config: half-width model with list context, up to 20 epochs
-    (auto_config's choice for embedding features; its quality is in bench/results/quality.md)."""
+    (auto_config's choice for embedding features; its quality is in bench/results/quality.md), the network
+    alone: the blend's peers (training/blend.py: on the demo about as long again as the network) are in the
+    recommended recipe, `train`'s default."""
     cfg = RunConfig()
     cfg.model.hidden = 128
     cfg.model.list_context = True
     cfg.train.epochs = 20
     cfg.train.patience = 5
     cfg.train.warmup_steps = 10
+    cfg.train.blend = "off"
     return cfg
 
 
