@@ -202,6 +202,10 @@ def _vector_token(col: str, rows: list[np.ndarray], frame: pd.DataFrame, taken: 
 def _list_constant(block: np.ndarray, query_ids: pd.Series) -> bool:
     """[n, d] identical within every list (and at least one list has two candidates)."""
     codes, _ = pd.factorize(query_ids.astype(str), sort=False)
+    if (codes < 0).any():  # a missing query id (the loader names it): judge the rows that have one
+        block, codes = block[codes >= 0], codes[codes >= 0]
+    if len(codes) == 0:
+        return False
     first = np.zeros(codes.max() + 1, dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes))[::-1]
     return bool(np.bincount(codes).max() > 1 and (block == block[first[codes]]).all())
