@@ -54,6 +54,7 @@ def tiny_app_config(list_context: bool = True):
     cfg.model.list_context = list_context
     cfg.train.epochs = 1
     cfg.train.guard = False  # the pages' fixture must rerank, even when 1 epoch loses to the first stage
+    cfg.train.blend = "off"  # the network's paths (attention, Top-M references); blends: tests/serving/test_blended.py
     return cfg
 
 
