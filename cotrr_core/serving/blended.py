@@ -109,7 +109,20 @@ def load_blend(run_dir: str | Path) -> Blend | None:
         import lightgbm as lgb
 
         booster = lgb.Booster(model_file=str(Path(run_dir) / info["lightgbm"]["file"]))
-    return Blend(weight, committee, z, features, booster, info.get("ridge"), info)
+    return Blend(weight, committee, z, _as_arrays(features), booster, _ridge_arrays(info.get("ridge")), info)
+
+
+def _as_arrays(features: FeatureBuilder) -> FeatureBuilder:
+    """The builder with its PCA state as float64 arrays: a request then converts no JSON lists."""
+    features.pca_ = {k: {"mean": np.asarray(v["mean"], dtype=np.float64),
+                         "components": np.asarray(v["components"], dtype=np.float64)} for k, v in features.pca_.items()}
+    return features
+
+
+def _ridge_arrays(state: dict | None) -> dict | None:
+    if state is None:
+        return None
+    return {**state, **{k: np.asarray(state[k], dtype=np.float64) for k in ("mean", "scale", "coef")}}
 
 
 def blend_summary(run_dir: str | Path) -> dict | None:
