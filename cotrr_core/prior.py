@@ -140,13 +140,15 @@ class FirstStagePrior(nn.Module):
         """Network residual [..., n] -> the served scores [..., n] in this prior's mode. first_stage: minus
         each row's position in its list (lists arrive in first-stage order), so any stable sort keeps it."""
         mode = int(self.mode)
+        # 0 * residual: a non-finite input still makes its candidate's score NaN in every mode (serving
+        # finds bad request values by that NaN, see serving/reranker.py)
         if mode == 2:
             position = (batch.positions % batch.mask.size(1)).to(residual.dtype)
-            return (-position).expand_as(residual)
+            return -position + 0.0 * residual
         if prior is None:
             return residual
         prior = prior.to(residual.dtype)
-        return prior.expand_as(residual) if mode == 1 else prior + residual
+        return prior + (0.0 if mode == 1 else 1.0) * residual
 
     def fit_state(self, state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
         """A state dict made loadable: the bank resized to the saved one; a run saved before the prior
