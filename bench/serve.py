@@ -206,14 +206,20 @@ def ndcg(reranker: Reranker, test) -> float:
     return evaluate_scores(test, scores)["ndcg@10"]
 
 
+SCORE_TOL = 1e-5  # |score - single-threaded score| counted as wrong above this
+
+
 def concurrent_mc_stress(rr: Reranker, lists: list[tuple], plain_threads: int = 6, mc_threads: int = 2,
                          rounds: int = 10) -> dict:
     """Plain requests on `plain_threads` threads while `mc_threads` ask for 5 MC samples: how many plain
-    answers differ (bit for bit) from the single-threaded ones, and how many come back in another order."""
+    answers' scores differ from the single-threaded ones by more than SCORE_TOL (the dynamic batcher scores
+    a list beside others, so the last float bits may differ), and how many come back in another order."""
     import threading
 
     lists = lists[:30]
-    expected = [[c["raw_score"] for c in rr.rerank(q, c, time_budget_ms=BIG).served] for q, c in lists]
+    answers = [rr.rerank(q, c, time_budget_ms=BIG).served for q, c in lists]
+    expected = [np.array([np.nan if x["raw_score"] is None else x["raw_score"] for x in a]) for a in answers]
+    order = [[x["candidate_id"] for x in a] for a in answers]
     wrong, reordered, total = [0], [0], [0]
     lock = threading.Lock()
 
@@ -221,10 +227,11 @@ def concurrent_mc_stress(rr: Reranker, lists: list[tuple], plain_threads: int = 
         for _ in range(rounds):
             for k, (q, c) in enumerate(lists):
                 got = rr.rerank(q, c, time_budget_ms=BIG).served
+                scores = np.array([np.nan if x["raw_score"] is None else x["raw_score"] for x in got])
                 with lock:
                     total[0] += 1
-                    wrong[0] += [x["raw_score"] for x in got] != expected[k]
-                    reordered[0] += sorted(expected[k], reverse=True) != [x["raw_score"] for x in got]
+                    reordered[0] += [x["candidate_id"] for x in got] != order[k]
+                    wrong[0] += not np.allclose(scores, expected[k], rtol=0, atol=SCORE_TOL, equal_nan=True)
 
     def mc():
         for _ in range(rounds):
@@ -238,7 +245,7 @@ def concurrent_mc_stress(rr: Reranker, lists: list[tuple], plain_threads: int = 
     for t in threads:
         t.join()
     return {"plain_threads": plain_threads, "mc_threads": mc_threads, "plain_answers": total[0],
-            "wrong_scores": wrong[0], "reordered": reordered[0]}
+            "wrong_scores": wrong[0], "reordered": reordered[0], "score_tolerance": SCORE_TOL}
 
 
 def hung_model_slack(rr: Reranker, lists: list[tuple], budget_ms: float = 50.0, calls: int = 20,
