@@ -29,7 +29,7 @@ __all__ = ["MAX_UPLOAD_BYTES", "VALIDATE_TIMEOUT_S", "VALIDATE_MEMORY_BYTES", "U
 # 2x the built-in demo benchmark as Parquet (50 MB for 24k candidates with 1024-d CLIP vectors);
 # a larger file belongs on disk (`python -m cotrr_core validate` / train --dataset PATH), not in a browser upload
 MAX_UPLOAD_BYTES = 100 * 2**20
-VALIDATE_TIMEOUT_S = 180.0  # the demo Parquet validates in ~4 s on 2 cores
+VALIDATE_TIMEOUT_S = 180.0  # far above what the demo Parquet needs on 2 cores
 VALIDATE_MEMORY_BYTES = 4 * 2**30  # address space of the validating process (the demo needs ~3 GiB)
 STALE_AFTER_S = 3600.0  # staged files older than this were left by a killed app: removed
 MAX_NAME_CHARS = 200

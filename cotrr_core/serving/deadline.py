@@ -6,10 +6,10 @@ import threading
 
 __all__ = ["PARALLEL_MIN_ROWS", "AnswerCost"]
 
-# A budgeted request with fewer candidate rows is scored on ONE intra-op thread: on the 2-core bench VM
-# a second thread made a 20-50-row forward up to 1.5x faster when the VM was quiet, but at other times
-# doubled it and gave p99 13-15 ms vs 1.9 ms; it pays reliably from ~300 rows (bench/serve.py:
-# steps.forward_threads_by_rows). One thread per request also leaves the other cores to other requests.
+# A budgeted request with fewer candidate rows is scored on ONE intra-op thread: a second thread helps a
+# small forward only on a quiet machine and hurts its tail otherwise; it pays reliably from a few hundred
+# rows (bench/serve.py: steps.forward_threads_by_rows). One thread per request also leaves the other
+# cores to other requests.
 # OpenMP keeps one count per OS thread, fixed when the thread first ran torch, so the batcher sets it on
 # its worker for every batch (a torch.set_num_threads after load never reached the workers otherwise).
 PARALLEL_MIN_ROWS = 256

@@ -228,8 +228,8 @@ def _numbers(values: list, t: TokenLayout) -> np.ndarray:
 
 def all_finite(x: np.ndarray, axis: int | None = None) -> np.ndarray | bool:
     """Are all values of `x` finite (per row with axis=1)? max and min propagate NaN and are +-inf when any
-    value is, so both are finite exactly when every value is: no [n, d] mask array, and ~4x faster than
-    a float64 sum on this CPU (0.19 vs 0.71 ms for 2,678 x 1,024)."""
+    value is, so both are finite exactly when every value is: no [n, d] mask array, and cheaper than a
+    float64 sum."""
     return np.isfinite(x.max(axis=axis, initial=0.0)) & np.isfinite(x.min(axis=axis, initial=0.0))
 
 

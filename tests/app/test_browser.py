@@ -128,7 +128,9 @@ def test_rollout_tabs(server, page):
 
 
 def _choose(pg, label: str, option: str) -> None:
-    pg.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    box = pg.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.scroll_into_view_if_needed()
+    box.click()
     pg.get_by_role("option", name=option, exact=True).click()
 
 

@@ -121,7 +121,8 @@ def _slow(self):
 def test_faults_fall_back_to_the_original_order(reranker, monkeypatch, patch, reason):
     monkeypatch.setattr(reranker, "_forward", patch(reranker))
     query, cands = lists_of()[0]
-    res = reranker.rerank(query, cands, time_budget_ms=10)
+    # only the slow forward is meant to run out of time: the others get a budget no loaded machine exceeds
+    res = reranker.rerank(query, cands, time_budget_ms=10 if reason == "timeout" else 60_000)
     assert res.fallback_reason == reason and not res.reranked and res.wouldbe is None
     assert ids(res.served) == original_ids(cands)
     stats = reranker.stats()
