@@ -118,15 +118,21 @@ def safe_name(name: str) -> str:
     return base
 
 
-def start_upload(name: str, content: bytes, directory: str | Path, *, timeout_s: float = VALIDATE_TIMEOUT_S,
-                 memory_bytes: int = VALIDATE_MEMORY_BYTES) -> UploadJob:
-    """Stage `content` beside its target and start validating it; raises DataError for a file that is
-    too large or has no known format (nothing is written then)."""
+def _checked(name: str, content: bytes) -> tuple[str, str]:
+    """(safe file name, format) of an upload within the size limit; DataError otherwise."""
     base = safe_name(name)
     fmt = infer_format(base)
     if len(content) > MAX_UPLOAD_BYTES:
         raise DataError(base, None, None, f"{len(content) / 2**20:.1f} MB; uploads are limited to "
                                           f"{MAX_UPLOAD_BYTES // 2**20} MB")
+    return base, fmt
+
+
+def start_upload(name: str, content: bytes, directory: str | Path, *, timeout_s: float = VALIDATE_TIMEOUT_S,
+                 memory_bytes: int = VALIDATE_MEMORY_BYTES) -> UploadJob:
+    """Stage `content` beside its target and start validating it; raises DataError for a file that is
+    too large or has no known format (nothing is written then)."""
+    base, fmt = _checked(name, content)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     clean_stale_uploads(directory)
@@ -190,11 +196,7 @@ def rerank_upload(run_dir: str | Path, name: str, content: bytes, directory: str
     """Rerank an uploaded file with a run, capped like an upload: staged in `directory` (size-checked), read
     and scored in a child process under a memory and time limit. Writes directory/reranked.csv; returns
     rerank_file's summary. Raises DataError (the child's error, a timeout, or a crash without one)."""
-    base = safe_name(name)
-    fmt = infer_format(base)
-    if len(content) > MAX_UPLOAD_BYTES:
-        raise DataError(base, None, None, f"{len(content) / 2**20:.1f} MB; uploads are limited to "
-                                          f"{MAX_UPLOAD_BYTES // 2**20} MB")
+    base, fmt = _checked(name, content)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     src, out = directory / base, directory / "reranked.csv"
