@@ -14,16 +14,15 @@ dict, so serving and export use exactly what training saw. A bank entry never co
 count for the image it was labelled relevant for either (`exclude_positives`): a gallery image would
 otherwise be discounted by its own training caption, which never happens to an unseen image, and the
 choices would favour a discount that does not carry over. Served, the whole bank counts, as in QB-Norm.
-
-Batches are duck-typed `model.Ragged` (rows, lists, mask, positions, list_of_row, to_padded).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from cotrr_core.ragged import Ragged
 
 __all__ = ["SimilarityFeatures", "FirstStagePrior", "TEMPERATURES", "MODES", "SIMILARITY_TOKEN"]
 
@@ -93,6 +92,8 @@ class FirstStagePrior(nn.Module):
         self.similarity = SimilarityFeatures(token_dims[self.pair[1]]) if self.pair else None
         self.register_buffer("column", torch.tensor(1 + TEMPERATURES.index(0.03)))
         self.register_buffer("mode", torch.tensor(0))
+        # each similarity column's scale in logits: 0.03 for the plain cosine, then its temperature
+        self.register_buffer("scales", torch.tensor((0.03, *TEMPERATURES)), persistent=False)
         self.gain = nn.Parameter(torch.tensor(1.0)) if self.source is not None else None
 
     def token_dims(self, token_dims: Mapping[str, int]) -> dict[str, int]:
@@ -109,7 +110,7 @@ class FirstStagePrior(nn.Module):
     def mode_name(self) -> str:
         return MODES[int(self.mode)]
 
-    def similarity_features(self, batch: Any) -> Tensor | None:
+    def similarity_features(self, batch: Ragged) -> Tensor | None:
         """Raw batch -> [n, F] similarity features, or None without a vector pair."""
         if self.similarity is None:
             return None
@@ -117,7 +118,7 @@ class FirstStagePrior(nn.Module):
         q = batch.lists[query][batch.list_of_row()] if query in batch.lists else batch.rows[query]
         return self.similarity(q, batch.rows[candidate])
 
-    def add_token(self, batch: Any, similarity: Tensor | None) -> Any:
+    def add_token(self, batch: Ragged, similarity: Tensor | None) -> Ragged:
         """The standardised batch plus the similarity token: each feature relative to its list's best,
         so the token says how a candidate compares within its list."""
         if similarity is None:
@@ -125,18 +126,17 @@ class FirstStagePrior(nn.Module):
         padded = batch.to_padded(similarity).masked_fill(~batch.mask[..., None], float("-inf"))
         best = padded.amax(dim=1)[batch.list_of_row()]  # [n, F]
         rows = {**batch.rows, SIMILARITY_TOKEN: (similarity - best) * SIMILARITY_SCALE}
-        return type(batch)(rows, batch.lists, batch.mask, batch.positions)
+        return Ragged(rows, batch.lists, batch.mask, batch.positions)
 
-    def scores(self, std_batch: Any, similarity: Tensor | None) -> Tensor | None:
+    def scores(self, std_batch: Ragged, similarity: Tensor | None) -> Tensor | None:
         """Prior scores [n] (in logits), or None without a prior."""
         if self.source is None:
             return None
         if similarity is not None:
-            t = torch.cat([torch.tensor([0.03], device=similarity.device), self.similarity.temperatures.float()])
-            return self.gain * similarity[:, self.column] / t[self.column]
+            return self.gain * similarity[:, self.column] / self.scales[self.column]
         return self.gain * std_batch.rows[self.source][:, 0].float()
 
-    def combine(self, residual: Tensor, prior: Tensor | None, batch: Any) -> Tensor:
+    def combine(self, residual: Tensor, prior: Tensor | None, batch: Ragged) -> Tensor:
         """Network residual [..., n] -> the served scores [..., n] in this prior's mode. first_stage: minus
         each row's position in its list (lists arrive in first-stage order), so any stable sort keeps it."""
         mode = int(self.mode)
