@@ -16,22 +16,23 @@ PARALLEL_MIN_ROWS = 256
 
 
 class AnswerCost:
-    """Seconds per candidate of building an answer after the forward (annotating copies of the dicts), as
-    an exponentially weighted mean over recent calls, with a safety factor: the part of a caller's budget
-    kept back from the model so the answer is still ready in time."""
+    """Seconds per unit of building an answer after the forward, as an exponentially weighted mean over recent
+    calls, with a safety factor: the part of a caller's budget kept back from the model so the answer is still
+    ready in time. A unit is what the answer's cost grows with: for dict answers a scored row or a list (rows
+    past the top M are annotated only when read: results.AnnotatedList), for array answers a row."""
 
     def __init__(self, alpha: float = 0.1, safety: float = 1.5) -> None:
         self._lock = threading.Lock()
         self.alpha, self.safety = alpha, safety
-        self.per_candidate_s = 0.0
+        self.per_unit_s = 0.0
 
-    def observe(self, n_candidates: int, seconds: float) -> None:
-        if n_candidates <= 0:
+    def observe(self, units: int, seconds: float) -> None:
+        if units <= 0:
             return
         with self._lock:
-            x = seconds / n_candidates
-            self.per_candidate_s = x if self.per_candidate_s == 0.0 else \
-                (1 - self.alpha) * self.per_candidate_s + self.alpha * x
+            x = seconds / units
+            self.per_unit_s = x if self.per_unit_s == 0.0 else \
+                (1 - self.alpha) * self.per_unit_s + self.alpha * x
 
-    def reserve_s(self, n_candidates: int) -> float:
-        return self.safety * self.per_candidate_s * n_candidates
+    def reserve_s(self, units: int) -> float:
+        return self.safety * self.per_unit_s * units

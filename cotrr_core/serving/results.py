@@ -2,22 +2,23 @@
 both are built from (ListRecord), with the scores of the call's scored rows (Scores)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cotrr_core.serving.policy import Decision
 
-__all__ = ["RerankResult", "ArrayResult", "ListRecord", "Scores", "annotate", "list_result", "array_result"]
+__all__ = ["RerankResult", "ArrayResult", "ListRecord", "Scores", "AnnotatedList", "annotate", "list_result", "array_result"]
 
 
 @dataclass
 class RerankResult:
-    """One list's outcome. `served` and `wouldbe` hold annotated copies of the input dicts
-    (an input item that is not a dict is passed through unchanged, in its place)."""
+    """One list's outcome. `served` and `wouldbe` hold annotated copies of the input dicts, made when read
+    (AnnotatedList; an input item that is not a dict is passed through unchanged, in its place)."""
 
-    served: list
-    wouldbe: list | None  # the model's order (also in shadow mode); None when not scored
+    served: Sequence
+    wouldbe: Sequence | None  # the model's order (also in shadow mode); None when not scored
     reranked: bool  # served order is the model's
     mode: str
     arm: str
@@ -93,18 +94,64 @@ class Scores:
         return cls(np.zeros(0), np.zeros(0))
 
 
+class AnnotatedList(Sequence):
+    """The items of one answer in the order given, each (a dict) copied and annotated with original_rank,
+    new_rank, raw_score, probability and uncertainty when first read (then kept: reading it again gives
+    the same dict). An answer so costs O(scored rows), not O(list): the tail of a 50,000-candidate list
+    is annotated only if the caller reads it. Compares equal to a list of the same annotated items;
+    `list(answer)` annotates everything."""
+
+    __slots__ = ("_rows", "_order", "_raw", "_prob", "_unc", "_made")
+
+    def __init__(self, rows: list, order: np.ndarray, raw: np.ndarray | None, probs: np.ndarray | None,
+                 unc: np.ndarray | None) -> None:
+        """rows: the caller's items in original order; order [n]: row index at each served position;
+        raw, probs, unc [m]: scores of rows 0..m-1 (the top M), None when not scored."""
+        self._rows, self._order = rows, order
+        self._raw, self._prob, self._unc = raw, probs, unc
+        self._made: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        i = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= i < n:
+            raise IndexError("answer index out of range")
+        if i not in self._made:
+            self._made[i] = self._annotate(i)
+        return self._made[i]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, tuple, AnnotatedList)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return f"AnnotatedList({list(self)!r})"
+
+    def _annotate(self, position: int) -> object:
+        k = int(self._order[position])
+        item = self._rows[k]
+        if not isinstance(item, dict):
+            return item
+        scored = self._raw is not None and k < len(self._raw)
+        return dict(item, original_rank=k + 1, new_rank=position + 1,
+                    raw_score=float(self._raw[k]) if scored else None,
+                    probability=float(self._prob[k]) if scored else None,
+                    uncertainty=float(self._unc[k]) if scored and self._unc is not None else None)
+
+
 def annotate(rows: list, order: np.ndarray, raw: np.ndarray | None, probs: np.ndarray | None,
-             unc: np.ndarray | None) -> list:
-    """Copies of the dict rows in `order` with original_rank, new_rank, raw_score, probability, uncertainty;
-    an item that is not a dict is passed through as it is."""
-    m = 0 if raw is None else len(raw)
-    none = [None] * (len(rows) - m)  # the rows past the top M: not scored
-    raw_l = (raw.tolist() if m else []) + none
-    prob_l = (probs.tolist() if m else []) + none
-    unc_l = (unc.tolist() if m and unc is not None else [None] * m) + none
-    return [dict(rows[i], original_rank=i + 1, new_rank=new, raw_score=raw_l[i], probability=prob_l[i],
-                 uncertainty=unc_l[i]) if isinstance(rows[i], dict) else rows[i]
-            for new, i in enumerate(order.tolist(), start=1)]
+             unc: np.ndarray | None) -> AnnotatedList:
+    """`rows` in `order`, annotated when read (AnnotatedList); scores cover rows 0..len(raw)-1."""
+    return AnnotatedList(rows, order, raw, probs, unc)
 
 
 def list_result(items: list, rec: ListRecord, scores: Scores, mode: str, latency_ms: float) -> RerankResult:
