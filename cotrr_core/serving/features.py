@@ -81,13 +81,21 @@ def original_order(records: list[dict], spec: FeatureSpec) -> np.ndarray:
         values = [r.get(key) for r in records]
         if any(v is not None for v in values):
             try:
-                arr = np.asarray(values, dtype=np.float64)
+                arr = _numbers_of(values)
             except (TypeError, ValueError, OverflowError):
                 raise explain(records, spec) from None
             if not np.isfinite(arr).all():
                 raise explain(records, spec)
             return np.argsort(sign * arr, kind="stable")
     return np.arange(len(records))
+
+
+def _numbers_of(values: list) -> np.ndarray:
+    """values -> float64 [n]; TypeError for anything but real numbers: a numeric string, a bool or a missing
+    value is refused here as the data layer refuses it in a file (the caller then asks it for the error)."""
+    if any(not issubclass(k, _REAL) or issubclass(k, _BOOL) for k in set(map(type, values))):
+        raise TypeError("not a number")
+    return np.asarray(values, dtype=np.float64)
 
 
 def in_original_order(lists: list[list], spec: FeatureSpec) -> list[list | DataError]:
@@ -97,7 +105,7 @@ def in_original_order(lists: list[list], spec: FeatureSpec) -> list[list | DataE
     flat = list(chain.from_iterable(lists))
     if set(map(type, flat)) <= {dict}:
         try:
-            ranks = np.asarray([r.get("first_stage_rank") for r in flat], dtype=np.float64)  # None: NaN
+            ranks = _numbers_of([r.get("first_stage_rank") for r in flat])
         except (TypeError, ValueError, OverflowError):
             ranks = None
         if ranks is not None and np.isfinite(ranks).all():

@@ -194,6 +194,19 @@ def test_text_booleans_and_lists_are_not_numbers(reranker, value):
     assert res.fallback_reason == "invalid_input" and "contrast" in res.detail
 
 
+@pytest.mark.parametrize("value", ["2", True, None, float("nan")])
+def test_a_rank_that_is_not_a_number_is_refused_as_in_a_file(reranker, value):
+    """A file with first_stage_rank "2" does not load (data layer); a request with it is invalid input too,
+    naming the candidate and field, instead of being read as 2.0."""
+    query, cands = lists_of()[0]
+    cands = [{**c, "first_stage_rank": i + 1} for i, c in enumerate(cands)]
+    cands[1]["first_stage_rank"] = value
+    res = reranker.rerank(query, cands)
+    assert res.fallback_reason == "invalid_input"
+    assert "first_stage_rank" in res.detail and "candidate 2" in res.detail
+    assert len(res.served) == len(cands)
+
+
 def test_a_bug_anywhere_still_serves_every_list(loaded, monkeypatch):
     reranker = Reranker(loaded.run, Policy("full"))
     monkeypatch.setattr(reranker, "_decide", lambda *a: 1 / 0)
