@@ -254,6 +254,7 @@ class Reranker:
             "status": "degraded" if problems else "ok", "problems": problems, "recent": recent,
             "run_id": self.run.run_dir.name, "run_dir": str(self.run.run_dir),
             "dataset": self.run.meta.get("dataset"), "params": count_parameters(self.run.model),
+            "served_model": self._served_model(),
             "model": self.run.config.model.to_dict(), "device": str(self.run.device), "precision": self.precision,
             "threads": torch.get_num_threads(),
             "calibrator": getattr(cal, "method", None) or "none: sigmoid(score / temperature)",
@@ -261,6 +262,13 @@ class Reranker:
             "serve": self.config.to_dict(), "last_error": snap["last_error"], "late_results": snap["late_results"],
             "batcher": self._batcher.stats(),
         }
+
+    def _served_model(self) -> dict:
+        """What scores a request: the network alone, or its blend with the peers (weight, committee)."""
+        blend = self.run.blend
+        if blend is None:
+            return {"kind": "network"}
+        return {"kind": "blend", "weight": blend.weight, "committee": list(blend.committee)}
 
     @property
     def config(self):

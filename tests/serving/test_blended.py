@@ -60,6 +60,9 @@ def test_reranker_serves_the_blend(blended, precision):
         for k in range(len(offsets) - 1):  # served order = the blended score's order
             rows = slice(offsets[k], offsets[k + 1])
             assert np.all(np.diff(got[res.order[rows]]) <= 1e-6)
+        weight = json.loads((run_dir / "blend.json").read_text())["weight"]
+        assert rr.health()["served_model"] == {"kind": "blend", "weight": weight, "committee": ["lightgbm", "ridge"]}
+        assert alone.health()["served_model"] == {"kind": "network"}
     finally:
         rr.close()
         alone.close()
