@@ -38,11 +38,12 @@ from cotrr_core.data.errors import LoadReport
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.io import REPO_ROOT, write_json
 
-__all__ = ["STORE_VERSION", "CHECK_BYTES", "DamagedEntry", "NpyWriter", "cache_key", "cache_root", "commit",
-           "new_temp_dir", "open_store", "sweep_dead_builds", "write_ids"]
+__all__ = ["STORE_VERSION", "CHECK_BYTES", "NPY_HEADER_BYTES", "DamagedEntry", "NpyWriter", "cache_key", "cache_root",
+           "commit", "finish_npy", "new_temp_dir", "npy_header", "open_store", "sweep_dead_builds", "write_ids"]
 
 STORE_VERSION = 2  # 2: ids as Parquet text columns, per-file size + CRC in meta.json
 CHECK_BYTES = 64 * 2**20  # files up to this size are CRC-checked on every open; larger: size and header
+NPY_HEADER_BYTES = 128  # what an [n, d] array's .npy header takes (numpy pads it to a multiple of 64)
 _READ_BYTES = 1 << 24
 _ORPHAN_SECONDS = 24 * 3600  # temp folders without a process id (older builds): removed after a day
 
@@ -98,19 +99,39 @@ def sweep_dead_builds(root: Path) -> list[Path]:
     return removed
 
 
+def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The .npy (version 1.0) header of a C-order array of this dtype and shape."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                "fortran_order": False, "shape": shape})
+    return head.getvalue()
+
+
+def finish_npy(src: Path, dst: Path, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
+    """A file holding an array's C-order bytes after NPY_HEADER_BYTES reserved bytes becomes the .npy file
+    `dst`: its header written in place, then renamed (no copy). False, nothing changed, when the header
+    or the size does not match (the caller copies instead)."""
+    head = npy_header(dtype, shape)
+    if len(head) != NPY_HEADER_BYTES or \
+            src.stat().st_size != NPY_HEADER_BYTES + int(np.prod(shape)) * np.dtype(dtype).itemsize:
+        return False
+    with open(src, "r+b") as fh:
+        fh.write(head)
+    os.replace(src, dst)
+    return True
+
+
 class NpyWriter:
     """An .npy file of known shape [n, d] written chunk by chunk (nothing of it stays in memory); its
     size and CRC-32 go into `sums` (keyed '<folder>/<file>') on close."""
 
     def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...], sums: dict | None = None) -> None:
         self.dtype, self.fh, self.key, self.sums = np.dtype(dtype), open(path, "wb"), f"{path.parent.name}/{path.name}", sums
-        head = io.BytesIO()
-        np.lib.format.write_array_header_1_0(head, {"descr": np.lib.format.dtype_to_descr(self.dtype),
-                                                    "fortran_order": False, "shape": shape})
+        head = npy_header(self.dtype, shape)
         self.size, self.crc = 0, 0
         # a file larger than CHECK_BYTES is never CRC-checked on open, so none is computed for it
-        self.summed = len(head.getvalue()) + int(np.prod(shape)) * self.dtype.itemsize <= CHECK_BYTES
-        self._put(memoryview(head.getvalue()))
+        self.summed = len(head) + int(np.prod(shape)) * self.dtype.itemsize <= CHECK_BYTES
+        self._put(memoryview(head))
 
     def _put(self, data: memoryview) -> None:
         self.fh.write(data)

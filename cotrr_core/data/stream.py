@@ -18,21 +18,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cotrr_core.data.columnar import FastPathMiss, fast_jsonl_chunks
+from cotrr_core.data.columnar import FastPathMiss, fast_jsonl_chunks, fast_parquet_chunks, split_half_tokens
 from cotrr_core.data.dataset import _RESERVED, RankingData, SmallListPolicy
 from cotrr_core.data.errors import DataError, LoadReport
 from cotrr_core.data.limits import MAX_STREAM_VALUES
 from cotrr_core.data.loaders import infer_format, jsonl_chunks
 from cotrr_core.data.parquet import parquet_chunks
-from cotrr_core.data.rowread import CHUNK_ROWS, read_rows
+from cotrr_core.data.rowread import CHUNK_ROWS, RunReader, read_rows
 from cotrr_core.data.spec import FeatureSpec
 from cotrr_core.data.splits import split_queries
 from cotrr_core.data.store import (
+    NPY_HEADER_BYTES,
     DamagedEntry,
     NpyWriter,
     cache_key,
     cache_root,
     commit,
+    finish_npy,
     new_temp_dir,
     open_store,
     sweep_dead_builds,
@@ -108,14 +110,21 @@ def validate_file(path: str | Path, spec: FeatureSpec, *, fmt: str | None = None
 
 
 class _Pass1:
-    """What pass 1 keeps: per row ids, label, order key, line, query text; extras; raw feature files."""
+    """What pass 1 keeps: per row ids, label, order key, line, query text and split; extras; the raw feature
+    files, one per split and token: that split's rows in file order after NPY_HEADER_BYTES reserved bytes
+    (so a split already in its final order becomes its .npy file by a rename)."""
 
-    def __init__(self, raw: Path) -> None:
-        self.raw, self.cols = raw, {k: [] for k in ("qid", "cid", "label", "key", "line", "text")}
+    def __init__(self, raw: Path, split_of) -> None:
+        self.raw, self.split_of = raw, split_of
+        self.cols = {k: [] for k in ("qid", "cid", "label", "key", "line", "text", "split")}
         self.extras: list[pd.DataFrame] = []
-        self.files, self.dims, self.f16_exact = {}, {}, {}
+        self.files: dict[tuple[int, str], Any] = {}
+        self.dims, self.f16_exact = {}, {}
         self.order_from: str | None = None
         self.values = 0
+
+    def path(self, split: int, k: str) -> Path:
+        return self.raw / f"{split}.{k}.raw"
 
     def add(self, frame: pd.DataFrame, cols, used: set, fail) -> None:
         if self.order_from is None:
@@ -124,36 +133,55 @@ class _Pass1:
             raise fail(0, "first_stage_rank" if "rank" in self.order_from + cols.order_from else "first_stage_score",
                        f"the original order comes from {cols.order_from} here but from {self.order_from} "
                        "on earlier lines: give it on every line or on none")
+        which = self.split_of(cols.qid)
+        groups = [(int(which[0]), None)] if (which == which[0]).all() else \
+            [(int(g), np.flatnonzero(which == g)) for g in np.unique(which)]
         for k, arr in cols.features.items():
-            if k not in self.files:
+            if k not in self.dims:
                 self.dims[k], self.f16_exact[k] = arr.shape[1], True
-                self.files[k] = open(self.raw / f"{k}.raw", "wb")
-            if self.f16_exact[k]:
+            half = arr  # float16 (a half-float Parquet column): exact by construction
+            if self.f16_exact[k] and arr.dtype != np.float16:
                 with np.errstate(over="ignore"):  # beyond float16 range: simply not exact
                     half = arr.astype(np.float16)
                 if not np.array_equal(half, arr):
                     self._widen(k)
-            self.files[k].write(memoryview(half if self.f16_exact[k] else
-                                           np.ascontiguousarray(arr, dtype=np.float32)).cast("B"))
+            data = np.ascontiguousarray(half) if self.f16_exact[k] else np.ascontiguousarray(arr, dtype=np.float32)
+            for g, idx in groups:
+                self._file(g, k).write(memoryview(data if idx is None else data[idx]).cast("B"))
             self.values += arr.size
         if self.values > MAX_STREAM_VALUES:
             raise fail(len(frame) - 1, None, f"more than {MAX_STREAM_VALUES} feature values")
         text = frame["query"].astype(str).to_numpy() if "query" in frame else np.full(len(frame), "", dtype=object)
         for k, v in (("qid", cols.qid), ("cid", cols.cid), ("label", cols.label), ("key", cols.order_key),
-                     ("line", frame["_line"].to_numpy()), ("text", text)):
+                     ("line", frame["_line"].to_numpy()), ("text", text), ("split", which)):
             self.cols[k].append(v)
         self.extras.append(frame.drop(columns=[c for c in frame.columns if c in used]))
 
+    def _file(self, split: int, k: str):
+        if (split, k) not in self.files:
+            self.files[split, k] = fh = open(self.path(split, k), "wb")
+            fh.write(bytes(NPY_HEADER_BYTES))
+        return self.files[split, k]
+
     def _widen(self, k: str) -> None:
-        """Token k's raw file from float16 (every value so far exact) to float32: half the disk traffic
+        """Token k's raw files from float16 (every value so far exact) to float32: half the disk traffic
         while the values allow it."""
-        self.files[k].close()
-        src, dst = self.raw / f"{k}.raw", self.raw / f"{k}.raw32"
-        with open(src, "rb") as fin, open(dst, "wb") as fout:
-            while block := fin.read(1 << 24):
-                fout.write(memoryview(np.frombuffer(block, np.float16).astype(np.float32)).cast("B"))
-        os.replace(dst, src)
-        self.files[k], self.f16_exact[k] = open(src, "ab"), False
+        for split in [g for g, tok in self.files if tok == k]:
+            self.files[split, k].close()
+            src = self.path(split, k)
+            dst = src.with_suffix(".raw32")
+            with open(src, "rb") as fin, open(dst, "wb") as fout:
+                fout.write(fin.read(NPY_HEADER_BYTES))
+                while block := fin.read(1 << 24):
+                    fout.write(memoryview(np.frombuffer(block, np.float16).astype(np.float32)).cast("B"))
+            os.replace(dst, src)
+            self.files[split, k] = open(src, "ab")
+        self.f16_exact[k] = False
+
+    def raw_arrays(self, split: int, n: int) -> dict[str, np.memmap]:
+        """The split's raw feature files (n rows) as read-only memmaps."""
+        return {k: np.memmap(self.path(split, k), dtype=np.float16 if self.f16_exact[k] else np.float32, mode="r",
+                             offset=NPY_HEADER_BYTES, shape=(n, d)) for k, d in self.dims.items()}
 
     def finish(self) -> dict[str, np.ndarray]:
         for fh in self.files.values():
@@ -161,13 +189,32 @@ class _Pass1:
         return {k: np.concatenate(v) for k, v in self.cols.items()}
 
 
+def _splitter(seed: int | None):
+    """(split names, qid [n] -> split index [n] int8): split_queries' assignment, known row by row
+    (it hashes each query id alone). seed None: one split "all"."""
+    if seed is None:
+        return ["all"], lambda qid: np.zeros(len(qid), dtype=np.int8)
+    names = list(split_queries([], seed=seed))
+
+    def split_of(qid: np.ndarray) -> np.ndarray:
+        codes, uniq = pd.factorize(pd.Series(qid, dtype=object), sort=False)
+        which = np.zeros(len(uniq), dtype=np.int8)
+        for g, idx in enumerate(split_queries(list(uniq), seed=seed).values()):
+            which[idx] = g
+        return which[codes]
+    return names, split_of
+
+
 def _build_checked(path: Path, fmt: str, spec: FeatureSpec, *args, **kwargs) -> dict:
-    """_build through the columnar JSONL reader (data/columnar.py); when it cannot vouch for the file or a
-    check fails, again through the precise reader, whose error names the first bad line and field."""
-    if fmt == "jsonl":
+    """_build through the fast readers (data/columnar.py); when they cannot vouch for the file or a check
+    fails, again through the precise reader, whose error names the first bad line and field. Parquet: only
+    a failure in pass 1 (raised as FastPathMiss) reruns; pass 2 sees the same arrays on both paths."""
+    if fmt in ("jsonl", "parquet"):
         try:
             return _build(path, fmt, spec, *args, **kwargs, fast=True)
-        except (FastPathMiss, DataError):
+        except (FastPathMiss, DataError) as exc:
+            if fmt == "parquet" and not isinstance(exc, FastPathMiss):
+                raise
             tmp = args[2]
             for child in tmp.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -178,7 +225,8 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
            on_small_list: SmallListPolicy, write: bool = True, require_labels: bool = True, fast: bool = False) -> dict:
     """Both passes into `tmp` (write=False: every check, one "all" split, no arrays written)."""
     line_label = "row" if fmt == "parquet" else "line"
-    p1, cols = _first_pass(path, fmt, spec, name, tmp, line_label, require_labels, fast)
+    names, split_of = _splitter(seed if write else None)
+    p1, cols = _first_pass(path, fmt, spec, name, tmp, line_label, require_labels, fast, split_of)
     fail = row_failer(name, cols["line"], line_label)
     qid, cid = cols["qid"], cols["cid"]
     check_unique_candidates(qid, cid, fail)
@@ -199,9 +247,6 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
                         "training needs train, val, cal and test queries (a few dozen at least)")
     first = np.zeros(len(uniq), dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes))[::-1]  # each query's first row in the file
-    raw = {k: np.memmap(tmp / "raw" / f"{k}.raw", dtype=np.float16 if p1.f16_exact[k] else np.float32, mode="r",
-                        shape=(len(qid), d))
-           for k, d in p1.dims.items()}
     dtypes = {t.name: "float16" if t.float16 or p1.f16_exact[t.name] else "float32" for t in spec.tokens}
     extras = pd.concat(p1.extras, ignore_index=True)
     bad_const: dict[str, tuple[int, int]] = {}
@@ -210,9 +255,9 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
         rows = np.concatenate([perm[offsets[q]:offsets[q + 1]] for q in qs])
         off_s = np.concatenate([[0], np.cumsum(kept_lengths[qs])]).astype(np.int64)
         labels = cols["label"][rows].astype(np.float32)
-        lists_first = first[codes[rows]]  # each row's list's first row in the file
+        src = _SplitRows(p1, names.index(s), cols["split"], rows, first[codes[rows]])
         if not write:  # validation only: the list-constant check still reads the rows
-            _write_tokens(None, spec, rows, raw, dtypes, lists_first, bad_const)
+            _write_tokens(None, spec, src, off_s, dtypes, bad_const)
             meta_splits[s] = {"report": report.to_dict(), "relevant_share":
                               float((labels >= spec.relevance_threshold).mean())}
             continue
@@ -225,7 +270,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
             h.update("\x1f".join(arr.tolist()).encode() + b"\x1e")
         h.update(off_s.tobytes())
         h.update(labels.tobytes())
-        _write_tokens(folder, spec, rows, raw, dtypes, lists_first, bad_const, h, sums)
+        _write_tokens(folder, spec, src, off_s, dtypes, bad_const, h, sums)
         meta_splits[s] = {"fingerprint": h.hexdigest()[:16], "report": report.to_dict(),
                           "num_queries": len(qs), "num_candidates": len(rows)}
     for tok in spec.tokens:
@@ -234,7 +279,6 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
             raise fail(r, ",".join(token_columns(tok)), f"differs from the first candidate of its list "
                        f"({line_label} {int(cols['line'][ref])}): this token must be identical for every "
                        "candidate of a list")
-    del raw
     shutil.rmtree(tmp / "raw")
     if not write:
         return {"report": report.to_dict(), "token_dims": dict(p1.dims),
@@ -243,17 +287,35 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
             "splits": meta_splits, "sums": sums}
 
 
+class _SplitRows:
+    """One split's rows for pass 2: `rows` [n] (file rows, in the split's order), where they lie in the
+    split's raw files (`local` [n]), each row's list's first row in the file (`lists_first` [n]), and the
+    raw files as memmaps (`raw`: token -> [rows of the split in the file, d])."""
+
+    def __init__(self, p1: _Pass1, split: int, row_split: np.ndarray, rows: np.ndarray,
+                 lists_first: np.ndarray) -> None:
+        in_file = np.flatnonzero(row_split == split)  # the raw files' rows, in file order
+        self.rows, self.lists_first, self.p1, self.split = rows, lists_first, p1, split
+        self.local = np.searchsorted(in_file, rows)
+        self.local_first = np.searchsorted(in_file, lists_first)
+        if not (np.array_equal(in_file[self.local], rows) and np.array_equal(in_file[self.local_first], lists_first)):
+            raise RuntimeError("pass 1 wrote a row into another split's raw file")
+        self.in_order = len(rows) == len(in_file) and np.array_equal(self.local, np.arange(len(rows)))
+        self.raw = p1.raw_arrays(split, len(in_file))
+
+
 def _first_pass(path: Path, fmt: str, spec: FeatureSpec, name: str, tmp: Path, line_label: str,
-                require_labels: bool, fast: bool = False) -> tuple[_Pass1, dict[str, np.ndarray]]:
-    """Pass 1: every chunk validated, its features appended to tmp/raw; returns the pass and its columns."""
+                require_labels: bool, fast: bool, split_of) -> tuple[_Pass1, dict[str, np.ndarray]]:
+    """Pass 1: every chunk validated, its features appended to tmp/raw (split_of: qid [n] -> split [n]);
+    returns the pass and its columns."""
     if fmt == "parquet":
-        chunks = parquet_chunks(path, name, spec, CHUNK_ROWS)
+        chunks = fast_parquet_chunks(path, name, spec) if fast else parquet_chunks(path, name, spec, CHUNK_ROWS)
     elif fast:
         chunks = fast_jsonl_chunks(path, spec)
     else:
         chunks = ((f, {}) for f in jsonl_chunks(path, name, max(CHUNK_ROWS // 8, 1)))  # parsed JSON: ~32 B a number
     (tmp / "raw").mkdir()
-    p1 = _Pass1(tmp / "raw")
+    p1 = _Pass1(tmp / "raw", split_of)
     used = {c for t in spec.tokens for c in token_columns(t)} | set(_RESERVED) | {spec.label_field}
     try:
         for frame, vectors in chunks:
@@ -261,43 +323,95 @@ def _first_pass(path: Path, fmt: str, spec: FeatureSpec, name: str, tmp: Path, l
                 if not require_labels and spec.label_field not in frame.columns:  # scoring-only input
                     frame = frame.assign(**{spec.label_field: spec.label_min})
                 fail = row_failer(name, frame["_line"].to_numpy(), line_label)
-                p1.add(frame, validate_columns(frame, spec, fail, vectors, p1.dims), used, fail)
+                p1.add(frame, _checked_chunk(frame, spec, fail, vectors, p1.dims), used, fail)
+    except DataError as exc:
+        if fast and fmt == "parquet":  # chunked unlike the precise reader: it words the error
+            raise FastPathMiss(str(exc)) from exc
+        raise
     finally:
+        chunks.close()
         cols = p1.finish() if p1.cols["qid"] else None
     if cols is None:
         raise DataError(name, None, None, "no candidates found (empty input)")
     return p1, cols
 
 
-def _write_tokens(folder: Path | None, spec: FeatureSpec, rows: np.ndarray, raw: dict[str, np.ndarray],
-                  dtypes: dict[str, str], lists_first: np.ndarray, bad_const: dict, h: Any = None,
-                  sums: dict | None = None) -> None:
-    """A split's rows of every token, in row chunks: written to folder/<token>.npy and hashed into `h` (folder
-    None: only the list-constant check), list-constant tokens checked against their list's first row."""
+def _checked_chunk(frame: pd.DataFrame, spec: FeatureSpec, fail, vectors: dict, dims: dict):
+    """validate_columns of one chunk; tokens a fast reader decoded as float16 are checked by
+    columnar.split_half_tokens instead (they stay float16: no float32 copy). Features in spec order."""
+    if not any(v.dtype == np.float16 for v in vectors.values()):
+        return validate_columns(frame, spec, fail, vectors, dims)
+    rest, others, half = split_half_tokens(spec, vectors, dims)
+    cols = validate_columns(frame, rest, fail, others, dims)
+    cols.features = {t.name: half[t.name] if t.name in half else cols.features[t.name] for t in spec.tokens}
+    return cols
+
+
+def _write_tokens(folder: Path | None, spec: FeatureSpec, src: _SplitRows, offsets: np.ndarray,
+                  dtypes: dict[str, str], bad_const: dict, h: Any = None, sums: dict | None = None) -> None:
+    """A split's rows of every token, in row chunks: hashed into `h` and written to folder/<token>.npy (the
+    raw file renamed when it already holds them in order; folder None: only the list-constant check).
+    `offsets` [Q+1]: where each list starts in the split; a list-constant token whose rows differ inside
+    a list gets its earliest offending file row noted in `bad_const` (against its list's first row)."""
+    starts = np.zeros(len(src.rows), dtype=bool)
+    starts[offsets[:-1]] = True
     for tok in sorted(spec.tokens, key=lambda t: t.name):
         if folder is None and not tok.list_constant:
             continue
         if h is not None:
             h.update(tok.name.encode())
-        out = None if folder is None else \
-            NpyWriter(folder / f"{tok.name}.npy", np.dtype(dtypes[tok.name]), (len(rows), raw[tok.name].shape[1]), sums)
-        for a in range(0, len(rows), CHUNK_ROWS):
-            part = rows[a:a + CHUNK_ROWS]
-            block = read_rows(raw[tok.name], part)
-            if out is not None:
-                h.update(memoryview(np.ascontiguousarray(block, dtype=np.float32)).cast("B"))  # as fingerprint()
-                out.write(block)
-            if tok.list_constant:
-                _note_list_constant(block, part, raw[tok.name], lists_first[a:a + CHUNK_ROWS], tok.name, bad_const)
+        raw, dtype = src.raw[tok.name], np.dtype(dtypes[tok.name])
+        shape = (len(src.rows), raw.shape[1])
+        in_place = folder is not None and src.in_order and raw.dtype == dtype
+        out = None if folder is None or in_place else NpyWriter(folder / f"{tok.name}.npy", dtype, shape, sums)
+        varies, last = False, None
+        with RunReader(raw) as reader:
+            for a in range(0, len(src.rows), CHUNK_ROWS):
+                block = reader.read(src.local[a:a + CHUNK_ROWS])
+                wide = reader.float32(block)  # the bytes fingerprint() hashes
+                if h is not None:
+                    h.update(wide)
+                if out is not None:
+                    out.write(block)
+                if tok.list_constant:
+                    varies = varies or _varies_in_lists(wide, starts[a:a + CHUNK_ROWS], last)
+                    last = wide[-1].copy()
         if out is not None:
             out.close()
+        if varies:  # a bad file: find the offending row exactly
+            _note_list_constant(src, tok.name, bad_const)
+        if in_place and not finish_npy(src.p1.path(src.split, tok.name), folder / f"{tok.name}.npy", dtype, shape):
+            _copy_npy(raw, folder / f"{tok.name}.npy", dtype, sums)
 
 
-def _note_list_constant(block: np.ndarray, rows: np.ndarray, raw: np.ndarray, ref: np.ndarray, token: str,
-                        bad: dict) -> None:
-    """Record the earliest file row whose list-constant token differs from its list's first row."""
-    differs = (block != read_rows(raw, ref)).any(axis=1)
-    if differs.any():
-        r = int(rows[differs].min())
-        if token not in bad or r < bad[token][0]:
-            bad[token] = (r, int(ref[rows == r][0]))
+def _copy_npy(raw: np.memmap, path: Path, dtype: np.dtype, sums: dict | None) -> None:
+    """raw [n, d] copied into the .npy file `path`, in row chunks."""
+    out = NpyWriter(path, dtype, raw.shape, sums)
+    with RunReader(raw) as reader:
+        for a in range(0, len(raw), CHUNK_ROWS):
+            out.write(reader.read(np.arange(a, min(a + CHUNK_ROWS, len(raw)))))
+    out.close()
+
+
+def _varies_in_lists(block: np.ndarray, starts: np.ndarray, last: np.ndarray | None) -> bool:
+    """Whether a row of block [n, d] differs from the row before it in the same list (`starts` [n]: a row
+    begins a list; `last` [d]: the previous chunk's last row). Values are finite, so rows equal to their
+    predecessors are all equal to their list's first row."""
+    differs = np.empty(len(block), dtype=bool)
+    differs[1:] = (block[1:] != block[:-1]).any(axis=1)
+    differs[0] = last is not None and bool((block[0] != last).any())
+    return bool((differs & ~starts).any())
+
+
+def _note_list_constant(src: _SplitRows, token: str, bad: dict) -> None:
+    """Record the earliest file row of the split whose list-constant token differs from its list's first
+    row in the file (bad: token -> (row, its list's first row), kept across splits)."""
+    raw = src.raw[token]
+    for a in range(0, len(src.rows), CHUNK_ROWS):
+        rows, ref = src.rows[a:a + CHUNK_ROWS], src.lists_first[a:a + CHUNK_ROWS]
+        differs = (read_rows(raw, src.local[a:a + CHUNK_ROWS]) != read_rows(raw, src.local_first[a:a + CHUNK_ROWS])) \
+            .any(axis=1)
+        if differs.any():
+            r = int(rows[differs].min())
+            if token not in bad or r < bad[token][0]:
+                bad[token] = (r, int(ref[rows == r][0]))

@@ -40,10 +40,12 @@ def _precise_only(monkeypatch) -> None:
         raise columnar.FastPathMiss("forced")
     monkeypatch.setattr(loaders, "fast_jsonl_table", miss)
     monkeypatch.setattr(stream, "fast_jsonl_chunks", miss)
+    monkeypatch.setattr(stream, "fast_parquet_chunks", miss)
 
 
 def agree(fmt: str, content: bytes, tmp_path: Path, monkeypatch) -> None:
-    """Whole-file and streamed loads give the same outcome; JSONL also fast vs precise."""
+    """Whole-file and streamed loads give the same outcome; JSONL also fast vs precise, Parquet's streamed
+    build too."""
     path = tmp_path / f"case.{EXT[fmt]}"
     path.write_bytes(content)
     monkeypatch.setenv("COTRR_CACHE", str(tmp_path / "cache"))
@@ -56,6 +58,11 @@ def agree(fmt: str, content: bytes, tmp_path: Path, monkeypatch) -> None:
             _same(whole, _outcome(lambda: load_dataset(path, spec=STEP5)), "jsonl fast vs precise (whole)")
             path.touch()  # a new cache key: the streamed build runs again, precise only
             _same(streamed, _outcome(lambda: stream.cached_dataset(path, STEP5)), "jsonl fast vs precise (stream)")
+    if fmt == "parquet":
+        with monkeypatch.context() as m:
+            _precise_only(m)
+            path.touch()
+            _same(streamed, _outcome(lambda: stream.cached_dataset(path, STEP5)), "parquet fast vs precise (stream)")
 
 
 def _streamable_bad():

@@ -19,6 +19,7 @@ def small_chunks(tmp_path, monkeypatch):
     monkeypatch.setenv("COTRR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(stream, "CHUNK_ROWS", 50)
     monkeypatch.setattr(columnar, "BLOCK_BYTES", 16384)  # the columnar JSONL reader: several batches too
+    monkeypatch.setattr(columnar, "GROUP_ROWS", 50)  # the fast Parquet reader: a row group in batches
 
 
 def _parquet(path, rows):
