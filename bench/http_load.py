@@ -1,13 +1,16 @@
 """HTTP load test (not bench/http.py: run as a script, that name would shadow the standard library's http
 for every script in bench/): `cotrr_core serve` on 127.0.0.1 against the in-process Reranker in the same run, then faults.
 
-    python bench/http_load.py [--run RUN_DIR] [--calls 400] [--json OUT]
+    python bench/http_load.py [--run RUN_DIR] [--calls 480] [--workers 2] [--json OUT]
 
 Throughput and client p50 / p99 of one top-20 list (plain, the default budget) at concurrency 1, 8 and 32: the
-in-process API (threads calling Reranker.rerank) and the server (threads on keep-alive connections, bodies
-encoded once beforehand). Faults: bad JSON, oversized bodies, slow clients (body timeout), a killed worker
-(2 workers); then the decision logs are checked: no request id twice, every answered request logged.
-Writes bench/results/http.json (and OUT).
+in-process API (threads calling Reranker.rerank on one Reranker) and the server (`serve --workers N`, one worker
+process per core by default: a worker's interpreter lock serialises its JSON parsing, HTTP handling and scoring,
+so one worker uses about one core; threads on keep-alive connections, bodies encoded once beforehand). The two
+take turns at each level, on the same run, lists and budget; each level records the load average after it.
+Faults: bad JSON, oversized bodies, slow clients (body timeout), a killed worker (2 workers); then the decision
+logs are checked: no request id twice, every answered request logged.
+Writes OUT (default bench/results/http.json: regenerate that on a quiet machine only).
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ def _free_port() -> int:
 
 
 def start_server(run: Path, logs: Path, workers: int = 1, extra: tuple = ()) -> tuple[subprocess.Popen, int]:
+    """`serve` on a free port, once /readyz answers 200 (bounded: 90 s)."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cotrr_core", "serve", str(run), "--port", str(port), "--workers",
                              str(workers), "--log-dir", str(logs), *extra], cwd=ROOT)
@@ -199,15 +203,28 @@ def _kill_a_worker(proc: subprocess.Popen, port: int, bodies: list[bytes], answe
     return {"outcomes": outcomes, "killed": bool(killed), "readyz_after": after}
 
 
+def _stack(workers: int) -> dict:
+    """What serves: worker processes, and the HTTP parser / event loop / JSON codec uvicorn and http.py use."""
+    import importlib.util
+    from importlib.metadata import version
+
+    have = {m: importlib.util.find_spec(m) is not None for m in ("httptools", "uvloop")}
+    return {"workers": workers, "http": f"httptools {version('httptools')}" if have["httptools"] else "h11",
+            "loop": f"uvloop {version('uvloop')}" if have["uvloop"] else "asyncio",
+            "json": f"msgspec {version('msgspec')}", "uvicorn": version("uvicorn"), "starlette": version("starlette")}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run")
     p.add_argument("--calls", type=int, default=480)
-    p.add_argument("--json")
+    p.add_argument("--workers", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                   help="server worker processes for the load levels (default: one per core, at most 2)")
+    p.add_argument("--json", default=str(ROOT / "bench" / "results" / "http.json"))
     args = p.parse_args()
     t0 = time.perf_counter()
     run = pick_run(args.run)
-    out: dict = {"run": str(run), "machine": machine(), **stamp()}
+    out: dict = {"run": str(run), "machine": machine(), **stamp(), "server": _stack(args.workers)}
     torch.set_num_threads(1)
     rr = Reranker.load(run, device="cpu")
     test = load_benchmark(rr.run.meta["dataset"]).splits["test"]
@@ -220,18 +237,18 @@ def main() -> int:
         return rr.rerank(*top20[(t * 997 + i) % len(top20)]).fallback_reason or "reranked"
 
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"cotrr-http-bench-{os.getpid()}"
-    proc, port = start_server(run, logs / "load")
+    proc, port = start_server(run, logs / "load", workers=args.workers)
     levels = {}
     for c in LEVELS:  # the two take turns at each level, so both see the same machine
-        levels[str(c)] = {"in_process": load(inproc, c, args.calls), "http": load(http_call(port, bodies), c, args.calls)}
+        levels[str(c)] = {"in_process": load(inproc, c, args.calls), "http": load(http_call(port, bodies), c, args.calls),
+                          "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     stop(proc)
     out["levels"] = levels
     out["p99_ratio_at_8"] = levels["8"]["http"]["p99_ms"] / levels["8"]["in_process"]["p99_ms"]
     out["faults"] = faults(run, logs / "faults", bodies)
     out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     out["seconds"] = time.perf_counter() - t0
-    for path in filter(None, (args.json, ROOT / "bench" / "results" / "http.json")):
-        write_json(path, out)
+    write_json(args.json, out)
     for c, v in levels.items():
         print(f"c={c:>2}: in-process {v['in_process']['lists_per_s']:7.0f}/s p50 {v['in_process']['p50_ms']:6.2f} "
               f"p99 {v['in_process']['p99_ms']:6.2f} | http {v['http']['lists_per_s']:7.0f}/s p50 "

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
+
 from cotrr_core.data.errors import DataError
 
 __all__ = ["DecisionLog", "read_decisions"]
@@ -59,7 +61,7 @@ class DecisionLog:
                 except queue.Empty:
                     break
             stop = any(r is _STOP for r in batch)
-            lines = "".join(json.dumps(r, default=_plain) + "\n" for r in batch if r is not _STOP)
+            lines = "".join(_line(r) for r in batch if r is not _STOP)
             if self._file.tell() + len(lines) > self.max_bytes and self._file.tell() > 0:
                 self._file.close()
                 self._file = self._open()
@@ -69,12 +71,24 @@ class DecisionLog:
         self._file.close()
 
 
+def _line(record: dict) -> str:
+    """One record as a JSON line: msgspec (this thread shares the server's interpreter lock, so it is kept
+    short), the stdlib for what msgspec refuses (a lone surrogate in a unit id)."""
+    try:
+        return _ENCODE(record).decode() + "\n"
+    except (msgspec.MsgspecError, TypeError, UnicodeError):
+        return json.dumps(record, default=_plain) + "\n"
+
+
 def _plain(x):
     """numpy scalars and anything else JSON does not know: as a float, else as text."""
     try:
         return float(x)
     except (TypeError, ValueError):
         return str(x)
+
+
+_ENCODE = msgspec.json.Encoder(enc_hook=_plain).encode
 
 
 def read_decisions(path: str | Path) -> list[dict]:

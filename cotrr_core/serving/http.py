@@ -23,6 +23,8 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
+import msgspec
+import numpy as np
 from anyio import to_thread
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -187,7 +189,7 @@ class _Handler:
         status = 503 if opts["strict"] and res.fallback_reason == "overloaded" else 200
         self._served("/v1/rerank", rid, unit, res, status, t0, query)
         drop = () if opts["return_features"] else self._feature_fields()
-        return JSONResponse({"request_id": rid, **_result_fields(res, drop)}, status_code=status)
+        return Answer({"request_id": rid, **_result_fields(res, drop)}, status_code=status)
 
     async def _many(self, request: Request, body: bytes, rid: str, t0: float) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() == ARROW_TYPE:
@@ -211,7 +213,7 @@ class _Handler:
         for k, ((query, _, unit), res) in enumerate(zip(parsed, results)):
             self._served("/v1/rerank_batch", f"{rid}-{k}", unit, res, status, t0, query)
             out.append({"request_id": f"{rid}-{k}", **_result_fields(res, drop)})
-        return JSONResponse({"request_id": rid, "results": out}, status_code=status)
+        return Answer({"request_id": rid, "results": out}, status_code=status)
 
     async def _arrow(self, body: bytes, rid: str, t0: float) -> Response:
         rr = self.state["reranker"]
@@ -264,11 +266,53 @@ class _Handler:
             self.state["log"].write({"time": time.time(), **record})
 
 
+_DECODE = msgspec.json.Decoder().decode
+
+
+def parse_json(body: bytes):
+    """The JSON value of a body, exactly as the standard library's `json.loads` gives it, several times faster.
+
+    msgspec's strict parser reads the body first (an 800 KB list of vectors: a few ms instead of ~15 ms with the
+    stdlib, on the event loop): what it accepts it decodes to the same values as the stdlib (floats correctly
+    rounded, integers of any size exact, the last of duplicate keys). Anything it refuses goes to the stdlib, which
+    either accepts it as it always did (NaN / Infinity, a BOM, UTF-16 / 32, lone surrogates) or raises its own
+    error (JSONDecodeError, UnicodeDecodeError, RecursionError) naming the line and column."""
+    try:
+        return _DECODE(body)
+    except (msgspec.MsgspecError, RecursionError):
+        return json.loads(body)
+
+
+class Answer(Response):
+    """A JSON answer encoded by msgspec: the same JSON value as Starlette's JSONResponse (compact, UTF-8), several
+    times faster (an answer that echoes 20 candidates' vectors is ~1.5 MB: ~75 ms with the stdlib, on the event
+    loop). A non-finite float becomes null (valid JSON; the stdlib refused it, a 500); what msgspec cannot encode
+    (a lone surrogate echoed from a request) is written by the stdlib with ASCII escapes."""
+
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        try:
+            return _ENCODE(content)
+        except (msgspec.MsgspecError, TypeError, UnicodeEncodeError):
+            return json.dumps(content, separators=(",", ":"), default=_plain_array).encode("ascii")
+
+
+def _plain_array(x):
+    """numpy values (an in-process caller's candidate) as plain lists / numbers; anything else is refused."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return x.tolist()
+    raise TypeError(f"{type(x).__name__} is not JSON")
+
+
+_ENCODE = msgspec.json.Encoder(enc_hook=_plain_array).encode
+
+
 def _json_object(body: bytes) -> dict:
     """The body as a JSON object: 400 when it is not JSON at all, 422 when it is JSON but not an object."""
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        doc = parse_json(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of > 4300 digits
         raise RequestError(400, "body", f"not valid JSON: {exc}") from None
     return _object(doc, "body")
 
@@ -297,8 +341,10 @@ def _cid(c):
 def _result_fields(res: RerankResult, drop: frozenset[str] | tuple = ()) -> dict:
     """RerankResult's fields; `drop`: candidate fields left out of served and wouldbe (the echoed features)."""
     def trim(items):
-        if not drop or items is None:
-            return items
+        if items is None:
+            return None
+        if not drop:
+            return list(items)  # an AnnotatedList: annotated as it is encoded
         return [{k: v for k, v in c.items() if k not in drop} if isinstance(c, dict) else c for c in items]
 
     return {"served": trim(res.served), "wouldbe": trim(res.wouldbe), "reranked": res.reranked, "mode": res.mode, "arm": res.arm,

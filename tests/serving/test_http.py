@@ -117,6 +117,8 @@ BAD = [  # (body, content type, status, field)
     ({"query": "q", "candidates": [], "mc_samples": -1}, "application/json", 422, "mc_samples"),
     ({"query": "q", "candidates": [], "time_budget_ms": 10**6}, "application/json", 422, "time_budget_ms"),
     (b"x" * 300_000, "application/json", 413, "body"),
+    (b'{"query": "q", "candidates": [], "top_m": ' + b"1" * 5000 + b"}", "application/json", 400, "body"),
+    ({"query": "q", "candidates": [], "mc_samples": 10**30}, "application/json", 422, "mc_samples"),
 ]
 
 
@@ -135,6 +137,18 @@ def test_bad_candidates_are_served_as_given_not_refused(server):
     status, body = call(server["base"], "/v1/rerank", {"query": query, "candidates": cands})
     res = json.loads(body)
     assert status == 200 and res["fallback_reason"] == "invalid_input" and "brightness" in res["detail"]
+    server["sent"] += 1
+
+
+def test_a_nan_feature_is_served_as_given_naming_the_field(server):
+    """Python's JSON reads NaN (not JSON proper): the list falls back naming the field; the echo is null."""
+    query, cands = lists_of(1)[0]
+    cands = [dict(c) for c in cands]
+    cands[3]["contrast"] = float("nan")
+    status, body = call(server["base"], "/v1/rerank", {"query": query, "candidates": cands, "mc_samples": 0})
+    res = json.loads(body)
+    assert status == 200 and res["fallback_reason"] == "invalid_input" and "contrast" in res["detail"]
+    assert [c["contrast"] for c in res["served"] if c["candidate_id"] == cands[3]["candidate_id"]] == [None]
     server["sent"] += 1
 
 
