@@ -17,6 +17,7 @@ from cotrr_core.artifacts import LoadedRun
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.evaluation.compare import evaluate_scores, pad_flat
 from cotrr_core.scoring import score_data
+from cotrr_core.serving.blended import BlendedModel
 from cotrr_core.serving.features import request_records
 
 __all__ = ["RolloutInputs", "rollout_inputs", "measure_list_latency", "topm_scores", "topm_inputs",
@@ -73,10 +74,11 @@ def measure_list_latency(run: LoadedRun, data: RankingData, top_m: int | None = 
     """Per-query ms [Q'] to rerank the first `top_m` candidates (all when None) of each list, one list
     per call on one intra-op thread: forward (standardising inside), argsort. The best of `repeats` timings."""
     run.model.eval()
+    model = run.model if run.blend is None else BlendedModel(run.model, run.blend)  # what the run serves
     qs = range(_n_timed(data, max_queries))
     out = []
     with serving_threads(1):
-        _time_lists(run, data, qs, top_m, repeats, out)
+        _time_lists(run, model, data, qs, top_m, repeats, out)
     return np.asarray(out)
 
 
@@ -98,7 +100,7 @@ def serving_latency(reranker, data: RankingData, top_m: int | None = None, repea
     return np.asarray(out)
 
 
-def _time_lists(run, data, qs, top_m, repeats, out) -> None:
+def _time_lists(run, model, data, qs, top_m, repeats, out) -> None:
     for q in qs:
         r = data.rows(q)
         stop = r.stop if top_m is None else min(r.stop, r.start + top_m)
@@ -109,7 +111,7 @@ def _time_lists(run, data, qs, top_m, repeats, out) -> None:
             tokens = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)[None]).to(run.device)
                       for k, v in feats.items()}
             mask = torch.ones((1, stop - r.start), dtype=torch.bool, device=run.device)
-            s = run.model(tokens, mask)[0].float().cpu().numpy()
+            s = model(tokens, mask)[0].float().cpu().numpy()
             np.argsort(-s, kind="stable")
             best = min(best, time.perf_counter() - t0)
         out.append(1000 * best)

@@ -140,3 +140,21 @@ def test_a_damaged_blend_json_names_the_file_and_field(blended, tmp_path):
     (tmp_path / "blend.json").write_text(json.dumps(info))
     with pytest.raises(ConfigError, match=r"blend.json: field 'z'"):
         load_blend(tmp_path)
+
+
+def test_list_latency_times_the_served_blend(blended, monkeypatch):
+    """The Top-M latency the app simulates is the served model's: a blended run's includes its committee."""
+    from cotrr_core.simulate.inputs import measure_list_latency
+
+    run_dir, bench = blended
+    calls = []
+    real = BlendedModel.forward
+
+    def counted(self, tokens, mask):
+        calls.append(mask.shape)
+        return real(self, tokens, mask)
+
+    monkeypatch.setattr(BlendedModel, "forward", counted)
+    ms = measure_list_latency(load_run(run_dir, device="cpu"), bench.splits["test"], top_m=5, repeats=1, max_queries=3)
+    assert len(ms) == 3 and np.all(ms > 0)
+    assert [tuple(s) for s in calls] == [(1, 5)] * 3
