@@ -1,13 +1,14 @@
 """HTTP load test (not bench/http.py: run as a script, that name would shadow the standard library's http
 for every script in bench/): `cotrr_core serve` on 127.0.0.1 against the in-process Reranker in the same run, then faults.
 
-    python bench/http_load.py [--run RUN_DIR] [--calls 480] [--workers 2] [--json OUT]
+    python bench/http_load.py [--run RUN_DIR] [--calls 960] [--rounds 4] [--workers 2] [--json OUT]
 
 Throughput and client p50 / p99 of one top-20 list (plain, the default budget) at concurrency 1, 8 and 32: the
 in-process API (threads calling Reranker.rerank on one Reranker) and the server (`serve --workers N`, one worker
 process per core by default: a worker's interpreter lock serialises its JSON parsing, HTTP handling and scoring,
-so one worker uses about one core; threads on keep-alive connections, bodies encoded once beforehand). The two
-take turns at each level, on the same run, lists and budget; each level records the load average after it.
+so one worker uses about one core; threads on keep-alive connections, bodies encoded once beforehand). At each
+level the two take turns, round by round (--rounds), on the same run, lists and budget; their rounds are pooled,
+and the level records the load average after it.
 Faults: bad JSON, oversized bodies, slow clients (body timeout), a killed worker (2 workers); then the decision
 logs are checked: no request id twice, every answered request logged.
 Writes OUT (default bench/results/http.json: regenerate that on a quiet machine only).
@@ -80,8 +81,19 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(60)
 
 
-def load(call, n_threads: int, calls: int) -> dict:
-    """`calls` calls of call(thread, i) -> outcome on `n_threads` threads: lists/s, p50 / p99 ms, outcomes."""
+def take_turns(sides: dict, n_threads: int, calls: int, rounds: int) -> dict:
+    """Each side's `calls` split into `rounds` rounds, the sides alternating round by round (so both see the
+    same machine when its load moves), then pooled: {side: summary}."""
+    runs: dict = {name: [] for name in sides}
+    for r in range(rounds):
+        share = calls // rounds + (r < calls % rounds)
+        for name, call in sides.items():
+            runs[name].append(_round(call, n_threads, share))
+    return {name: summary(n_threads, parts) for name, parts in runs.items()}
+
+
+def _round(call, n_threads: int, calls: int) -> tuple[list, float, dict]:
+    """(waits in s, wall s, outcome counts) of `calls` calls on `n_threads` client threads."""
     waits, outcomes, lock = [], {}, threading.Lock()
 
     def client(t: int) -> None:
@@ -103,9 +115,18 @@ def load(call, n_threads: int, calls: int) -> dict:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - a
-    w = 1e3 * np.asarray(waits)
-    return {"concurrency": n_threads, "calls": len(w), "lists_per_s": len(w) / wall, "p50_ms": float(np.percentile(w, 50)),
+    return waits, time.perf_counter() - a, outcomes
+
+
+def summary(n_threads: int, parts: list[tuple[list, float, dict]]) -> dict:
+    """Pooled rounds: lists/s (calls over the rounds' summed wall time), client p50 / p99 ms, outcome counts."""
+    w = 1e3 * np.concatenate([np.asarray(p[0]) for p in parts])
+    outcomes: dict = {}
+    for _, _, seen in parts:
+        for k, v in seen.items():
+            outcomes[k] = outcomes.get(k, 0) + v
+    return {"concurrency": n_threads, "calls": len(w), "rounds": len(parts),
+            "lists_per_s": len(w) / sum(p[1] for p in parts), "p50_ms": float(np.percentile(w, 50)),
             "p99_ms": float(np.percentile(w, 99)), "outcomes": outcomes}
 
 
@@ -217,7 +238,8 @@ def _stack(workers: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--run")
-    p.add_argument("--calls", type=int, default=480)
+    p.add_argument("--calls", type=int, default=960, help="calls per side and level")
+    p.add_argument("--rounds", type=int, default=4, help="turns per level: the sides alternate round by round")
     p.add_argument("--workers", type=int, default=min(2, len(os.sched_getaffinity(0))),
                    help="server worker processes for the load levels (default: one per core, at most 2)")
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "http.json"))
@@ -240,8 +262,8 @@ def main() -> int:
     proc, port = start_server(run, logs / "load", workers=args.workers)
     levels = {}
     for c in LEVELS:  # the two take turns at each level, so both see the same machine
-        levels[str(c)] = {"in_process": load(inproc, c, args.calls), "http": load(http_call(port, bodies), c, args.calls),
-                          "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+        levels[str(c)] = {**take_turns({"in_process": inproc, "http": http_call(port, bodies)}, c, args.calls,
+                                       args.rounds), "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     stop(proc)
     out["levels"] = levels
     out["p99_ratio_at_8"] = levels["8"]["http"]["p99_ms"] / levels["8"]["in_process"]["p99_ms"]
