@@ -50,6 +50,53 @@ def pick_run(run: str | None) -> Path:
     return out
 
 
+def pick_blended_run(run: str | None) -> Path:
+    """A run that serves a blend (blend.json with w > 0): the given one, else the newest finished demo run that
+    does, else a demo run trained as `python -m cotrr_core train --dataset demo` trains it (auto recipe, blend
+    auto). When train's validation keeps the network alone, that run is measured and the section says so."""
+    from cotrr_core.serving.blended import load_blend
+
+    if run:
+        return Path(run)
+    for info in list_runs():
+        if info.state == "done" and info.config.get("dataset") == "demo" and load_blend(info.path) is not None:
+            return info.path
+    from cotrr_core.training.recipe import auto_config
+    from cotrr_core.training.trainer import fit
+
+    bench = load_benchmark("demo")
+    cfg, _ = auto_config(bench.splits["train"])
+    out = new_run_dir("bench-demo-blend")
+    fit(bench, cfg, out)
+    return out
+
+
+def blended_section(run_dir: Path, network: Reranker, top20: list[tuple], batch: list[tuple], sub, calls: int) -> dict:
+    """The run `train` builds by default (network + LightGBM + ridge committee) beside the network-only run, taking
+    turns: single top-20 latency (plain, 5 MC), rerank_batch vs the served model's own batch predict, and the blend
+    weight it serves. `sub`: the RankingData of `batch`'s lists."""
+    rr = Reranker.load(run_dir, device="cpu")
+    cycle = iter(range(10**9))
+
+    def single(r: Reranker, mc: int) -> Callable[[], object]:
+        return lambda: r.rerank(*top20[next(cycle) % len(top20)], mc_samples=mc, time_budget_ms=BIG)
+
+    th = torch.get_num_threads()
+    lat = interleaved_latency({f"{k}_mc{mc}": (th, single(r, mc)) for k, r in (("blend", rr), ("network", network))
+                               for mc in (0, 5)}, calls)
+    thr = interleaved_throughput({"rerank_batch": lambda: rr.rerank_batch(batch, top_m=64),
+                                  "model_predict": lambda: rr.predict(sub.features, sub.offsets)}, sub.num_candidates)
+    blend = rr.run.blend
+    rr.close()
+    return {"run": str(run_dir), "weight": None if blend is None else blend.weight,
+            "committee": None if blend is None else list(blend.committee),
+            "p50_ms": lat["blend_mc0"]["p50"], "p99_ms": lat["blend_mc0"]["p99"],
+            "p50_ms_mc5": lat["blend_mc5"]["p50"], "p99_ms_mc5": lat["blend_mc5"]["p99"],
+            "network_run_p50_ms": lat["network_mc0"]["p50"], "network_run_p50_ms_mc5": lat["network_mc5"]["p50"],
+            "throughput_cps": thr["rerank_batch"], "model_predict_cps": thr["model_predict"],
+            "throughput_vs_model": thr["rerank_batch"] / thr["model_predict"]}
+
+
 def timed(fn: Callable[[], object], calls: int, warm: int = 20) -> dict:
     """p50 / p99 / mean in ms over `calls` calls after `warm` warm-up calls."""
     for _ in range(warm):
@@ -420,6 +467,7 @@ def main() -> int:
     p.add_argument("--run")
     p.add_argument("--json", required=True)
     p.add_argument("--calls", type=int, default=500)
+    p.add_argument("--blended-run", help="a run serving a blend (default: the newest demo one, else one is trained)")
     p.add_argument("--under-load-only", action="store_true",
                    help="only the serving-under-load sections (concurrency_load, hang_recovery, big_list), merged "
                         "into bench/results/serve.json with their own stamp")
@@ -527,6 +575,8 @@ def main() -> int:
     out["lightgbm_ndcg@10"] = evaluate_scores(test, lgb.predict(test))["ndcg@10"]
     out["lightgbm_params"] = lgb.best_params_
 
+    out["blended"] = blended_section(pick_blended_run(args.blended_run), rr, top20, batch, sub, args.calls // 2)
+    torch.set_num_threads(best_threads)
     out["concurrency"] = concurrent_mc_stress(rr, top20)
     out["hung_model"] = hung_model_slack(rr, top20)
     out["concurrency_load"] = concurrency_section(rr, top20)
@@ -589,6 +639,10 @@ def print_table(o: dict) -> None:
     print(f"FLOPs/candidate {o['flops_per_candidate'] / 1e6:.2f} M; batch path {o['batch_gflops']:.1f} GFLOP/s = "
           f"{100 * o['batch_share_of_peak']:.0f}% of measured matmul peak {o['matmul_peak_gflops']:.1f} GFLOP/s")
     print(f"LightGBM nDCG@10 {o['lightgbm_ndcg@10']:.4f}; bench took {o['seconds']:.0f} s")
+    b = o["blended"]
+    print(f"blended run (w = {b['weight']}, {b['committee']}): top-20 p50 {b['p50_ms']:.2f} ms / p99 {b['p99_ms']:.2f}, "
+          f"+5 MC p50 {b['p50_ms_mc5']:.2f} / p99 {b['p99_ms_mc5']:.2f} (network-only run p50 {b['network_run_p50_ms']:.2f}, "
+          f"+5 MC {b['network_run_p50_ms_mc5']:.2f}); rerank_batch {b['throughput_vs_model']:.2f}x its model's predict")
     c, h = o["concurrency"], o["hung_model"]
     print(f"concurrency: {c['plain_answers']} plain answers on {c['plain_threads']} threads beside {c['mc_threads']} MC "
           f"threads: {c['wrong_scores']} wrong scores, {c['reordered']} reordered")
