@@ -1,14 +1,17 @@
 """Serving benchmark: Reranker latency / throughput vs the model alone, a naive PyTorch loop and LightGBM,
 plus the serving guarantees under stress (concurrent MC dropout, a hung model), on this CPU.
 
-    python bench/serve.py [--run RUN_DIR] --json OUT [--calls 500]
+    python bench/serve.py [--run RUN_DIR] [--blended-run RUN_DIR] --json OUT [--calls 500]
 
-Without --run: the newest finished run trained on "demo", else a fast demo run is trained.
+Without --run: the newest finished network-only run trained on "demo", else a fast demo run is trained (the
+serving path and its guarantees). The `blended` section times the run `train` builds by default (the network
+blended with a LightGBM + ridge committee: --blended-run, else the newest such demo run, else one is trained).
 Writes OUT and bench/results/serve.json, and prints a table.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -37,8 +40,11 @@ BIG = 1e9  # no time budget while measuring
 def pick_run(run: str | None) -> Path:
     if run:
         return Path(run)
+    from cotrr_core.serving.blended import load_blend
+
     for info in list_runs():
-        if info.state == "done" and info.config.get("dataset") == "demo" and (info.path / "calibrator.json").exists():
+        if info.state == "done" and info.config.get("dataset") == "demo" and (info.path / "calibrator.json").exists() \
+                and load_blend(info.path) is None:
             return info.path
     from cotrr_core.training.recipe import fast_config
     from cotrr_core.training.trainer import fit
@@ -71,28 +77,31 @@ def pick_blended_run(run: str | None) -> Path:
     return out
 
 
-def blended_section(run_dir: Path, network: Reranker, top20: list[tuple], batch: list[tuple], sub, calls: int) -> dict:
-    """The run `train` builds by default (network + LightGBM + ridge committee) beside the network-only run, taking
-    turns: single top-20 latency (plain, 5 MC), rerank_batch vs the served model's own batch predict, and the blend
-    weight it serves. `sub`: the RankingData of `batch`'s lists."""
+def blended_section(run_dir: Path, top20: list[tuple], batch: list[tuple], sub, calls: int) -> dict:
+    """A run that serves a blend (network + LightGBM + ridge committee, as `train` builds by default) beside the
+    same run's network alone, taking turns: single top-20 latency (plain, 5 MC), rerank_batch vs the served
+    model's own batch predict, and the weight it serves. `sub`: the RankingData of `batch`'s lists."""
     rr = Reranker.load(run_dir, device="cpu")
+    alone = Reranker(dataclasses.replace(rr.run, blend=None), rr.policy)
+    alone.warm_up()
     cycle = iter(range(10**9))
 
     def single(r: Reranker, mc: int) -> Callable[[], object]:
         return lambda: r.rerank(*top20[next(cycle) % len(top20)], mc_samples=mc, time_budget_ms=BIG)
 
     th = torch.get_num_threads()
-    lat = interleaved_latency({f"{k}_mc{mc}": (th, single(r, mc)) for k, r in (("blend", rr), ("network", network))
+    lat = interleaved_latency({f"{k}_mc{mc}": (th, single(r, mc)) for k, r in (("blend", rr), ("network", alone))
                                for mc in (0, 5)}, calls)
     thr = interleaved_throughput({"rerank_batch": lambda: rr.rerank_batch(batch, top_m=64),
                                   "model_predict": lambda: rr.predict(sub.features, sub.offsets)}, sub.num_candidates)
     blend = rr.run.blend
-    rr.close()
+    for r in (rr, alone):
+        r.close()
     return {"run": str(run_dir), "weight": None if blend is None else blend.weight,
             "committee": None if blend is None else list(blend.committee),
             "p50_ms": lat["blend_mc0"]["p50"], "p99_ms": lat["blend_mc0"]["p99"],
             "p50_ms_mc5": lat["blend_mc5"]["p50"], "p99_ms_mc5": lat["blend_mc5"]["p99"],
-            "network_run_p50_ms": lat["network_mc0"]["p50"], "network_run_p50_ms_mc5": lat["network_mc5"]["p50"],
+            "network_alone_p50_ms": lat["network_mc0"]["p50"], "network_alone_p50_ms_mc5": lat["network_mc5"]["p50"],
             "throughput_cps": thr["rerank_batch"], "model_predict_cps": thr["model_predict"],
             "throughput_vs_model": thr["rerank_batch"] / thr["model_predict"]}
 
@@ -575,7 +584,7 @@ def main() -> int:
     out["lightgbm_ndcg@10"] = evaluate_scores(test, lgb.predict(test))["ndcg@10"]
     out["lightgbm_params"] = lgb.best_params_
 
-    out["blended"] = blended_section(pick_blended_run(args.blended_run), rr, top20, batch, sub, args.calls // 2)
+    out["blended"] = blended_section(pick_blended_run(args.blended_run), top20, batch, sub, args.calls // 2)
     torch.set_num_threads(best_threads)
     out["concurrency"] = concurrent_mc_stress(rr, top20)
     out["hung_model"] = hung_model_slack(rr, top20)
@@ -641,8 +650,8 @@ def print_table(o: dict) -> None:
     print(f"LightGBM nDCG@10 {o['lightgbm_ndcg@10']:.4f}; bench took {o['seconds']:.0f} s")
     b = o["blended"]
     print(f"blended run (w = {b['weight']}, {b['committee']}): top-20 p50 {b['p50_ms']:.2f} ms / p99 {b['p99_ms']:.2f}, "
-          f"+5 MC p50 {b['p50_ms_mc5']:.2f} / p99 {b['p99_ms_mc5']:.2f} (network-only run p50 {b['network_run_p50_ms']:.2f}, "
-          f"+5 MC {b['network_run_p50_ms_mc5']:.2f}); rerank_batch {b['throughput_vs_model']:.2f}x its model's predict")
+          f"+5 MC p50 {b['p50_ms_mc5']:.2f} / p99 {b['p99_ms_mc5']:.2f} (its network alone p50 {b['network_alone_p50_ms']:.2f}, "
+          f"+5 MC {b['network_alone_p50_ms_mc5']:.2f}); rerank_batch {b['throughput_vs_model']:.2f}x its model's predict")
     c, h = o["concurrency"], o["hung_model"]
     print(f"concurrency: {c['plain_answers']} plain answers on {c['plain_threads']} threads beside {c['mc_threads']} MC "
           f"threads: {c['wrong_scores']} wrong scores, {c['reordered']} reordered")
