@@ -7,9 +7,14 @@ measurement runs in its own interpreter (peak RSS = its ru_maxrss).
 
     nice -n 10 python bench/data.py --json OUT [--sizes 10000,100000,1000000] [--train-scales 1,4,16]
     (issue 28's run: --sizes 10000,100000,1000000 --train-scales "")
+    one row only, e.g. the 10^6 Parquet build, 3 times:
+    python bench/data.py --json /tmp/d.json --sizes 1000000 --formats parquet --train-scales "" --repeat 3
 
-Files are the demo's lists tiled with fresh ids (`make-demo-data --queries N`). Writes OUT and
-bench/results/data.json.
+Files are the demo's lists tiled with fresh ids (`make-demo-data --queries N`). Writes OUT, and
+bench/results/data.json when every format was measured (the default). Each probe also reports its CPU
+seconds (user + system, all threads): on a shared machine `cpu_x_pyarrow` moves less than wall time.
+--repeat N measures pyarrow and the cold build N times, alternating, and adds the median of the paired
+ratios (`seconds_x_pyarrow_median`).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +35,7 @@ from bench.common import machine  # noqa: E402
 from cotrr_core.io import write_json  # noqa: E402
 
 DEMO_QUERIES, DEMO_CANDIDATES = 600, 23_913  # the default demo (bench/results/quality.json)
+FORMATS = ("parquet", "jsonl")
 
 # Each probe runs in a fresh interpreter and prints {"seconds", "peak_rss_mb", ...} as its last line.
 _PROBE = r"""
@@ -71,8 +78,9 @@ else:  # train one epoch (the cache was built by an earlier probe)
     bench = load_benchmark(path)
     n = bench.splits["train"].num_candidates
     extra["test_ndcg@10"] = fit(bench, cfg, sys.argv[3], calibrate=False)["test"]["cotrr"]["ndcg@10"]
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss_mb": rss, "rows": n, **extra}}))
+use = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({{"seconds": time.perf_counter() - t, "cpu_seconds": use.ru_utime + use.ru_stime,
+                  "peak_rss_mb": use.ru_maxrss / 1024, "rows": n, **extra}}))
 """
 
 
@@ -93,7 +101,8 @@ def probe(cache: Path, *args: str) -> dict:
 
 
 def ratios(row: dict) -> dict:
-    """Seconds and peak RSS of each load against pyarrow's bare read of the same file, in the same run."""
+    """Seconds, CPU seconds and peak RSS of each load against pyarrow's bare read of the same file, in the
+    same run (with repeats: the median of the paired seconds ratios too)."""
     ref = row.get("pyarrow", {})
     out = {}
     for k in ("cached_cold", "whole"):
@@ -101,16 +110,29 @@ def ratios(row: dict) -> dict:
         if "seconds" in got and "seconds" in ref:
             out[k] = {"seconds_x_pyarrow": round(got["seconds"] / ref["seconds"], 3),
                       "peak_rss_x_pyarrow": round(got["peak_rss_mb"] / ref["peak_rss_mb"], 3)}
+            if "cpu_seconds" in got and "cpu_seconds" in ref:
+                out[k]["cpu_x_pyarrow"] = round(got["cpu_seconds"] / ref["cpu_seconds"], 3)
+    paired = [r["cached_cold"]["seconds"] / r["pyarrow"]["seconds"] for r in row.get("repeats", [])
+              if "seconds" in r["cached_cold"] and "seconds" in r["pyarrow"]]
+    if paired and "cached_cold" in out:
+        out["cached_cold"]["seconds_x_pyarrow_median"] = round(float(statistics.median(paired)), 3)
+        out["cached_cold"]["seconds_x_pyarrow_each"] = [round(x, 3) for x in paired]
     return out
 
 
-def load_row(path: Path, out_dir: Path, whole: bool) -> dict:
-    """One file: streamed into a cold cache, reopened warm, pyarrow's bare read, optionally load_dataset."""
+def load_row(path: Path, out_dir: Path, whole: bool, repeat: int = 1) -> dict:
+    """One file: streamed into a cold cache, reopened warm, pyarrow's bare read, optionally load_dataset;
+    repeat > 1: pyarrow and the cold build again, alternating (each build into an emptied cache)."""
     cache = cold_cache(out_dir, path)
     row = {"file_mb": path.stat().st_size / 2**20, "pyarrow": probe(cache, "pyarrow", str(path)),
            "cached_cold": probe(cache, "cached", str(path)), "cached_warm": probe(cache, "cached", str(path))}
     if whole:
         row["whole"] = probe(cache, "whole", str(path))
+    if repeat > 1:
+        row["repeats"] = [{"pyarrow": row["pyarrow"], "cached_cold": row["cached_cold"]}]
+        for _ in range(repeat - 1):
+            ref = probe(cache, "pyarrow", str(path))
+            row["repeats"].append({"pyarrow": ref, "cached_cold": probe(cold_cache(out_dir, path), "cached", str(path))})
     row["ratios"] = ratios(row)
     return row
 
@@ -146,7 +168,14 @@ def main() -> int:
     p.add_argument("--whole-max", type=int, default=100_000, help="largest size loaded whole (load_dataset)")
     p.add_argument("--train-scales", default="1,4,16", help="multiples of the demo for the training test ('' skips it)")
     p.add_argument("--out", default=str(ROOT / "artifacts" / "datasets" / "scale"))
+    p.add_argument("--formats", default=",".join(FORMATS),
+                   help="load-test formats (jsonl also runs the demo-small row); only a run of all of them "
+                        "writes bench/results/data.json")
+    p.add_argument("--repeat", type=int, default=1, help="pyarrow and cold-build measurements per file")
     args = p.parse_args()
+    formats = [f for f in args.formats.split(",") if f]
+    if not formats or set(formats) - set(FORMATS):
+        p.error(f"--formats: a comma-separated subset of {','.join(FORMATS)}")
     t0 = time.perf_counter()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,9 +185,10 @@ def main() -> int:
                     "notes": f"JSONL only up to {args.jsonl_max} candidates (10^6 as JSONL is ~21 GB); the whole-file "
                              f"load_dataset only up to {args.whole_max} (beyond, it does not fit in memory). "
                              "cached_cold = streamed into the cache; cached_warm = reopened (memmap)."}
-    row = load_row(demo_small_jsonl(out_dir), out_dir, whole=True)
-    result["load"]["jsonl_demo_small"] = row
-    print(f"load jsonl demo-small: {json.dumps(row)}", flush=True)
+    if "jsonl" in formats:
+        row = load_row(demo_small_jsonl(out_dir), out_dir, whole=True, repeat=args.repeat)
+        result["load"]["jsonl_demo_small"] = row
+        print(f"load jsonl demo-small: {json.dumps(row)}", flush=True)
     for scale in (int(s) for s in args.train_scales.split(",") if s):
         path = demo_file(DEMO_QUERIES * scale, "parquet", out_dir)
         cache = cold_cache(out_dir, path)
@@ -170,12 +200,12 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     for size in sizes:
         n_queries = max(1, round(size * DEMO_QUERIES / DEMO_CANDIDATES))
-        for fmt in ("parquet", "jsonl"):
+        for fmt in (f for f in FORMATS if f in formats):
             if fmt == "jsonl" and size > args.jsonl_max:
                 continue
             path = demo_file(n_queries, fmt, out_dir)
             cache = cold_cache(out_dir, path)
-            row = load_row(path, out_dir, whole=size <= args.whole_max)
+            row = load_row(path, out_dir, whole=size <= args.whole_max, repeat=args.repeat)
             if size == max(sizes) and fmt == "parquet" and (out_dir / "run_1x" / "model.pt").exists():
                 result["score"][f"{fmt}_{size}"] = probe(cache, "score", str(path), str(out_dir / "run_1x"))
                 print(f"score {fmt} {size}: {json.dumps(result['score'][f'{fmt}_{size}'])}", flush=True)
@@ -185,7 +215,8 @@ def main() -> int:
                 shutil.rmtree(cache, ignore_errors=True)  # gigabytes: not kept
     result["loadavg_after"] = os.getloadavg()
     result["seconds"] = time.perf_counter() - t0
-    for path in (Path(args.json), ROOT / "bench" / "results" / "data.json"):
+    full = set(formats) == set(FORMATS)  # a partial run never replaces the results file
+    for path in (Path(args.json), *([ROOT / "bench" / "results" / "data.json"] if full else [])):
         write_json(path, result)
     return 0
 

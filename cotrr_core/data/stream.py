@@ -1,10 +1,17 @@
 """A Step5 file (JSONL or Parquet) streamed chunk by chunk into the dataset cache (data/store.py).
 
 Pass 1 validates each chunk with the same checks as a whole-file load (errors name file, line and
-field) and appends its features, in file order, to raw float32 files; only ids, labels and order keys
-([N] each) stay in memory. Pass 2 sorts lists into their original order, cuts the hash splits and
-copies each split's rows into its cache arrays, hashing them for the fingerprint on the way.
+field) and appends its features, in file order, to raw files (float16 while every value is exact,
+else float32), one per split and token (a query's split is a hash of its id alone, so it is known on
+the query's first row); only ids, labels and order keys ([N] each) stay in memory. Pass 2 sorts lists
+into their original order and copies each split's rows into its cache arrays, hashing them for the
+fingerprint on the way; a split whose raw file already holds its rows in that order (lists stored
+contiguously, in their original order, none dropped) is renamed into place instead of copied.
 Valid data gives the same splits, arrays and fingerprints as load_dataset + the hash split.
+
+Parquet and JSONL first go through the fast readers of data/columnar.py (Parquet: row groups decoded
+ahead on a thread, half-float vectors kept float16); when one cannot vouch for the file, or pass 1
+fails on it, the precise reader runs again from the start and words the error.
 """
 from __future__ import annotations
 
@@ -121,7 +128,7 @@ class _Pass1:
         self.files: dict[tuple[int, str], Any] = {}
         self.dims, self.f16_exact = {}, {}
         self.order_from: str | None = None
-        self.values = 0
+        self.values = self.rows = 0
 
     def path(self, split: int, k: str) -> Path:
         return self.raw / f"{split}.{k}.raw"
@@ -152,7 +159,10 @@ class _Pass1:
         if self.values > MAX_STREAM_VALUES:
             raise fail(len(frame) - 1, None, f"more than {MAX_STREAM_VALUES} feature values")
         text = frame["query"].astype(str).to_numpy() if "query" in frame else np.full(len(frame), "", dtype=object)
-        for k, v in (("qid", cols.qid), ("cid", cols.cid), ("label", cols.label), ("key", cols.order_key),
+        # file order: the chunk's row numbers continue the file's (a list may span two chunks)
+        key = cols.order_key + self.rows if cols.order_from == "file order" else cols.order_key
+        self.rows += len(frame)
+        for k, v in (("qid", cols.qid), ("cid", cols.cid), ("label", cols.label), ("key", key),
                      ("line", frame["_line"].to_numpy()), ("text", text), ("split", which)):
             self.cols[k].append(v)
         self.extras.append(frame.drop(columns=[c for c in frame.columns if c in used]))

@@ -210,3 +210,17 @@ def test_raw_features_widen_to_float32_when_a_later_chunk_is_not_float16_exact(t
     for s in ref:
         _same(ref[s], got[s])
         assert got[s].features["clip_img"].dtype == np.float32
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_lists_in_file_order_keep_it_across_chunks(tmp_path, fmt):
+    rows = make_step5_rows(n_queries=20, list_len=7, seed=1)  # lists of 7 rows straddle chunks of 50
+    for i, r in enumerate(rows):
+        del r["first_stage_score"]
+        r["note"] = f"row {i}"  # an extra column, kept in the same order
+    path = write_jsonl(tmp_path / "d.jsonl", rows) if fmt == "jsonl" else _parquet(tmp_path / "d.parquet", rows)
+    ref = _hash_split(load_dataset(path), seed=0)
+    got = stream.cached_splits(path, builtin_spec("step5"))
+    for s in ref:
+        assert got[s].report.order_from == "file order"
+        _same(ref[s], got[s])
