@@ -5,6 +5,10 @@ requirements.txt); several workers are separate processes, each loading the read
 holding nothing but its counters (and its own decision-log files), so replicas need no shared state.
 The settings reach each worker through one environment variable (uvicorn starts workers from an import
 string); SIGTERM / Ctrl-C stop taking connections and finish the requests in flight (up to 30 s).
+
+Throughput: one worker's interpreter lock serialises its HTTP handling, JSON parsing and scoring, so a worker
+uses about one core: run one per core (`--workers 2` on the 2-core machine of bench/http_load.py). uvicorn uses
+httptools and uvloop (pinned in requirements.txt) when they are installed, else h11 and asyncio.
 """
 from __future__ import annotations
 
