@@ -254,6 +254,9 @@ def main() -> int:
     bodies = [json.dumps({"query": q, "candidates": c, "unit_id": f"u{k}", "return_features": False},
                          default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)).encode()
               for k, (q, c) in enumerate(top20)]
+    kb = np.mean([len(b) for b in bodies]) / 1e3
+    out["body"] = (f"JSON {{query, {len(top20[0][1])} candidates of the {rr.run.meta['dataset']} test split (all fields, "
+                   f"vectors as JSON numbers), unit_id, return_features: false}}: mean {kb:.0f} KB")
 
     def inproc(t: int, i: int, state: dict) -> str:
         return rr.rerank(*top20[(t * 997 + i) % len(top20)]).fallback_reason or "reranked"
