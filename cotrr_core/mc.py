@@ -26,8 +26,9 @@ SCOPES = ("all", "head")
 
 
 def mc_scores(model: CoTRRModel, batch: Ragged, n_samples: int, scope: str = "all",
-              with_mean: bool = True) -> tuple[Tensor | None, Tensor]:
-    """(deterministic scores [n] or None, MC-dropout samples [S, n]) of a Ragged batch's rows.
+              with_mean: bool = True, first_list: int = 0) -> tuple[Tensor | None, Tensor]:
+    """(deterministic scores [n] or None, MC-dropout samples [S, n']) of a Ragged batch's rows; n' = the rows of
+    lists first_list.. (all by default): the lists before it are scored without samples in the same pass.
 
     With scope="head" the deterministic scores share the trunk pass and the head's batch with the samples.
     """
@@ -38,6 +39,8 @@ def mc_scores(model: CoTRRModel, batch: Ragged, n_samples: int, scope: str = "al
     n = batch.positions.numel()
     with torch.inference_mode():
         batch, prior = model.prepare(batch)
+        if first_list > 0:
+            return _scores_and_tail_samples(model, batch, prior, n_samples, scope, first_list)
         if scope == "head":
             c, _ = model.candidates(batch, dropout=False)
             out = sampled_head(model, c, batch, copies=n_samples + with_mean, exempt=with_mean)
@@ -52,6 +55,22 @@ def mc_scores(model: CoTRRModel, batch: Ragged, n_samples: int, scope: str = "al
         c, _ = model.candidates(copies, dropout=True)
         samples = sampled_head(model, c, copies, copies=1, exempt=False).view(n_samples, n)
         return scores, model.prior.combine(samples, prior, batch)
+
+
+def _scores_and_tail_samples(model: CoTRRModel, batch: Ragged, prior: Tensor | None, n_samples: int, scope: str,
+                             first_list: int) -> tuple[Tensor, Tensor]:
+    """A prepared batch -> (deterministic scores [n] of every list, samples [S, n'] of lists first_list.. only):
+    one trunk pass for all; with scope="all" the sampled lists' trunk runs again with dropout."""
+    c, _ = model.candidates(batch, dropout=False)
+    scores = model.prior.combine(model.head_scores(model.in_context(c, batch, dropout=False)[0], False), prior, batch)
+    tail, row = batch.tail(first_list)
+    if scope == "head":
+        samples = sampled_head(model, c[row:], tail, copies=n_samples, exempt=False)
+    else:
+        copies = tail.repeat(n_samples)
+        sampled, _ = model.candidates(copies, dropout=True)
+        samples = sampled_head(model, sampled, copies, copies=1, exempt=False).view(n_samples, -1)
+    return scores, model.prior.combine(samples, None if prior is None else prior[row:], tail)
 
 
 def mc_dropout_scores(model: CoTRRModel, tokens: Mapping[str, Tensor], mask: Tensor, n_samples: int,

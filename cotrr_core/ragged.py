@@ -84,6 +84,13 @@ class Ragged:
                       {n: x.repeat(times, 1) for n, x in self.lists.items()},
                       self.mask.repeat(times, 1), self.positions.repeat(times) + offsets)
 
+    def tail(self, first_list: int) -> tuple[Ragged, int]:
+        """(lists first_list.. as a batch of their own, the index of their first row in this batch)."""
+        row = int(self.mask[:first_list].sum())
+        width = self.mask.size(1)
+        return Ragged({n: x[row:] for n, x in self.rows.items()}, {n: x[first_list:] for n, x in self.lists.items()},
+                      self.mask[first_list:], self.positions[row:] - first_list * width), row
+
     def with_tokens(self, tokens: Mapping[str, Tensor]) -> Ragged:
         """The same lists with each group's values replaced by tokens[name] (rows [n, d] or lists [K, d])."""
         return Ragged({n: tokens[n] for n in self.rows}, {n: tokens[n] for n in self.lists}, self.mask, self.positions)

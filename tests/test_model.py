@@ -341,3 +341,22 @@ def test_a_state_dict_without_standardisation_needs_the_scaler_state() -> None:
     model.load_weights(state, {"log_transform": False, "mean": {k: [1.0] * d for k, d in DIMS.items()},
                                "std": {k: [2.0] * d for k, d in DIMS.items()}})
     assert float(model.standardise.stats("img")[1][0]) == 2.0
+
+
+@pytest.mark.parametrize("scope", ["head", "all"])
+def test_sampling_only_the_later_lists_equals_sampling_them_alone(scope: str) -> None:
+    """A batch whose first lists need no samples (a serving batch of plain and MC requests): every list gets
+    its eval score, and the later lists' samples are those the same draws give them scored alone."""
+    model = make_model(list_context=True)
+    tokens, mask = make_batch(b=4)
+    batch = Ragged.from_padded(tokens, mask, ("text",))
+    tail, row = batch.tail(2)
+    assert row == int(mask[:2].sum()) and tail.mask.shape == (2, mask.size(1))
+    torch.manual_seed(7)
+    scores, samples = mc_scores(model, batch, n_samples=5, scope=scope, first_list=2)
+    torch.manual_seed(7)
+    _, alone = mc_scores(model, tail, n_samples=5, scope=scope, with_mean=False)
+    torch.testing.assert_close(scores, model(tokens, mask)[mask])
+    assert samples.shape == (5, int(mask[2:].sum()))
+    torch.testing.assert_close(samples, alone, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(samples[0], samples[1])

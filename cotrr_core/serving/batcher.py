@@ -1,6 +1,6 @@
 """Dynamic batching (the pattern of Triton's and TorchServe's dynamic batchers): concurrent requests wait in
-one bounded queue and a few scoring workers each take every waiting request with the same MC sample count,
-up to a row cap, and score them in ONE forward.
+one bounded queue and a few scoring workers each take every waiting request that fits (plain ones, and those
+sampling the batch's one MC count), up to a row cap, and score them in ONE forward.
 
 Each request keeps its own deadline: a request whose caller has left (timed out) is dropped before it runs;
 a full queue is refused at once (the caller serves `overloaded`); a forward that outlives every deadline
@@ -182,7 +182,7 @@ class Batcher:
                     return None
                 self._cond.wait()
             first_seen = time.perf_counter()
-            while self._queue and self._arriving and self.max_jobs != 1 and self._rows_ready(self._queue[0].mc) < self.max_rows \
+            while self._queue and self._arriving and self.max_jobs != 1 and self._rows_ready() < self.max_rows \
                     and not self._closed:
                 left = first_seen + self.max_wait_s - time.perf_counter()
                 if left <= 0 or not self._cond.wait(left):
@@ -192,22 +192,25 @@ class Batcher:
                 me.busy_until = max(j.deadline for j in jobs)
             return jobs
 
-    def _rows_ready(self, mc: int) -> int:
-        return sum(j.rows for j in self._queue if j.mc == mc)
+    def _rows_ready(self) -> int:
+        """(lock held) Rows the next batch would take (see _pick)."""
+        mc = next((j.mc for j in self._queue if j.mc > 0), 0)
+        return sum(j.rows for j in self._queue if j.mc in (0, mc))
 
     def _pick(self) -> list[Job]:
-        """(lock held) Remove from the queue the live jobs with the first job's MC count, up to max_rows;
-        jobs whose caller has left are dropped here, before they run."""
-        now, mc, rows = time.perf_counter(), None, 0
+        """(lock held) Remove from the queue the live jobs that fit one forward: plain ones and those with the
+        first sampling job's MC count, up to max_rows; jobs whose caller has left are dropped here, before
+        they run."""
+        now, mc, rows = time.perf_counter(), 0, 0
         picked, keep = [], deque()
         for job in self._queue:
             if job.gone or now >= job.deadline:
                 job.gone = True
                 self.counts["dropped_gone"] += 1
                 job.done.set()
-            elif (mc is None or job.mc == mc) and (not picked or rows + job.rows <= self.max_rows) \
+            elif job.mc in (0, mc or job.mc) and (not picked or rows + job.rows <= self.max_rows) \
                     and (self.max_jobs is None or len(picked) < self.max_jobs):
-                mc, rows = job.mc, rows + job.rows
+                mc, rows = mc or job.mc, rows + job.rows
                 job.running = True
                 picked.append(job)
             else:

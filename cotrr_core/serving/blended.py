@@ -165,11 +165,14 @@ class BlendedModel(nn.Module):
         return out.view(mask.shape)
 
 
-def sampled_scores(model: nn.Module, batch: Ragged, n_samples: int, scope: str = "all") -> tuple[Tensor, Tensor]:
-    """(scores [n], MC-dropout samples [S, n]) of the served model: for a BlendedModel the network's samples
-    blended with the (deterministic) committee, so the spread covers the network part only."""
+def sampled_scores(model: nn.Module, batch: Ragged, n_samples: int, scope: str = "all",
+                   first_list: int = 0) -> tuple[Tensor, Tensor]:
+    """(scores [n], MC-dropout samples [S, n'] of lists first_list..) of the served model (mc.mc_scores): for a
+    BlendedModel the network's samples blended with the (deterministic) committee, so the spread covers the
+    network part only."""
     if not isinstance(model, BlendedModel):
-        return network_mc_scores(model, batch, n_samples, scope)
-    scores, samples = network_mc_scores(model.network, batch, n_samples, scope)
+        return network_mc_scores(model, batch, n_samples, scope, first_list=first_list)
+    scores, samples = network_mc_scores(model.network, batch, n_samples, scope, first_list=first_list)
     committee = model.committee(batch)
-    return model.blend.combine(scores.float(), committee), model.blend.combine(samples.float(), committee)
+    row = int(batch.mask[:first_list].sum())
+    return model.blend.combine(scores.float(), committee), model.blend.combine(samples.float(), committee[row:])

@@ -363,19 +363,26 @@ class Reranker:
         return Scores(raw, self.run.probabilities(np.where(finite, raw, 0.0)), std)
 
     def _score_jobs(self, jobs: list[Job]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """The batcher's forward: the jobs' lists (same MC count) as one Ragged batch, scores split per job."""
-        features, offsets = concat_jobs(jobs)
-        raw, std = self._forward(self.inputs(features, offsets), jobs[0].mc)
-        cuts = np.cumsum([j.rows for j in jobs])[:-1]
-        return list(zip(np.split(raw, cuts), np.split(std, cuts) if std is not None else [None] * len(jobs)))
+        """The batcher's forward: the jobs' lists as one Ragged batch, plain jobs first, then those sampling the
+        batch's one MC count (Batcher._pick), which only their own lists pay for; scores split per job."""
+        plain, sampled = [j for j in jobs if j.mc <= 0], [j for j in jobs if j.mc > 0]
+        ordered = plain + sampled
+        features, offsets = concat_jobs(ordered)
+        mc = sampled[0].mc if sampled else 0
+        raw, std = self._forward(self.inputs(features, offsets), mc, sum(len(j.offsets) - 1 for j in plain))
+        raws = np.split(raw, np.cumsum([j.rows for j in ordered])[:-1])
+        stds = [None] * len(plain) + (np.split(std, np.cumsum([j.rows for j in sampled])[:-1]) if sampled else [])
+        got = {job: (r, sd) for job, r, sd in zip(ordered, raws, stds)}
+        return [got[job] for job in jobs]
 
-    def _forward(self, batch: Ragged, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw scores [n] and the MC-dropout std [n] of the CALIBRATED probability (None without
-        samples): the probability is what callers act on."""
+    def _forward(self, batch: Ragged, mc_samples: int = 0, first_sampled: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw scores [n] and the MC-dropout std [n'] of the CALIBRATED probability (the probability is what
+        callers act on) of the rows of lists first_sampled.. (None without samples)."""
         with torch.inference_mode():
-            if mc_samples <= 0:
+            if mc_samples <= 0 or first_sampled >= len(batch.mask):
                 return self.model.score(batch).float().cpu().numpy().astype(np.float64), None
-            scores, mc = mc_scores(self.model, batch, mc_samples, self.run.config.calibration.mc_scope)
+            scores, mc = mc_scores(self.model, batch, mc_samples, self.run.config.calibration.mc_scope,
+                                   first_list=first_sampled)
             mc = mc.float().cpu().numpy()
             probs = self.run.probabilities(np.where(np.isfinite(mc), mc, 0.0))  # NaN lists fall back anyway
             return scores.float().cpu().numpy().astype(np.float64), probs.std(axis=0)

@@ -31,7 +31,7 @@ class Forward:
         return [(j.features["x"][:, 0].copy(), None) for j in jobs]
 
 
-def test_waiting_jobs_with_the_same_mc_share_one_forward_and_get_their_own_rows():
+def test_plain_jobs_and_one_mc_count_share_one_forward_and_get_their_own_rows():
     fwd = Forward()
     b = Batcher(fwd, workers=1, max_wait_ms=0.0)
     fwd.hold.clear()
@@ -39,14 +39,16 @@ def test_waiting_jobs_with_the_same_mc_share_one_forward_and_get_their_own_rows(
     assert b.submit(first)
     while not fwd.calls:  # the worker holds the first job's forward
         time.sleep(0.001)
-    jobs = [job(3, value=1.0), job(4, mc=5, value=5.0), job(2, value=2.0)]
+    jobs = [job(3, value=1.0), job(4, mc=5, value=5.0), job(1, mc=3, value=3.0), job(2, value=2.0)]
     for j in jobs:
         assert b.submit(j)
     fwd.hold.set()
     got = [b.wait(j) for j in [first, *jobs]]
     b.close(wait_s=5)
-    assert [[len(j.features["x"]) for j in call] for call in fwd.calls] == [[2], [3, 2], [4]]
-    assert [g[0].tolist() for g in got] == [[9.0] * 2, [1.0] * 3, [5.0] * 4, [2.0] * 2]
+    # plain jobs ride with the first MC count's; another MC count waits for the next forward
+    assert [[(len(j.features["x"]), j.mc) for j in call] for call in fwd.calls] == [[(2, 0)], [(3, 0), (4, 5), (2, 0)],
+                                                                                 [(1, 3)]]
+    assert [g[0].tolist() for g in got] == [[9.0] * 2, [1.0] * 3, [5.0] * 4, [3.0], [2.0] * 2]
 
 
 def test_a_full_queue_refuses_at_once_and_a_caller_that_left_is_never_scored():
@@ -105,3 +107,19 @@ def test_a_full_queue_is_an_overloaded_fallback_and_health_keeps_bad_input_apart
     assert rr.health()["status"] == "degraded" and rr.health()["recent"]["overload_rate"] == 1.0
     rr.close()
     ok.close()
+
+
+def test_a_forward_of_plain_and_mc_jobs_gives_each_job_its_own_scores_and_spread(reranker):
+    """Reranker._score_jobs on jobs [plain, MC, plain, MC] in one forward: every job's raw scores are those it
+    gets alone; only the MC jobs get a spread, one value per row, like an MC job scored alone."""
+    lists = [c for _, c in lists_of(n_queries=4)]
+    feats = [reranker.featurizer.lists([c], check_finite=False)[:2] for c in lists]
+    mcs = [0, 5, 0, 5]
+    jobs = [Job(reranker.inputs.compact(f, o), o, mc, time.perf_counter() + 60) for (f, o), mc in zip(feats, mcs)]
+    together = reranker._score_jobs(jobs)
+    for job, (raw, std), mc in zip(jobs, together, mcs):
+        alone_raw, alone_std = reranker._score_jobs([job])[0]
+        np.testing.assert_allclose(raw, alone_raw, rtol=1e-5, atol=1e-5)
+        assert (std is None) == (mc == 0) == (alone_std is None)
+        if mc:
+            assert std.shape == raw.shape and np.isfinite(std).all() and std.max() > 0
