@@ -39,16 +39,18 @@ def iter_chunks(arr: np.ndarray, rows_per_chunk: int = CHUNK_ROWS) -> Iterator[n
 
 class RunReader:
     """Chunks of rows of an on-disk [N, d] np.memmap, each read with one pread per run of consecutive rows
-    into a buffer of CHUNK_ROWS rows that the next read reuses (rows scattered into runs shorter than
-    MIN_RUN on average: one read_rows gather instead). Close it (or use it in a with block)."""
+    into one of `slots` buffers of CHUNK_ROWS rows, reused by the next read into the same slot (rows
+    scattered into runs shorter than MIN_RUN on average: one read_rows gather instead). Two slots let a
+    thread consume one chunk while the next is read. Close it (or use it in a with block)."""
 
     MIN_RUN = 8
 
-    def __init__(self, arr: np.memmap) -> None:
+    def __init__(self, arr: np.memmap, slots: int = 1) -> None:
         self.arr, self.fd = arr, os.open(arr.filename, os.O_RDONLY)
         self.row_bytes = arr.shape[1] * arr.dtype.itemsize
-        self.buf = np.empty((CHUNK_ROWS, arr.shape[1]), dtype=arr.dtype)
-        self.wide = np.empty((CHUNK_ROWS, arr.shape[1]), dtype=np.float32) if arr.dtype != np.float32 else None
+        self.bufs = [np.empty((CHUNK_ROWS, arr.shape[1]), dtype=arr.dtype) for _ in range(slots)]
+        self.wides = [np.empty((CHUNK_ROWS, arr.shape[1]), dtype=np.float32) if arr.dtype != np.float32 else None
+                      for _ in range(slots)]
 
     def __enter__(self) -> RunReader:
         return self
@@ -56,25 +58,25 @@ class RunReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        """arr[rows] ([n, d], n <= CHUNK_ROWS), valid until the next read."""
+    def read(self, rows: np.ndarray, slot: int = 0) -> np.ndarray:
+        """arr[rows] ([n, d], n <= CHUNK_ROWS), valid until the next read into the same slot."""
         n = len(rows)
         if n > CHUNK_ROWS:
             raise ValueError(f"{n} rows asked, at most {CHUNK_ROWS} per read")
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         if len(breaks) * self.MIN_RUN > n:
             return read_rows(self.arr, rows)
-        out = memoryview(self.buf[:n]).cast("B")
+        out = memoryview(self.bufs[slot][:n]).cast("B")
         firsts = [0, *breaks.tolist()]
         for i, j in zip(firsts, [*firsts[1:], n]):
             self._pread(out[i * self.row_bytes:j * self.row_bytes], self.arr.offset + int(rows[i]) * self.row_bytes)
-        return self.buf[:n]
+        return self.bufs[slot][:n]
 
-    def float32(self, block: np.ndarray) -> np.ndarray:
-        """block [n, d] as C-ordered float32 (a reused buffer when it must be converted)."""
+    def float32(self, block: np.ndarray, slot: int = 0) -> np.ndarray:
+        """block [n, d] as C-ordered float32 (the slot's reused buffer when it must be converted)."""
         if block.dtype == np.float32:
             return np.ascontiguousarray(block)
-        wide = self.wide[:len(block)]
+        wide = self.wides[slot][:len(block)]
         np.copyto(wide, block)
         return wide
 

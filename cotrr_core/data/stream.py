@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -374,24 +375,34 @@ def _write_tokens(folder: Path | None, spec: FeatureSpec, src: _SplitRows, offse
         shape = (len(src.rows), raw.shape[1])
         in_place = folder is not None and src.in_order and raw.dtype == dtype
         out = None if folder is None or in_place else NpyWriter(folder / f"{tok.name}.npy", dtype, shape, sums)
-        varies, last = False, None
-        with RunReader(raw) as reader:
-            for a in range(0, len(src.rows), CHUNK_ROWS):
-                block = reader.read(src.local[a:a + CHUNK_ROWS])
-                wide = reader.float32(block)  # the bytes fingerprint() hashes
-                if h is not None:
-                    h.update(wide)
-                if out is not None:
-                    out.write(block)
+        varies, last, pending = False, None, None
+        with RunReader(raw, slots=2) as reader, ThreadPoolExecutor(max_workers=1) as pool:
+            for i, a in enumerate(range(0, len(src.rows), CHUNK_ROWS)):
+                block = reader.read(src.local[a:a + CHUNK_ROWS], slot=i % 2)
+                wide = reader.float32(block, slot=i % 2)  # the bytes fingerprint() hashes
                 if tok.list_constant:
                     varies = varies or _varies_in_lists(wide, starts[a:a + CHUNK_ROWS], last)
                     last = wide[-1].copy()
+                if pending is not None:
+                    pending.result()  # in order; and the other slot is free again
+                if h is not None or out is not None:  # hashed and written while the next chunk is read
+                    pending = pool.submit(_consume, h, out, wide, block)
+            if pending is not None:
+                pending.result()
         if out is not None:
             out.close()
         if varies:  # a bad file: find the offending row exactly
             _note_list_constant(src, tok.name, bad_const)
         if in_place and not finish_npy(src.p1.path(src.split, tok.name), folder / f"{tok.name}.npy", dtype, shape):
             _copy_npy(raw, folder / f"{tok.name}.npy", dtype, sums)
+
+
+def _consume(h: Any, out: NpyWriter | None, wide: np.ndarray, block: np.ndarray) -> None:
+    """One chunk into the fingerprint hash (wide: float32) and the .npy writer (block: as read)."""
+    if h is not None:
+        h.update(wide)
+    if out is not None:
+        out.write(block)
 
 
 def _copy_npy(raw: np.memmap, path: Path, dtype: np.dtype, sums: dict | None) -> None:
