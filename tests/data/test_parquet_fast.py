@@ -204,6 +204,9 @@ def test_run_reader_reads_the_rows_asked(tmp_path, pattern):
             assert np.array_equal(block, data[rows])
             wide = reader.float32(block)
             assert wide.dtype == np.float32 and np.array_equal(wide, data[rows].astype(np.float32))
+    with RunReader(arr, slots=2) as reader:  # a read into one slot leaves the other's rows alone
+        first, second = reader.read(rows[:1], slot=0), reader.read(rows[1:], slot=1)
+        assert np.array_equal(first, data[rows[:1]]) and np.array_equal(second, data[rows[1:]])
 
 
 def test_finish_npy_renames_a_complete_file_and_refuses_another_size(tmp_path):
