@@ -64,7 +64,7 @@ class RunReader:
         if n > CHUNK_ROWS:
             raise ValueError(f"{n} rows asked, at most {CHUNK_ROWS} per read")
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        if len(breaks) * self.MIN_RUN > n:
+        if n == 0 or len(breaks) * self.MIN_RUN > n:
             return read_rows(self.arr, rows)
         out = memoryview(self.bufs[slot][:n]).cast("B")
         firsts = [0, *breaks.tolist()]
