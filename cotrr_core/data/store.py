@@ -41,7 +41,8 @@ from cotrr_core.io import REPO_ROOT, write_json
 __all__ = ["STORE_VERSION", "CHECK_BYTES", "NPY_HEADER_BYTES", "DamagedEntry", "NpyWriter", "cache_key", "cache_root",
            "commit", "finish_npy", "new_temp_dir", "npy_header", "open_store", "sweep_dead_builds", "write_ids"]
 
-STORE_VERSION = 2  # 2: ids as Parquet text columns, per-file size + CRC in meta.json
+STORE_VERSION = 3  # 2: ids as Parquet text columns, per-file size + CRC in meta.json; 3: file-order lists that
+# straddled a chunk boundary were reordered by the streamed build (fixed): entries of version 2 are rebuilt
 CHECK_BYTES = 64 * 2**20  # files up to this size are CRC-checked on every open; larger: size and header
 NPY_HEADER_BYTES = 128  # what an [n, d] array's .npy header takes (numpy pads it to a multiple of 64)
 _READ_BYTES = 1 << 24
