@@ -270,13 +270,13 @@ _DECODE = msgspec.json.Decoder().decode
 
 
 def parse_json(body: bytes):
-    """The JSON value of a body, exactly as the standard library's `json.loads` gives it, several times faster.
+    """The JSON value of a body, exactly as the standard library's `json.loads` gives it, faster (bench/http_load.py).
 
-    msgspec's strict parser reads the body first (an 800 KB list of vectors: a few ms instead of ~15 ms with the
-    stdlib, on the event loop): what it accepts it decodes to the same values as the stdlib (floats correctly
-    rounded, integers of any size exact, the last of duplicate keys). Anything it refuses goes to the stdlib, which
-    either accepts it as it always did (NaN / Infinity, a BOM, UTF-16 / 32, lone surrogates) or raises its own
-    error (JSONDecodeError, UnicodeDecodeError, RecursionError) naming the line and column."""
+    msgspec's strict parser reads the body first (it runs on the event loop): what it accepts it decodes to the
+    same values as the stdlib (floats correctly rounded, integers of any size exact, the last of duplicate keys).
+    Anything it refuses goes to the stdlib, which either accepts it as it always did (NaN / Infinity, a BOM,
+    UTF-16 / 32, lone surrogates) or raises its own error (JSONDecodeError, UnicodeDecodeError, RecursionError)
+    naming the line and column."""
     try:
         return _DECODE(body)
     except (msgspec.MsgspecError, RecursionError):
@@ -284,10 +284,10 @@ def parse_json(body: bytes):
 
 
 class Answer(Response):
-    """A JSON answer encoded by msgspec: the same JSON value as Starlette's JSONResponse (compact, UTF-8), several
-    times faster (an answer that echoes 20 candidates' vectors is ~1.5 MB: ~75 ms with the stdlib, on the event
-    loop). A non-finite float becomes null (valid JSON; the stdlib refused it, a 500); what msgspec cannot encode
-    (a lone surrogate echoed from a request) is written by the stdlib with ASCII escapes."""
+    """A JSON answer encoded by msgspec: the same JSON value as Starlette's JSONResponse (compact, UTF-8), faster
+    (an answer that echoes the candidates' vectors is large, and it is encoded on the event loop). A non-finite
+    float becomes null (valid JSON; the stdlib refused it, a 500); what msgspec cannot encode (a lone surrogate
+    echoed from a request) is written by the stdlib with ASCII escapes."""
 
     media_type = "application/json"
 
