@@ -3,7 +3,7 @@ whole-file `load_dataset`) against pyarrow's bare reader of the same file, measu
 (`ratios`: seconds and peak RSS as multiples of pyarrow's); rows: demo-small JSONL, 10^4 / 10^5
 candidates as JSONL and Parquet, 10^6 as Parquet. Optionally training's peak RSS for one epoch at 1x, 4x,
 16x the default demo, and scoring every candidate of the largest file with a trained run. Each
-measurement runs in its own interpreter (peak RSS = its ru_maxrss).
+measurement runs in its own interpreter (peak RSS = its VmHWM: ru_maxrss would keep the parent's peak).
 
     nice -n 10 python bench/data.py --json OUT [--sizes 10000,100000,1000000] [--train-scales 1,4,16]
     (issue 28's run: --sizes 10000,100000,1000000 --train-scales "")
@@ -79,8 +79,11 @@ else:  # train one epoch (the cache was built by an earlier probe)
     n = bench.splits["train"].num_candidates
     extra["test_ndcg@10"] = fit(bench, cfg, sys.argv[3], calibrate=False)["test"]["cotrr"]["ndcg@10"]
 use = resource.getrusage(resource.RUSAGE_SELF)
+# this process's own peak (VmHWM): ru_maxrss keeps the parent's peak across fork + exec
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
+peak_kib = int(hwm[0].split()[1]) if hwm else use.ru_maxrss
 print(json.dumps({{"seconds": time.perf_counter() - t, "cpu_seconds": use.ru_utime + use.ru_stime,
-                  "peak_rss_mb": use.ru_maxrss / 1024, "rows": n, **extra}}))
+                  "peak_rss_mb": peak_kib / 1024, "rows": n, **extra}}))
 """
 
 
