@@ -29,7 +29,8 @@ from cotrr_core.io import read_json
 from cotrr_core.mc import mc_scores as network_mc_scores
 from cotrr_core.model import Ragged
 
-__all__ = ["Blend", "BlendedModel", "load_blend", "blend_summary", "sampled_scores", "BLEND_FILE", "LIGHTGBM_FILE"]
+__all__ = ["Blend", "BlendedModel", "load_blend", "blend_summary", "served_model", "sampled_scores", "BLEND_FILE",
+           "LIGHTGBM_FILE"]
 
 BLEND_FILE = "blend.json"
 LIGHTGBM_FILE = "lightgbm.txt"
@@ -123,6 +124,13 @@ def _ridge_arrays(state: dict | None) -> dict | None:
     if state is None:
         return None
     return {**state, **{k: np.asarray(state[k], dtype=np.float64) for k in ("mean", "scale", "coef")}}
+
+
+def served_model(blend: Blend | None) -> dict:
+    """What scores a request: the network alone, or its blend with the peers (weight, committee)."""
+    if blend is None:
+        return {"kind": "network"}
+    return {"kind": "blend", "weight": blend.weight, "committee": list(blend.committee)}
 
 
 def blend_summary(run_dir: str | Path) -> dict | None:

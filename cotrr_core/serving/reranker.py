@@ -39,6 +39,7 @@ from cotrr_core.model import Ragged, count_parameters
 from cotrr_core.serving.allocator import retain_freed_memory
 from cotrr_core.serving.batcher import Batcher, Job, concat_jobs
 from cotrr_core.serving.blended import sampled_scores as mc_scores  # MC of a blend: the network part
+from cotrr_core.serving.blended import served_model
 from cotrr_core.serving.counters import ServeCounters
 from cotrr_core.serving.deadline import PARALLEL_MIN_ROWS, AnswerCost
 from cotrr_core.serving.features import Featurizer, in_original_order, invalid_lists, request_items
@@ -254,7 +255,7 @@ class Reranker:
             "status": "degraded" if problems else "ok", "problems": problems, "recent": recent,
             "run_id": self.run.run_dir.name, "run_dir": str(self.run.run_dir),
             "dataset": self.run.meta.get("dataset"), "params": count_parameters(self.run.model),
-            "served_model": self._served_model(),
+            "served_model": served_model(self.run.blend),
             "model": self.run.config.model.to_dict(), "device": str(self.run.device), "precision": self.precision,
             "threads": torch.get_num_threads(),
             "calibrator": getattr(cal, "method", None) or "none: sigmoid(score / temperature)",
@@ -262,13 +263,6 @@ class Reranker:
             "serve": self.config.to_dict(), "last_error": snap["last_error"], "late_results": snap["late_results"],
             "batcher": self._batcher.stats(),
         }
-
-    def _served_model(self) -> dict:
-        """What scores a request: the network alone, or its blend with the peers (weight, committee)."""
-        blend = self.run.blend
-        if blend is None:
-            return {"kind": "network"}
-        return {"kind": "blend", "weight": blend.weight, "committee": list(blend.committee)}
 
     @property
     def config(self):
