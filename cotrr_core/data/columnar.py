@@ -110,8 +110,8 @@ def fast_jsonl_chunks(path: Path, spec: FeatureSpec):
 
 
 def _check_types(table, spec: FeatureSpec | None, pa, vector_cols: set[str] | None = None) -> set[str]:
-    """Columns typed as the precise reader would type them; returns the vector columns (default: the
-    spec's single-column tokens)."""
+    """Columns typed as the precise reader would type them; returns the vector columns: those of
+    `vector_cols` (default: the spec's single-column tokens) that hold lists."""
     if table.num_columns > MAX_COLUMNS or table.num_rows > MAX_ROWS:
         raise FastPathMiss("limits")
     if vector_cols is None:
@@ -128,7 +128,8 @@ def _check_types(table, spec: FeatureSpec | None, pa, vector_cols: set[str] | No
             ok = pa.types.is_string(t) or t in (pa.int64(), pa.float64(), pa.bool_())
         if not ok:
             raise FastPathMiss(f"type {t} of {name}")
-    return vector_cols & set(table.column_names)
+    # a one-field token over a number column (a first-stage score) is a scalar, not a vector
+    return {name for name in vector_cols & set(table.column_names) if pa.types.is_list(table.column(name).type)}
 
 
 def _check_values(table, lists: set[str], pa) -> None:

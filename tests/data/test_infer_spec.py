@@ -72,6 +72,36 @@ def test_whole_file_and_streamed_cache_agree(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache").iterdir())) == 2  # another spec, another cache entry
 
 
+def test_one_field_scalar_token_streams_on_both_readers(tmp_path, monkeypatch):
+    """first_stage_score is a one-field scalar token: the fast JSONL reader keeps it (no fallback) and the
+    precise one reads it as a number in every chunk (its second chunk once took it for a vector); both
+    build the splits the whole-file loader builds."""
+    from cotrr_core.data import stream
+    from cotrr_core.data.benchmarks import load_benchmark
+
+    path = write_clip_jsonl(tmp_path / "c.jsonl")
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 64)  # the precise reader's chunks: 8 rows
+    monkeypatch.setenv("COTRR_CACHE", "off")
+    whole = load_benchmark(str(path))
+    build, paths = stream._build, []
+
+    def spy(*args, fast=False, **kwargs):
+        paths.append(fast)
+        return build(*args, fast=fast, **kwargs)
+
+    monkeypatch.setattr(stream, "_build", spy)
+    monkeypatch.setenv("COTRR_CACHE", str(tmp_path / "fast"))
+    fast = load_benchmark(str(path))
+    assert paths == [True]
+    monkeypatch.setattr(stream, "_build_checked", lambda p, fmt, spec, *a, **k: spy(p, fmt, spec, *a, **k))
+    monkeypatch.setenv("COTRR_CACHE", str(tmp_path / "precise"))
+    precise = load_benchmark(str(path))
+    assert paths == [True, False]
+    for split in ("train", "val", "cal", "test"):
+        assert fast.splits[split].fingerprint() == precise.splits[split].fingerprint() \
+            == whole.splits[split].fingerprint()
+
+
 def test_csv_and_parquet_infer_the_same_spec(tmp_path):
     rows = clip_rows(6, 4)
     frame = pd.DataFrame(rows)
