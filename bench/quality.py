@@ -372,7 +372,8 @@ def parse(argv=None) -> argparse.Namespace:
                                     "else the automatic recipe)")
     p.add_argument("--run-root", help="keep the bench run directories here (default: a temporary directory)")
     p.add_argument("--save-scores", help="write each model's val and test scores per seed to DIR/<dataset>.npz")
-    p.add_argument("--no-results", action="store_true", help="do not write bench/results/")
+    p.add_argument("--no-results", action="store_true",
+                   help="do not write bench/results/ (files given by --train/--val/--test never are)")
     p.add_argument("--merge", action="store_true", help="keep other datasets' sections of bench/results/quality.json")
     p.add_argument("--seed", type=int, default=0, help="query split seed (hash-split benchmarks)")
     p.add_argument("--spec", help="feature spec JSON for the files (default: each file's own, else inferred from it)")
@@ -407,7 +408,11 @@ def main(argv=None) -> dict:
                                    save_scores=Path(args.save_scores) if args.save_scores else None)
         print(table(name, result[name]), flush=True)
     result["seconds"] = timer()
-    return finish("quality", result, args.json, not args.no_results, markdown, merge=args.merge)
+    # the project's own benchmark table is not replaced by a run on a user's files: those go to --json
+    keep = not (args.no_results or args.train)
+    if not (keep or args.json):
+        print("(no --json: the results above are not written anywhere)")
+    return finish("quality", result, args.json, keep, markdown, merge=args.merge)
 
 
 if __name__ == "__main__":
