@@ -64,7 +64,8 @@ if st.toggle("Compute over the whole test split", key="att-dataset"):
     chart(fig, ds.received, "attention_by_relevance", "ds")
 
 st.subheader("Token ablation")
-token = st.selectbox("Drop feature group (set to its training mean)", names, key="abl-token")
+token = st.selectbox("Drop feature group (set to its training mean; the derived similarity token to its list's mean)",
+                     names, key="abl-token")
 with shown_errors("Could not run the ablation"):
     abl = token_ablation(run, test, q, token)
 s = abl.summary

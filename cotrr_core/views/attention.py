@@ -17,6 +17,8 @@ from scipy import stats
 from cotrr_core.artifacts import LoadedRun
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.evaluation.compare import original_scores, per_query_metrics, rank_in_list
+from cotrr_core.prior import SIMILARITY_TOKEN
+from cotrr_core.ragged import Ragged
 from cotrr_core.scoring import scaled_padded, score_padded
 
 __all__ = ["AttentionMaps", "attention_maps", "DatasetAttention", "attention_by_relevance",
@@ -138,9 +140,36 @@ class AblationResult:
     summary: dict[str, float]
 
 
+def _ablated_scores(run: LoadedRun, padded, token: str) -> np.ndarray:
+    """Eval-mode scores [B, L] of padded raw lists with `token` carrying no information: a spec token at its
+    training mean; the derived similarity token (made by the model from a vector pair) at its list's mean,
+    so it tells no candidate of a list apart (the prior still reads the similarity)."""
+    if token == SIMILARITY_TOKEN and token in run.model.encoder.names:
+        return _scores_with_flat_similarity(run.model, padded, run.device)
+    return score_padded(run.model, _ablated(padded, token, run.model), run.device)
+
+
+@torch.inference_mode()
+def _scores_with_flat_similarity(model, padded, device: torch.device, batch_lists: int = 64) -> np.ndarray:
+    """score_padded through the model's named steps, the similarity token replaced by its list mean."""
+    model.eval()
+    out = np.zeros(padded.mask.shape, dtype=np.float64)
+    for sl in padded.chunks(batch_lists):
+        tokens, mask, _ = padded.batch(sl, device)
+        batch, prior = model.prepare(Ragged.from_padded(tokens, mask, model.encoder.list_constant))
+        sim = batch.to_padded(batch.rows[SIMILARITY_TOKEN])  # [K, L, F], 0 at padding
+        mean = sim.sum(1) / batch.mask.sum(1, keepdim=True).clamp_min(1)  # [K, F]
+        batch = Ragged({**batch.rows, SIMILARITY_TOKEN: mean[batch.list_of_row()]}, batch.lists, batch.mask,
+                       batch.positions)
+        c, _ = model.in_context(model.candidates(batch)[0], batch)
+        scores = model.prior.combine(model.head_scores(c), prior, batch)
+        out[sl, :mask.shape[1]] = batch.to_padded(scores).float().cpu().numpy()
+    return out
+
+
 def _ablated(padded, token: str, model):
     if token not in padded.tokens:
-        raise ValueError(f"unknown token {token!r}; tokens: {sorted(padded.tokens)}")
+        raise ValueError(f"unknown token {token!r}; tokens: {sorted(padded.tokens) + list(_derived(model))}")
     tokens = dict(padded.tokens)
     # the raw value that standardises to 0 (the token's training mean): the group carries no information
     centre = model.standardise.centre(token).cpu().numpy()
@@ -149,11 +178,17 @@ def _ablated(padded, token: str, model):
     return padded
 
 
+def _derived(model) -> tuple[str, ...]:
+    """The encoder's tokens the model derives itself (not in the raw input)."""
+    return (SIMILARITY_TOKEN,) if SIMILARITY_TOKEN in model.encoder.names else ()
+
+
 def token_ablation(run: LoadedRun, data: RankingData, q: int, token: str) -> AblationResult:
-    """Set `token` to its training mean for every candidate of list q; compare scores and order."""
+    """Set `token` to its training mean (the derived similarity token: its list mean) for every candidate of
+    list q; compare scores and order."""
     full_p = scaled_padded(run, data, [q])
     full = score_padded(run.model, full_p, run.device)
-    abl = score_padded(run.model, _ablated(scaled_padded(run, data, [q]), token, run.model), run.device)
+    abl = _ablated_scores(run, scaled_padded(run, data, [q]), token)
     full, abl = full[0][full_p.mask[0]], abl[0][full_p.mask[0]]
     rows = data.rows(q)
     r_full, r_abl = rank_in_list(full), rank_in_list(abl)
@@ -185,7 +220,7 @@ def ablation_over_queries(run: LoadedRun, data: RankingData, tokens: Sequence[st
     orig = per_query_metrics(data, original_scores(data))
     rows = []
     for name in names:
-        abl = score_padded(run.model, _ablated(scaled_padded(run, data), name, run.model), run.device)[padded.mask]
+        abl = _ablated_scores(run, scaled_padded(run, data), name)[padded.mask]
         m = per_query_metrics(data, abl)
         rows.append({"token": name, "mean_abs_score_change": float(np.abs(abl - full).mean()),
                      "ndcg@10_full": float(np.nanmean(base["ndcg@10"])),

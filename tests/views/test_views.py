@@ -130,3 +130,48 @@ def test_launch_steps_follow_the_status():
     assert all(r["state"] == "done" for r in rows)
     rows, eta = launch_steps(rid, {"state": "failed", "progress": 0.0, "message": "boom"}, now)
     assert rows[0]["state"] == "failed" and eta == ""
+
+
+def test_similarity_token_ablation_flattens_it_within_each_list(tmp_path, monkeypatch):
+    """A run with a vector pair derives a similarity token: ablating it sets it to its list's mean. Checked
+    against the model's own forward with the token replaced list by list in numpy."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cotrr_core.config import ModelConfig
+    from cotrr_core.data import load_dataset
+    from cotrr_core.model import CoTRRModel
+    from cotrr_core.prior import SIMILARITY_TOKEN, FirstStagePrior
+    from tests.data.clip_file import write_clip_jsonl
+
+    data = load_dataset(write_clip_jsonl(tmp_path / "c.jsonl", queries=6))
+    torch.manual_seed(0)
+    model = CoTRRModel(ModelConfig(hidden=16, heads=2, layers=1, list_context=True), data.token_dims,
+                       list_constant=["clip_text"], similarity=data.spec.similarity).eval()
+    torch.nn.init.normal_(model.head[-1].weight)  # a residual that reads its inputs (the head starts at zero)
+    run = SimpleNamespace(model=model, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="similarity"):
+        I.token_ablation(run, data, 0, "nope")
+
+    res = I.token_ablation(run, data, 1, SIMILARITY_TOKEN)
+    assert res.summary["mean_abs_score_change"] > 0
+
+    add_token = FirstStagePrior.add_token
+
+    def flat(self, batch, similarity):
+        out = add_token(self, batch, similarity)
+        token = out.rows[SIMILARITY_TOKEN].numpy().copy()
+        lists = out.list_of_row().numpy()
+        for k in np.unique(lists):
+            token[lists == k] = token[lists == k].mean(axis=0)
+        out.rows[SIMILARITY_TOKEN] = torch.from_numpy(token)
+        return out
+
+    monkeypatch.setattr(FirstStagePrior, "add_token", flat)
+    padded = data.padded([1])
+    with torch.no_grad():
+        expected = model({n: torch.from_numpy(v) for n, v in padded.tokens.items()},
+                         torch.from_numpy(padded.mask))[0].numpy()
+    np.testing.assert_allclose(res.table.sort_values("original_rank").score_ablated, expected[padded.mask[0]],
+                               rtol=1e-5, atol=1e-5)
