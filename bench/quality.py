@@ -17,9 +17,10 @@ same convention for queries without a relevant candidate ("exclude" is primary):
              (fit(): the network, then training/blend.py's LightGBM + ridge committee blended in when
              that wins on validation, w in BLEND_WEIGHTS), scored on test through
              Reranker.rerank_arrays (every candidate scored: top_m = the longest list, no MC)
-* cotrr_nn   ablation, the network alone: the automatic recipe (recipe.auto_config, or
-             bench/configs/<name>.json when present), a seed ensemble of --members runs (z-scored scores
-             averaged; member 0 is the cotrr run's network part, the others train with train.blend=off);
+* cotrr_nn   ablation, the network alone: the cotrr run's network part (the automatic recipe,
+             recipe.auto_config, or bench/configs/<name>.json when present); with --members M > 1 an
+             analysis-only seed ensemble of M networks (z-scored scores averaged; member 0 is that network
+             part, the others train with train.blend=off);
              the committee of all the bench's peers alone (no network) is reported as an ablation too
 
 Every choice (grid point, early-stop round, epoch, blend weight) is made on validation; test is read
@@ -365,7 +366,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--test")
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--seeds", type=int, default=3, help="repetitions of cotrr and of the seeded peers")
-    p.add_argument("--members", type=int, default=3, help="runs per cotrr seed ensemble")
+    p.add_argument("--members", type=int, default=1,
+                   help="networks per cotrr_nn seed (default 1: the network `train` builds; more: a seed "
+                        "ensemble, an analysis no user can train or serve)")
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--quick", action="store_true", help="at most 4 epochs, one grid point per peer (smoke)")
     p.add_argument("--config", help="a RunConfig JSON for every dataset (default: bench/configs/<name>.json, "

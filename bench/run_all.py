@@ -25,7 +25,7 @@ PER_DATASET = {"quality": ("demo", "mq2008", "mslr-tiny", "flickr8k-dev"), "cali
 # name -> (command, results JSON it writes)
 BENCHES = {
     # one process per dataset, all at once, each merging its section into the results file
-    "quality": ([sys.executable, "bench/quality.py", "--merge", "--members", "1", "--datasets"], "quality.json"),
+    "quality": ([sys.executable, "bench/quality.py", "--merge", "--datasets"], "quality.json"),
     "calibration": ([sys.executable, "bench/calibration.py", "--merge", "--datasets"], "calibration.json"),
     "serve": ([sys.executable, "bench/serve.py", "--json", str(RESULTS / "serve.json")], "serve.json"),
     "search": ([sys.executable, "bench/search.py", "--datasets", "mq2008"], "search.json"),
