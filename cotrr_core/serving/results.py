@@ -133,6 +133,17 @@ class AnnotatedList(Sequence):
             return NotImplemented
         return len(self) == len(other) and all(a == b for a, b in zip(self, other))
 
+    def __add__(self, other: object) -> list:
+        """answer + a list (or another answer): a plain list, as for a list."""
+        if not isinstance(other, (list, AnnotatedList)):
+            return NotImplemented
+        return list(self) + list(other)
+
+    def __radd__(self, other: object) -> list:
+        if not isinstance(other, list):
+            return NotImplemented
+        return other + list(self)
+
     def __repr__(self) -> str:
         return f"AnnotatedList({list(self)!r})"
 

@@ -68,3 +68,11 @@ def test_unscored_answer_keeps_the_order():
     assert [c["new_rank"] for c in lazy] == [1, 2, 3, 4]
     assert all(c["probability"] is None for c in lazy)
     assert lazy != [1, 2] and (lazy == "abc") is False
+
+
+def test_concatenates_like_a_list(answer):
+    lazy, ref, _ = answer
+    assert lazy + ["x"] == ref + ["x"] and ["x"] + lazy == ["x"] + ref
+    assert lazy + lazy == ref + ref and isinstance(lazy + [], list)
+    with pytest.raises(TypeError):
+        lazy + "abc"
