@@ -2,7 +2,10 @@
 
 Bogolin et al., "Cross Modal Retrieval with Querybank Normalisation" (CVPR 2022), inverted softmax:
 score(q, c) = cos(q, c) / t - logsumexp_b cos(b, c) / t over the bank b of training queries. The anchor
-uses the whole bank as the paper does; t is chosen on validation nDCG@10.
+uses the whole bank as the paper does; t is chosen on validation nDCG@10, where a bank entry does not count
+for the image it was labelled relevant for: the model's prior makes its choices the same way
+(cotrr_core/prior.py), since a gallery image discounted by its own training caption flatters small t on
+lists over the training gallery and never happens to an unseen image.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from scipy.special import logsumexp
 from cotrr_core.data.dataset import RankingData
 from cotrr_core.data.rowread import read_rows
 from cotrr_core.evaluation.compare import evaluate_scores
-from cotrr_core.prior import TEMPERATURES
+from cotrr_core.prior import SAME_ITEM_COSINE, TEMPERATURES
+from cotrr_core.training.prior_choice import query_bank
 
 __all__ = ["qbnorm_scores", "qbnorm_anchor"]
 
@@ -22,28 +26,29 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _bank(train: RankingData, query: str) -> np.ndarray:
-    """[Q, d] the training lists' unit query vectors."""
-    return _unit(read_rows(train.features[query], train.offsets[:-1]))
-
-
-def qbnorm_scores(bank: np.ndarray, data: RankingData, pair: tuple[str, str], t: float) -> np.ndarray:
-    """[N] inverted-softmax scores of data's candidates against `bank` [nb, d] (unit rows)."""
+def qbnorm_scores(bank: np.ndarray, data: RankingData, pair: tuple[str, str], t: float,
+                  positives: np.ndarray | None = None) -> np.ndarray:
+    """[N] inverted-softmax scores of data's candidates against `bank` [nb, d] (unit rows); with `positives`
+    [nb, d] (each entry's relevant image, unit rows), an entry does not count for its own image."""
     query, candidate = pair
     out = np.empty(data.num_candidates)
     for start in range(0, data.num_candidates, 8192):
         rows = np.arange(start, min(start + 8192, data.num_candidates))
         c, q = _unit(read_rows(data.features[candidate], rows)), _unit(read_rows(data.features[query], rows))
-        out[rows] = (c * q).sum(1) / t - logsumexp(c @ bank.T / t, axis=1)
+        sims = c @ bank.T
+        if positives is not None:
+            sims = np.where(c @ positives.T > SAME_ITEM_COSINE, -np.inf, sims)
+        out[rows] = (c * q).sum(1) / t - logsumexp(sims / t, axis=1)
     return out
 
 
 def qbnorm_anchor(train: RankingData, val: RankingData, test: RankingData) -> dict:
-    """{"t": the temperature chosen on val, "val": [N_val] scores, "test": [N_test] scores, "val_ndcg@10":
-    {t: nDCG@10}} for data whose spec names a similarity pair."""
+    """{"t": the temperature chosen on val (entries not counting for their own image), "val": [N_val] scores
+    so, "test": [N_test] scores (the whole bank), "val_ndcg@10": {t: nDCG@10}} for data whose spec names a
+    similarity pair."""
     pair = train.spec.similarity
-    bank = _bank(train, pair[0])
-    table = {t: float(evaluate_scores(val, qbnorm_scores(bank, val, pair, t))["ndcg@10"]) for t in TEMPERATURES}
+    bank, positives = (_unit(x) for x in query_bank(train, pair, max_size=train.num_queries))
+    val_scores = {t: qbnorm_scores(bank, val, pair, t, positives) for t in TEMPERATURES}
+    table = {t: float(evaluate_scores(val, s)["ndcg@10"]) for t, s in val_scores.items()}
     t = max(TEMPERATURES, key=lambda x: table[x])
-    return {"t": t, "val": qbnorm_scores(bank, val, pair, t), "test": qbnorm_scores(bank, test, pair, t),
-            "val_ndcg@10": table}
+    return {"t": t, "val": val_scores[t], "test": qbnorm_scores(bank, test, pair, t), "val_ndcg@10": table}

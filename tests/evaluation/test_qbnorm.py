@@ -26,3 +26,26 @@ def test_scores_are_the_log_of_the_inverted_softmax(tmp_path):
         assert np.isclose(got[i], np.log(p / (1 - p)), atol=1e-6)
     anchor = qbnorm_anchor(train, bench.splits["val"], test)
     assert anchor["t"] == max(anchor["val_ndcg@10"], key=anchor["val_ndcg@10"].get)
+
+
+def test_a_bank_entry_does_not_count_for_its_own_image(tmp_path):
+    """With positives, a candidate that is a bank entry's labelled image is scored against the bank without
+    that entry (brute force: the column dropped); the anchor chooses t so and scores test on the whole bank."""
+    bench = load_benchmark(str(write_jsonl(tmp_path / "f.jsonl", _rows(n_queries=60))),
+                           spec=FeatureSpec.from_dict(SPEC))
+    train, val = bench.splits["train"], bench.splits["val"]
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    bank = unit(np.asarray(train.features["text"])[train.offsets[:-1]])
+    img = unit(np.asarray(train.features["img"]))
+    positives = np.zeros_like(bank)
+    positives[3] = img[train.offsets[5] + 1]  # entry 3 is labelled with a candidate of training list 5
+    got = qbnorm_scores(bank, train, ("text", "img"), 0.05, positives)
+    whole = qbnorm_scores(bank, train, ("text", "img"), 0.05)
+    i = train.offsets[5] + 1
+    txt = unit(np.asarray(train.features["text"]))
+    kept = np.delete(bank @ img[i], 3)
+    assert np.isclose(got[i], txt[i] @ img[i] / 0.05 - np.log(np.exp(kept / 0.05).sum()), atol=1e-6)
+    same = img @ img[i] > 0.999  # this image, wherever it is a candidate
+    assert (got[same] > whole[same]).all() and np.allclose(got[~same], whole[~same])
+    anchor = qbnorm_anchor(train, val, bench.splits["test"])
+    assert np.allclose(anchor["test"], qbnorm_scores(bank, bench.splits["test"], ("text", "img"), anchor["t"]))
