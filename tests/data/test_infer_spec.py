@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -151,3 +152,28 @@ def test_saved_upload_spec_is_validated_in_the_child_first(tmp_path):
     assert not spec_sidecar(path).exists()
     assert "kept 60 queries" in save_upload_spec(path, spec)
     assert FeatureSpec.load(spec_sidecar(path)) == spec
+
+
+@pytest.mark.parametrize("row", [[1.0, 2, -3.5], [0.5, True], [True, False], [1, "2"], [[1.0], [2.0]], [], (1.5, 2.5),
+                                 [np.float32(1.5), np.int64(2)], [np.bool_(True)], [1.0, None], "1 2"])
+def test_numeric_rows_as_the_element_by_element_rule(row):
+    """Inference's fast numeric-row check agrees with the rule it replaces: a non-empty flat sequence of
+    numbers, booleans excluded."""
+    from cotrr_core.data.infer import _is_number, _numeric_row
+
+    expected = isinstance(row, (list, tuple)) and len(row) > 0 and all(_is_number(x) for x in row)
+    got = _numeric_row(row)
+    assert (got is not None) == expected
+    if expected:
+        assert got.dtype == np.float64 and got.tolist() == [float(x) for x in row]
+
+
+@pytest.mark.parametrize("text", ['{"a": 1, "a": 2.5}', '{"x": NaN}', '{"x": 1e400}', '{"x": 123456789012345678901234567890}',
+                                  '{"x": [1, -0.0, true, null, "s"]}'])
+def test_head_lines_parse_as_the_standard_library(text):
+    import json
+
+    from cotrr_core.data.infer import _loads
+
+    got, want = _loads(text), json.loads(text)
+    assert json.dumps(got) == json.dumps(want)
