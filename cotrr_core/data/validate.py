@@ -62,9 +62,9 @@ def validate_columns(frame: pd.DataFrame, spec: FeatureSpec, fail, vectors: dict
             continue
         for f in cols:
             _require(frame, f, fail)
-        # vector or scalar by the spec's dim, else by the column (an earlier chunk's dim of a one-field
-        # scalar token is 1: it does not make this chunk's numbers vectors)
-        if len(cols) == 1 and (tok.dim is not None or _is_vector_column(frame[cols[0]])):
+        # a vector by the spec's dim, an earlier chunk's vectors, else this chunk's column (a one-field scalar
+        # token's earlier width of 1 does not make this chunk's numbers vectors)
+        if len(cols) == 1 and (tok.dim is not None or (dim or 1) > 1 or _is_vector_column(frame[cols[0]])):
             features[tok.name] = _vector(frame, cols[0], dim, fail)
         else:
             features[tok.name] = np.stack([_scalar(frame, f, fail) for f in cols], axis=1).astype(np.float32)

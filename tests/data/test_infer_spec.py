@@ -177,3 +177,22 @@ def test_head_lines_parse_as_the_standard_library(text):
 
     got, want = _loads(text), json.loads(text)
     assert json.dumps(got) == json.dumps(want)
+
+
+def test_a_vector_field_turning_scalar_in_a_later_chunk_is_one_precise_error(tmp_path, monkeypatch):
+    from cotrr_core.data import stream
+    from cotrr_core.data.benchmarks import load_benchmark
+
+    rows = clip_rows(queries=6)
+    for r in rows[40:]:
+        r["clip_img_features"] = 0.5
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 64)  # the precise reader's chunks: 8 rows
+    monkeypatch.setenv("COTRR_CACHE", str(tmp_path / "cache"))
+    spec = load_dataset(write_clip_jsonl(tmp_path / "ok.jsonl", queries=2)).spec.to_dict()
+    spec.pop("similarity")
+    spec["tokens"][0].pop("dim")  # clip_img: a vector known only from the file's first chunk
+    with pytest.raises(DataError) as info:
+        load_benchmark(str(path), spec=FeatureSpec.from_dict(spec))
+    assert info.value.line == 41 and "clip_img_features" in str(info.value)
