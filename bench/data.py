@@ -1,6 +1,7 @@
 """Data at scale: load time and peak RSS (streamed into the memory-mapped cache, reopened, and the
 whole-file `load_dataset`) against pyarrow's bare reader of the same file, measured in the same run
-(`ratios`: seconds and peak RSS as multiples of pyarrow's); rows: demo-small JSONL, 10^4 / 10^5
+(`ratios`: seconds and peak RSS as multiples of pyarrow's); rows: demo-small JSONL, a clip-only JSONL
+(flickr8k-dev's 20,000 candidates with 512-d CLIP vectors, spec inferred; when the shared dataset is there), 10^4 / 10^5
 candidates as JSONL and Parquet, 10^6 as Parquet. Optionally training's peak RSS for one epoch at 1x, 4x,
 16x the default demo, and scoring every candidate of the largest file with a trained run. Each
 measurement runs in its own interpreter (peak RSS = its VmHWM: ru_maxrss would keep the parent's peak).
@@ -49,6 +50,12 @@ if kind == "cached":  # streamed into the cache (cold) or reopened from it (warm
     from cotrr_core.data.stream import cached_splits
     t = time.perf_counter()
     n = sum(d.num_candidates for d in cached_splits(path, builtin_spec("step5")).values())
+elif kind == "inferred":  # as `cached`, the spec inferred from the file first (what load_benchmark(path) does)
+    from pathlib import Path
+    from cotrr_core.data.infer import resolve_spec
+    from cotrr_core.data.stream import cached_splits
+    t = time.perf_counter()
+    n = sum(d.num_candidates for d in cached_splits(path, resolve_spec(Path(path), "jsonl", path)).values())
 elif kind == "whole":
     from cotrr_core.data import load_dataset
     t = time.perf_counter()
@@ -129,19 +136,20 @@ def ratios(row: dict) -> dict:
     return out
 
 
-def load_row(path: Path, out_dir: Path, whole: bool, repeat: int = 1) -> dict:
+def load_row(path: Path, out_dir: Path, whole: bool, repeat: int = 1, cached: str = "cached") -> dict:
     """One file: streamed into a cold cache, reopened warm, pyarrow's bare read, optionally load_dataset;
-    repeat > 1: pyarrow and the cold build again, alternating (each build into an emptied cache)."""
+    repeat > 1: pyarrow and the cold build again, alternating (each build into an emptied cache).
+    cached="inferred": the cache probes infer the file's spec first."""
     cache = cold_cache(out_dir, path)
     row = {"file_mb": path.stat().st_size / 2**20, "pyarrow": probe(cache, "pyarrow", str(path)),
-           "cached_cold": probe(cache, "cached", str(path)), "cached_warm": probe(cache, "cached", str(path))}
+           "cached_cold": probe(cache, cached, str(path)), "cached_warm": probe(cache, cached, str(path))}
     if whole:
         row["whole"] = probe(cache, "whole", str(path))
     if repeat > 1:
         row["repeats"] = [{"pyarrow": row["pyarrow"], "cached_cold": row["cached_cold"]}]
         for _ in range(repeat - 1):
             ref = probe(cache, "pyarrow", str(path))
-            row["repeats"].append({"pyarrow": ref, "cached_cold": probe(cold_cache(out_dir, path), "cached", str(path))})
+            row["repeats"].append({"pyarrow": ref, "cached_cold": probe(cold_cache(out_dir, path), cached, str(path))})
     row["ratios"] = ratios(row)
     return row
 
@@ -152,6 +160,18 @@ def demo_small_jsonl(out: Path) -> Path:
         subprocess.run([sys.executable, "-m", "cotrr_core", "make-demo-data", "--small", "--format", "jsonl",
                         "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
     return path
+
+
+def clip_jsonl(out: Path) -> Path | None:
+    """flickr8k-dev as the clip-only Step5 JSONL a user of this task hands to `train` (20,000 candidates, 512-d
+    CLIP vectors: spec inferred from the file), written from the shared dataset; None without it."""
+    from cotrr_core.data.benchmarks import shared_datasets_dir
+    from cotrr_core.data.flickr8k import FLICKR8K_DIR, write_flickr8k_jsonl
+
+    path, root = out / "flickr8k_clip.jsonl", shared_datasets_dir() / FLICKR8K_DIR
+    if not path.exists() and root.exists():
+        write_flickr8k_jsonl(root, path)
+    return path if path.exists() else None
 
 
 def demo_file(n_queries: int, fmt: str, out: Path) -> Path:
@@ -198,6 +218,11 @@ def main() -> int:
         row = load_row(demo_small_jsonl(out_dir), out_dir, whole=True, repeat=args.repeat)
         result["load"]["jsonl_demo_small"] = row
         print(f"load jsonl demo-small: {json.dumps(row)}", flush=True)
+        clip = clip_jsonl(out_dir)
+        if clip is not None:
+            result["load"]["jsonl_clip_flickr8k"] = row = load_row(clip, out_dir, whole=True, repeat=args.repeat,
+                                                                   cached="inferred")
+            print(f"load jsonl clip (flickr8k-dev, spec inferred): {json.dumps(row)}", flush=True)
     for scale in (int(s) for s in args.train_scales.split(",") if s):
         path = demo_file(DEMO_QUERIES * scale, "parquet", out_dir)
         cache = cold_cache(out_dir, path)
