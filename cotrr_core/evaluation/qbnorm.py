@@ -16,14 +16,29 @@ from cotrr_core.data.dataset import RankingData
 from cotrr_core.data.rowread import read_rows
 from cotrr_core.evaluation.compare import evaluate_scores
 from cotrr_core.prior import SAME_ITEM_COSINE, TEMPERATURES
-from cotrr_core.training.prior_choice import query_bank
 
-__all__ = ["qbnorm_scores", "qbnorm_anchor"]
+__all__ = ["query_bank", "qbnorm_scores", "qbnorm_anchor"]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def query_bank(data: RankingData, pair: tuple[str, str], max_size: int | None = None,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(queries [nb, d], their most relevant candidate's vector [nb, d], zeros where none is relevant) of
+    the training lists (the bank of QB-Norm and of the model's prior); a seeded sample of `max_size` lists
+    when there are more."""
+    query, candidate = pair
+    lists = np.arange(data.num_queries)
+    if max_size is not None and len(lists) > max_size:
+        lists = np.sort(np.random.default_rng(seed).choice(lists, max_size, replace=False))
+    starts = data.offsets[lists]
+    best = np.array([data.offsets[q] + int(np.argmax(data.labels[data.rows(q)])) for q in lists], dtype=np.int64)
+    relevant = data.labels[best] >= data.spec.relevance_threshold
+    positives = read_rows(data.features[candidate], best).astype(np.float32) * relevant[:, None]
+    return read_rows(data.features[query], starts).astype(np.float32), positives
 
 
 def qbnorm_scores(bank: np.ndarray, data: RankingData, pair: tuple[str, str], t: float,
@@ -47,7 +62,7 @@ def qbnorm_anchor(train: RankingData, val: RankingData, test: RankingData) -> di
     so, "test": [N_test] scores (the whole bank), "val_ndcg@10": {t: nDCG@10}} for data whose spec names a
     similarity pair."""
     pair = train.spec.similarity
-    bank, positives = (_unit(x) for x in query_bank(train, pair, max_size=train.num_queries))
+    bank, positives = (_unit(x) for x in query_bank(train, pair))
     val_scores = {t: qbnorm_scores(bank, val, pair, t, positives) for t in TEMPERATURES}
     table = {t: float(evaluate_scores(val, s)["ndcg@10"]) for t, s in val_scores.items()}
     t = max(TEMPERATURES, key=lambda x: table[x])

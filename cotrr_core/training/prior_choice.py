@@ -6,38 +6,23 @@ import numpy as np
 import torch
 
 from cotrr_core.data.dataset import PaddedLists, RankingData
-from cotrr_core.data.rowread import read_rows
 from cotrr_core.evaluation.compare import evaluate_scores
+from cotrr_core.evaluation.qbnorm import query_bank
 from cotrr_core.model import CoTRRModel
 from cotrr_core.prior import MODES, TEMPERATURES
 from cotrr_core.scoring import score_padded
 
-__all__ = ["query_bank", "set_query_bank", "choose_prior_column", "choose_mode", "MAX_BANK"]
+__all__ = ["set_query_bank", "choose_prior_column", "choose_mode", "MAX_BANK"]
 
 MAX_BANK = 4096  # bank entries: a serving forward computes one cosine per (candidate, entry)
 COLUMNS = ("cosine", *(f"qbnorm@{t}" for t in TEMPERATURES))
-
-
-def query_bank(data: RankingData, pair: tuple[str, str], max_size: int = MAX_BANK,
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(queries [nb, d], their most relevant candidate's vector [nb, d], zeros where none is relevant) of
-    the training lists; a seeded sample of `max_size` lists when there are more."""
-    query, candidate = pair
-    lists = np.arange(data.num_queries)
-    if len(lists) > max_size:
-        lists = np.sort(np.random.default_rng(seed).choice(lists, max_size, replace=False))
-    starts = data.offsets[lists]
-    best = np.array([data.offsets[q] + int(np.argmax(data.labels[data.rows(q)])) for q in lists], dtype=np.int64)
-    relevant = data.labels[best] >= data.spec.relevance_threshold
-    positives = read_rows(data.features[candidate], best).astype(np.float32) * relevant[:, None]
-    return read_rows(data.features[query], starts).astype(np.float32), positives
 
 
 def set_query_bank(model: CoTRRModel, train: RankingData, seed: int = 0) -> int:
     """Give a model with a similarity pair its bank of training queries; returns the bank size (0: none)."""
     if model.prior.similarity is None:
         return 0
-    queries, positives = query_bank(train, model.prior.pair, seed=seed)
+    queries, positives = query_bank(train, model.prior.pair, MAX_BANK, seed)
     model.prior.similarity.set_bank(torch.from_numpy(queries), torch.from_numpy(positives))
     model.prior.similarity.exclude_positives.fill_(True)  # until the run is chosen (choose_mode)
     return len(queries)
