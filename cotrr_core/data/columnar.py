@@ -95,17 +95,22 @@ def fast_jsonl_chunks(path: Path, spec: FeatureSpec):
     import pyarrow as pa
     import pyarrow.json as pj
 
-    lines, start = one_object_per_line(path), 1
+    # the line scan runs beside the parse: until it vouches for the file at the end, a check failing on the
+    # way is rerun by the precise reader anyway (stream._build_checked), so its line numbers never reach a user
+    scan = ThreadPoolExecutor(max_workers=1)
+    lines, start = scan.submit(one_object_per_line, path), 1
     try:
         reader = pj.open_json(path, pj.ReadOptions(block_size=BLOCK_BYTES))
-        for batch in reader:
+        for batch in _prefetched(reader):  # the next block parsed while this one is converted
             if batch.num_rows:
                 frame, vectors = table_frame(pa.Table.from_batches([batch]), spec, start)
                 start += batch.num_rows
                 yield frame, vectors
     except _arrow_error(pa) as exc:
         raise FastPathMiss(str(exc)) from None
-    if start - 1 != lines:
+    finally:
+        scan.shutdown(wait=True)
+    if start - 1 != lines.result():
         raise FastPathMiss("rows and lines differ")
 
 
