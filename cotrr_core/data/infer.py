@@ -12,6 +12,7 @@ INFER_ROWS rows, so they agree on it (and the cache key holds it).
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import msgspec
@@ -45,7 +46,33 @@ def resolve_spec(path: str | Path, fmt: str, name: str, head: pd.DataFrame | Non
     side = spec_sidecar(path)
     if side.exists():
         return FeatureSpec.load(side)
-    return infer_spec(read_head(Path(path), fmt, name) if head is None else head, name)
+    if head is not None:
+        return infer_spec(head, name)
+    return _inferred_from_file(Path(path), fmt, name)
+
+
+_INFERRED: dict[tuple, FeatureSpec] = {}  # (file, size, mtime, format, name) -> its inferred spec
+_INFERRED_MAX = 64
+_INFERRED_LOCK = threading.Lock()
+
+
+def _inferred_from_file(path: Path, fmt: str, name: str) -> FeatureSpec:
+    """infer_spec of the file's head, remembered while the file is unchanged (size and mtime): a serving or
+    app process reopening a cached dataset would otherwise parse its head on every load."""
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, fmt, name)
+    except OSError:
+        return infer_spec(read_head(path, fmt, name), name)  # read_head words the error
+    with _INFERRED_LOCK:
+        spec = _INFERRED.get(key)
+    if spec is None:
+        spec = infer_spec(read_head(path, fmt, name), name)
+        with _INFERRED_LOCK:
+            if len(_INFERRED) >= _INFERRED_MAX:
+                _INFERRED.pop(next(iter(_INFERRED)))
+            _INFERRED[key] = spec
+    return spec
 
 
 def read_head(path: Path, fmt: str, name: str) -> pd.DataFrame:

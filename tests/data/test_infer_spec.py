@@ -196,3 +196,27 @@ def test_a_vector_field_turning_scalar_in_a_later_chunk_is_one_precise_error(tmp
     with pytest.raises(DataError) as info:
         load_benchmark(str(path), spec=FeatureSpec.from_dict(spec))
     assert info.value.line == 41 and "clip_img_features" in str(info.value)
+
+
+def test_an_unchanged_file_is_inferred_once(tmp_path, monkeypatch):
+    """resolve_spec remembers a file's inferred spec while its size and mtime hold; a changed file, or a
+    sidecar written since, wins."""
+    import os
+
+    from cotrr_core.data import infer
+
+    path = write_clip_jsonl(tmp_path / "c.jsonl", queries=4)
+    reads = []
+    real = infer.read_head
+    monkeypatch.setattr(infer, "read_head", lambda *a: reads.append(a) or real(*a))
+    first = resolve_spec(path, "jsonl", str(path))
+    assert resolve_spec(path, "jsonl", str(path)) == first and len(reads) == 1
+    rows = clip_rows(queries=4)
+    for r in rows:
+        r["extra_score"] = 1.5
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
+    changed = resolve_spec(path, "jsonl", str(path))
+    assert len(reads) == 2 and [t.name for t in changed.tokens] == ["clip_img", "clip_text", "scalars", "first_stage"]
+    spec_sidecar(path).write_text(json.dumps(first.to_dict()))
+    assert resolve_spec(path, "jsonl", str(path)) == first and len(reads) == 2
