@@ -84,9 +84,13 @@ class Ragged:
                       {n: x.repeat(times, 1) for n, x in self.lists.items()},
                       self.mask.repeat(times, 1), self.positions.repeat(times) + offsets)
 
+    def first_row(self, k: int) -> int:
+        """The index of list k's first row (the rows of lists before it)."""
+        return int(self.mask[:k].sum())
+
     def tail(self, first_list: int) -> tuple[Ragged, int]:
         """(lists first_list.. as a batch of their own, the index of their first row in this batch)."""
-        row = int(self.mask[:first_list].sum())
+        row = self.first_row(first_list)
         width = self.mask.size(1)
         return Ragged({n: x[row:] for n, x in self.rows.items()}, {n: x[first_list:] for n, x in self.lists.items()},
                       self.mask[first_list:], self.positions[row:] - first_list * width), row

@@ -182,5 +182,5 @@ def sampled_scores(model: nn.Module, batch: Ragged, n_samples: int, scope: str =
         return network_mc_scores(model, batch, n_samples, scope, first_list=first_list)
     scores, samples = network_mc_scores(model.network, batch, n_samples, scope, first_list=first_list)
     committee = model.committee(batch)
-    row = int(batch.mask[:first_list].sum())
-    return model.blend.combine(scores.float(), committee), model.blend.combine(samples.float(), committee[row:])
+    return (model.blend.combine(scores.float(), committee),
+            model.blend.combine(samples.float(), committee[batch.first_row(first_list):]))

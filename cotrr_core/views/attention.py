@@ -145,26 +145,30 @@ def _ablated_scores(run: LoadedRun, padded, token: str) -> np.ndarray:
     training mean; the derived similarity token (made by the model from a vector pair) at its list's mean,
     so it tells no candidate of a list apart (the prior still reads the similarity)."""
     if token == SIMILARITY_TOKEN and token in run.model.encoder.names:
-        return _scores_with_flat_similarity(run.model, padded, run.device)
+        return score_padded(_FlatSimilarity(run.model), padded, run.device)
     return score_padded(run.model, _ablated(padded, token, run.model), run.device)
 
 
-@torch.inference_mode()
-def _scores_with_flat_similarity(model, padded, device: torch.device, batch_lists: int = 64) -> np.ndarray:
-    """score_padded through the model's named steps, the similarity token replaced by its list mean."""
-    model.eval()
-    out = np.zeros(padded.mask.shape, dtype=np.float64)
-    for sl in padded.chunks(batch_lists):
-        tokens, mask, _ = padded.batch(sl, device)
+class _FlatSimilarity:
+    """The model as score_padded calls it, (raw tokens {name: [B, L, d]}, mask [B, L]) -> scores [B, L], through
+    its named steps with the similarity token replaced by its list mean."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def eval(self) -> _FlatSimilarity:
+        self.model.eval()
+        return self
+
+    def __call__(self, tokens, mask) -> torch.Tensor:
+        model = self.model
         batch, prior = model.prepare(Ragged.from_padded(tokens, mask, model.encoder.list_constant))
         sim = batch.to_padded(batch.rows[SIMILARITY_TOKEN])  # [K, L, F], 0 at padding
         mean = sim.sum(1) / batch.mask.sum(1, keepdim=True).clamp_min(1)  # [K, F]
         batch = Ragged({**batch.rows, SIMILARITY_TOKEN: mean[batch.list_of_row()]}, batch.lists, batch.mask,
                        batch.positions)
         c, _ = model.in_context(model.candidates(batch)[0], batch)
-        scores = model.prior.combine(model.head_scores(c), prior, batch)
-        out[sl, :mask.shape[1]] = batch.to_padded(scores).float().cpu().numpy()
-    return out
+        return batch.to_padded(model.prior.combine(model.head_scores(c), prior, batch))
 
 
 def _ablated(padded, token: str, model):
