@@ -5,8 +5,8 @@ field) and appends its features, in file order, to raw files (float16 while ever
 else float32), one per split and token (a query's split is a hash of its id alone, so it is known on
 the query's first row); only ids, labels and order keys ([N] each) stay in memory. Pass 2 sorts lists
 into their original order and copies each split's rows into its cache arrays, hashing them for the
-fingerprint on the way; a split whose raw file already holds its rows in that order (lists stored
-contiguously, in their original order, none dropped) is renamed into place instead of copied.
+fingerprint on the way (data/split_write.py); a split whose raw file already holds its rows in that order
+(lists stored contiguously, in their original order, none dropped) is renamed into place instead of copied.
 Valid data gives the same splits, arrays and fingerprints as load_dataset + the hash split.
 
 Parquet and JSONL first go through the fast readers of data/columnar.py (Parquet: row groups decoded
@@ -19,7 +19,6 @@ import hashlib
 import os
 import shutil
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,16 @@ from cotrr_core.data.errors import DataError, LoadReport
 from cotrr_core.data.limits import MAX_STREAM_VALUES
 from cotrr_core.data.loaders import infer_format, jsonl_chunks
 from cotrr_core.data.parquet import parquet_chunks
-from cotrr_core.data.rowread import CHUNK_ROWS, RunReader, read_rows
+from cotrr_core.data.rowread import CHUNK_ROWS
 from cotrr_core.data.spec import FeatureSpec
+from cotrr_core.data.split_write import SplitRows, write_tokens
 from cotrr_core.data.splits import split_queries
 from cotrr_core.data.store import (
     NPY_HEADER_BYTES,
     DamagedEntry,
-    NpyWriter,
     cache_key,
     cache_root,
     commit,
-    finish_npy,
     new_temp_dir,
     open_store,
     sweep_dead_builds,
@@ -266,9 +264,9 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
         rows = np.concatenate([perm[offsets[q]:offsets[q + 1]] for q in qs])
         off_s = np.concatenate([[0], np.cumsum(kept_lengths[qs])]).astype(np.int64)
         labels = cols["label"][rows].astype(np.float32)
-        src = _SplitRows(p1, names.index(s), cols["split"], rows, first[codes[rows]])
+        src = SplitRows(p1, names.index(s), cols["split"], rows, first[codes[rows]])
         if not write:  # validation only: the list-constant check still reads the rows
-            _write_tokens(None, spec, src, off_s, dtypes, bad_const)
+            write_tokens(None, spec, src, off_s, dtypes, bad_const, chunk=CHUNK_ROWS)
             meta_splits[s] = {"report": report.to_dict(), "relevant_share":
                               float((labels >= spec.relevance_threshold).mean())}
             continue
@@ -281,7 +279,7 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
             h.update("\x1f".join(arr.tolist()).encode() + b"\x1e")
         h.update(off_s.tobytes())
         h.update(labels.tobytes())
-        _write_tokens(folder, spec, src, off_s, dtypes, bad_const, h, sums)
+        write_tokens(folder, spec, src, off_s, dtypes, bad_const, h, sums, chunk=CHUNK_ROWS)
         meta_splits[s] = {"fingerprint": h.hexdigest()[:16], "report": report.to_dict(),
                           "num_queries": len(qs), "num_candidates": len(rows)}
     for tok in spec.tokens:
@@ -296,23 +294,6 @@ def _build(path: Path, fmt: str, spec: FeatureSpec, name: str, seed: int | None,
                 "relevant_share": meta_splits["all"]["relevant_share"]}
     return {"version": 1, "source": name, "file": str(path), "format": fmt, "seed": seed, "dtypes": dtypes,
             "splits": meta_splits, "sums": sums}
-
-
-class _SplitRows:
-    """One split's rows for pass 2: `rows` [n] (file rows, in the split's order), where they lie in the
-    split's raw files (`local` [n]), each row's list's first row in the file (`lists_first` [n]), and the
-    raw files as memmaps (`raw`: token -> [rows of the split in the file, d])."""
-
-    def __init__(self, p1: _Pass1, split: int, row_split: np.ndarray, rows: np.ndarray,
-                 lists_first: np.ndarray) -> None:
-        in_file = np.flatnonzero(row_split == split)  # the raw files' rows, in file order
-        self.rows, self.lists_first, self.p1, self.split = rows, lists_first, p1, split
-        self.local = np.searchsorted(in_file, rows)
-        self.local_first = np.searchsorted(in_file, lists_first)
-        if not (np.array_equal(in_file[self.local], rows) and np.array_equal(in_file[self.local_first], lists_first)):
-            raise RuntimeError("pass 1 wrote a row into another split's raw file")
-        self.in_order = len(rows) == len(in_file) and np.array_equal(self.local, np.arange(len(rows)))
-        self.raw = p1.raw_arrays(split, len(in_file))
 
 
 def _first_pass(path: Path, fmt: str, spec: FeatureSpec, name: str, tmp: Path, line_label: str,
@@ -356,83 +337,3 @@ def _checked_chunk(frame: pd.DataFrame, spec: FeatureSpec, fail, vectors: dict, 
     cols = validate_columns(frame, rest, fail, others, dims)
     cols.features = {t.name: half[t.name] if t.name in half else cols.features[t.name] for t in spec.tokens}
     return cols
-
-
-def _write_tokens(folder: Path | None, spec: FeatureSpec, src: _SplitRows, offsets: np.ndarray,
-                  dtypes: dict[str, str], bad_const: dict, h: Any = None, sums: dict | None = None) -> None:
-    """A split's rows of every token, in row chunks: hashed into `h` and written to folder/<token>.npy (the
-    raw file renamed when it already holds them in order; folder None: only the list-constant check).
-    `offsets` [Q+1]: where each list starts in the split; a list-constant token whose rows differ inside
-    a list gets its earliest offending file row noted in `bad_const` (against its list's first row)."""
-    starts = np.zeros(len(src.rows), dtype=bool)
-    starts[offsets[:-1]] = True
-    for tok in sorted(spec.tokens, key=lambda t: t.name):
-        if folder is None and not tok.list_constant:
-            continue
-        if h is not None:
-            h.update(tok.name.encode())
-        raw, dtype = src.raw[tok.name], np.dtype(dtypes[tok.name])
-        shape = (len(src.rows), raw.shape[1])
-        in_place = folder is not None and src.in_order and raw.dtype == dtype
-        out = None if folder is None or in_place else NpyWriter(folder / f"{tok.name}.npy", dtype, shape, sums)
-        varies, last, pending = False, None, None
-        with RunReader(raw, slots=2) as reader, ThreadPoolExecutor(max_workers=1) as pool:
-            for i, a in enumerate(range(0, len(src.rows), CHUNK_ROWS)):
-                block = reader.read(src.local[a:a + CHUNK_ROWS], slot=i % 2)
-                wide = reader.float32(block, slot=i % 2)  # the bytes fingerprint() hashes
-                if tok.list_constant:
-                    varies = varies or _varies_in_lists(wide, starts[a:a + CHUNK_ROWS], last)
-                    last = wide[-1].copy()
-                if pending is not None:
-                    pending.result()  # in order; and the other slot is free again
-                if h is not None or out is not None:  # hashed and written while the next chunk is read
-                    pending = pool.submit(_consume, h, out, wide, block)
-            if pending is not None:
-                pending.result()
-        if out is not None:
-            out.close()
-        if varies:  # a bad file: find the offending row exactly
-            _note_list_constant(src, tok.name, bad_const)
-        if in_place and not finish_npy(src.p1.path(src.split, tok.name), folder / f"{tok.name}.npy", dtype, shape):
-            _copy_npy(raw, folder / f"{tok.name}.npy", dtype, sums)
-
-
-def _consume(h: Any, out: NpyWriter | None, wide: np.ndarray, block: np.ndarray) -> None:
-    """One chunk into the fingerprint hash (wide: float32) and the .npy writer (block: as read)."""
-    if h is not None:
-        h.update(wide)
-    if out is not None:
-        out.write(block)
-
-
-def _copy_npy(raw: np.memmap, path: Path, dtype: np.dtype, sums: dict | None) -> None:
-    """raw [n, d] copied into the .npy file `path`, in row chunks."""
-    out = NpyWriter(path, dtype, raw.shape, sums)
-    with RunReader(raw) as reader:
-        for a in range(0, len(raw), CHUNK_ROWS):
-            out.write(reader.read(np.arange(a, min(a + CHUNK_ROWS, len(raw)))))
-    out.close()
-
-
-def _varies_in_lists(block: np.ndarray, starts: np.ndarray, last: np.ndarray | None) -> bool:
-    """Whether a row of block [n, d] differs from the row before it in the same list (`starts` [n]: a row
-    begins a list; `last` [d]: the previous chunk's last row). Values are finite, so rows equal to their
-    predecessors are all equal to their list's first row."""
-    differs = np.empty(len(block), dtype=bool)
-    differs[1:] = (block[1:] != block[:-1]).any(axis=1)
-    differs[0] = last is not None and bool((block[0] != last).any())
-    return bool((differs & ~starts).any())
-
-
-def _note_list_constant(src: _SplitRows, token: str, bad: dict) -> None:
-    """Record the earliest file row of the split whose list-constant token differs from its list's first
-    row in the file (bad: token -> (row, its list's first row), kept across splits)."""
-    raw = src.raw[token]
-    for a in range(0, len(src.rows), CHUNK_ROWS):
-        rows, ref = src.rows[a:a + CHUNK_ROWS], src.lists_first[a:a + CHUNK_ROWS]
-        differs = (read_rows(raw, src.local[a:a + CHUNK_ROWS]) != read_rows(raw, src.local_first[a:a + CHUNK_ROWS])) \
-            .any(axis=1)
-        if differs.any():
-            r = int(rows[differs].min())
-            if token not in bad or r < bad[token][0]:
-                bad[token] = (r, int(ref[rows == r][0]))

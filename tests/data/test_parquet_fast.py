@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cotrr_core.data import DataError, columnar, load_dataset, stream
+from cotrr_core.data import DataError, columnar, load_dataset, split_write, stream
 from cotrr_core.data.benchmarks import _hash_split
 from cotrr_core.data.rowread import RunReader
 from cotrr_core.data.spec import builtin_spec
@@ -110,11 +110,11 @@ def test_splits_already_in_order_are_renamed_into_place_not_copied(tmp_path, mon
     path = half_parquet(tmp_path / "d.parquet", rows)
     copied = []
 
-    class Spy(stream.NpyWriter):
+    class Spy(split_write.NpyWriter):
         def __init__(self, p, *a, **k):
             copied.append(p.name)
             super().__init__(p, *a, **k)
-    monkeypatch.setattr(stream, "NpyWriter", Spy)
+    monkeypatch.setattr(split_write, "NpyWriter", Spy)  # pass 2 writes the arrays
     got = stream.cached_splits(path, STEP5)
     assert (not copied) if order == "in_order" else len(copied) == 4 * len(STEP5.tokens)
     for s, ref in _hash_split(load_dataset(path, spec=STEP5), seed=0).items():
