@@ -80,7 +80,8 @@ def pick_blended_run(run: str | None) -> Path:
 def blended_section(run_dir: Path, top20: list[tuple], batch: list[tuple], sub, calls: int) -> dict:
     """A run that serves a blend (network + LightGBM + ridge committee, as `train` builds by default) beside the
     same run's network alone, taking turns: single top-20 latency (plain, 5 MC), rerank_batch vs the served
-    model's own batch predict, and the weight it serves. `sub`: the RankingData of `batch`'s lists."""
+    model's own batch predict, the weight it serves, and the 8-thread load of concurrency_load on the blend.
+    `sub`: the RankingData of `batch`'s lists."""
     rr = Reranker.load(run_dir, device="cpu")
     alone = Reranker(dataclasses.replace(rr.run, blend=None), rr.policy)
     alone.warm_up()
@@ -95,6 +96,8 @@ def blended_section(run_dir: Path, top20: list[tuple], batch: list[tuple], sub, 
     thr = interleaved_throughput({"rerank_batch": lambda: rr.rerank_batch(batch, top_m=64),
                                   "model_predict": lambda: rr.predict(sub.features, sub.offsets)}, sub.num_candidates)
     blend = rr.run.blend
+    rr.warm_up()
+    under_load = concurrent_load(rr, top20)
     for r in (rr, alone):
         r.close()
     return {"run": str(run_dir), "weight": None if blend is None else blend.weight,
@@ -103,7 +106,7 @@ def blended_section(run_dir: Path, top20: list[tuple], batch: list[tuple], sub, 
             "p50_ms_mc5": lat["blend_mc5"]["p50"], "p99_ms_mc5": lat["blend_mc5"]["p99"],
             "network_alone_p50_ms": lat["network_mc0"]["p50"], "network_alone_p50_ms_mc5": lat["network_mc5"]["p50"],
             "throughput_cps": thr["rerank_batch"], "model_predict_cps": thr["model_predict"],
-            "throughput_vs_model": thr["rerank_batch"] / thr["model_predict"]}
+            "throughput_vs_model": thr["rerank_batch"] / thr["model_predict"], "under_load": under_load}
 
 
 def timed(fn: Callable[[], object], calls: int, warm: int = 20) -> dict:
@@ -652,6 +655,9 @@ def print_table(o: dict) -> None:
     print(f"blended run (w = {b['weight']}, {b['committee']}): top-20 p50 {b['p50_ms']:.2f} ms / p99 {b['p99_ms']:.2f}, "
           f"+5 MC p50 {b['p50_ms_mc5']:.2f} / p99 {b['p99_ms_mc5']:.2f} (its network alone p50 {b['network_alone_p50_ms']:.2f}, "
           f"+5 MC {b['network_alone_p50_ms_mc5']:.2f}); rerank_batch {b['throughput_vs_model']:.2f}x its model's predict")
+    u = b["under_load"]
+    print(f"blended run under {u['threads']} threads (MC5 every {u['mc5_every']}th call): {u['lists_per_s']:.0f} lists/s, "
+          f"{u['timeouts']} of {u['calls']} timed out (fallback rate {u['fallback_rate']:.1%})")
     c, h = o["concurrency"], o["hung_model"]
     print(f"concurrency: {c['plain_answers']} plain answers on {c['plain_threads']} threads beside {c['mc_threads']} MC "
           f"threads: {c['wrong_scores']} wrong scores, {c['reordered']} reordered")

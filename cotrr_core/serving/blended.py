@@ -5,8 +5,9 @@
 Every z uses statistics fitted on the validation split and stored in blend.json, so a list's score does not
 depend on what else is in the request. The peers (training/blend.py) are LightGBM (its own text model,
 lightgbm.txt) and a ridge regression (coefficients and scaler as JSON): never a pickle. They read the same
-raw token rows as the network (evaluation.baselines.FeatureBuilder.transform_tokens) and run on the CPU in
-numpy; the network part is whatever copy the Reranker serves (fp32 folded or bf16).
+raw token rows as the network, as evaluation.baselines.FeatureBuilder's features (built from a served batch by
+BatchFeatures, in torch), and run on the CPU; the network part is whatever copy the Reranker serves (fp32
+folded or bf16).
 
 MC dropout covers the network part only: the peers are deterministic, so a blended sample is a network
 sample plus the same committee score (the uncertainty of the trees is not in it).
@@ -61,7 +62,10 @@ class Blend:
 
     def committee_scores(self, tokens: dict[str, np.ndarray]) -> np.ndarray:
         """Raw token rows {name: [n, d]} (list-constant tokens repeated per row) -> committee z-score [n]."""
-        x = self.features.transform_tokens(tokens)
+        return self.committee_of(self.features.transform_tokens(tokens))
+
+    def committee_of(self, x: np.ndarray) -> np.ndarray:
+        """The peers' feature rows [n, F] (FeatureBuilder's) -> committee z-score [n]."""
         if len(x) == 0:
             return np.zeros(0)
         parts = self.peer_scores(x)
@@ -126,6 +130,47 @@ def _ridge_arrays(state: dict | None) -> dict | None:
     return {**state, **{k: np.asarray(state[k], dtype=np.float64) for k in ("mean", "scale", "coef")}}
 
 
+class BatchFeatures:
+    """FeatureBuilder.transform_tokens of a Ragged batch, in torch float64 on the CPU: the same features (to float32
+    rounding), computed with less work and without holding the GIL that the serving threads share (numpy's
+    small-array arithmetic holds it): a list-constant token's PCA runs once per list, a cosine with one is a
+    [n, lists] product."""
+
+    def __init__(self, builder: FeatureBuilder) -> None:
+        def f64(values: Any) -> Tensor:
+            return torch.as_tensor(np.asarray(values, dtype=np.float64))
+
+        self.tokens = [name for name, dim in builder.tokens_
+                       if name in builder.pca_ or builder.clip == "raw" or dim < builder.wide]
+        # (x - mean) @ C^T as x @ C^T - mean @ C^T: no centred copy of the wide rows
+        self.pca = {name: (f64(p["components"]).T, f64(p["mean"]) @ f64(p["components"]).T)
+                    for name, p in builder.pca_.items()}
+        self.pairs = list(builder.pairs_)  # (per-candidate token, list-constant token)
+
+    def __call__(self, batch: Ragged) -> np.ndarray:
+        """Raw Ragged batch -> feature rows [n, F] float32 (as transform_tokens)."""
+        list_of_row = batch.list_of_row().cpu() if batch.lists else None
+        values = {name: x.cpu().double() for name, x in {**batch.rows, **batch.lists}.items()}
+
+        def per_row(name: str, x: Tensor) -> Tensor:
+            return x[list_of_row] if name in batch.lists else x
+
+        def projected(name: str) -> Tensor:
+            return values[name] if name not in self.pca else values[name] @ self.pca[name][0] - self.pca[name][1]
+
+        cols = [per_row(name, projected(name)) for name in self.tokens]
+        for a, b in self.pairs:
+            rows, other = _unit64(per_row(a, values[a])), _unit64(values[b])
+            cols.append((rows @ other.T).gather(1, list_of_row[:, None]) if b in batch.lists
+                        else (rows * per_row(b, other)).sum(1, keepdim=True))
+        n = batch.positions.numel()
+        return (torch.cat(cols, dim=1) if cols else torch.zeros(n, 0)).float().numpy()
+
+
+def _unit64(x: Tensor) -> Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def served_model(blend: Blend | None) -> dict:
     """What scores a request: the network alone, or its blend with the peers (weight, committee)."""
     if blend is None:
@@ -151,15 +196,12 @@ class BlendedModel(nn.Module):
         super().__init__()
         self.network = network
         self.blend = blend
+        self.features = BatchFeatures(blend.features)
         self.list_constant = tuple(network.encoder.list_constant)
 
     def committee(self, batch: Ragged) -> Tensor:
         """The committee's z-score [n] of the batch's rows, on the batch's device."""
-        tokens = {name: x.float().cpu().numpy() for name, x in batch.rows.items()}
-        if batch.lists:
-            list_of_row = batch.list_of_row().cpu().numpy()
-            tokens.update({name: x.float().cpu().numpy()[list_of_row] for name, x in batch.lists.items()})
-        c = self.blend.committee_scores(tokens)
+        c = self.blend.committee_of(self.features(batch))
         return torch.from_numpy(c.astype(np.float32)).to(batch.positions.device)
 
     def score(self, batch: Ragged) -> Tensor:

@@ -12,7 +12,9 @@ import torch
 from cotrr_core.artifacts import load_run
 from cotrr_core.config import ConfigError
 from cotrr_core.data.benchmarks import load_benchmark
-from cotrr_core.serving.blended import BlendedModel, load_blend
+from cotrr_core.evaluation.baselines import FeatureBuilder
+from cotrr_core.model import Ragged
+from cotrr_core.serving.blended import BatchFeatures, BlendedModel, load_blend
 from cotrr_core.serving.policy import Policy
 from cotrr_core.serving.reranker import Reranker
 from cotrr_core.training.trainer import fit
@@ -66,6 +68,27 @@ def test_reranker_serves_the_blend(blended, precision):
     finally:
         rr.close()
         alone.close()
+
+
+@pytest.mark.parametrize("per_list", [True, False])
+def test_batch_features_are_the_fitted_builders(blended, per_list):
+    """Serving's torch feature rows equal FeatureBuilder's numpy ones, with the list-constant token given once per
+    list (as requests carry it) or on every row."""
+    _, bench = blended
+    test = bench.splits["test"]
+    builder = FeatureBuilder(wide=4, pca_dims=3).fit(bench.splits["train"])  # these 4-wide vectors count as wide
+    assert builder.pca_ and builder.pairs_, "precondition: wide tokens and a query-candidate cosine"
+    features, offsets = _arrays(test)
+    lengths = np.diff(offsets)[:6]
+    rows = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in range(6)])
+    tokens = {name: torch.from_numpy(x[rows].astype(np.float32)) for name, x in features.items()}
+    batch = Ragged.from_lengths(tokens, {}, lengths)
+    if per_list:
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        lists = {n: tokens[n][starts] for n in test.list_constant}
+        batch = Ragged({n: x for n, x in tokens.items() if n not in lists}, lists, batch.mask, batch.positions)
+    expected = builder.transform_tokens({name: x[rows] for name, x in features.items()})
+    np.testing.assert_allclose(BatchFeatures(builder)(batch), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_mc_samples_vary_the_network_part_only(blended):
