@@ -68,19 +68,13 @@ def stamp() -> dict:
 
 
 def files_benchmark(train: str, val: str, test: str, seed: int = 0, spec=None) -> Benchmark:
-    """A Benchmark from three LETOR/Step5 files; `val` is cut into val/cal halves by whole queries. `spec`:
-    a FeatureSpec for all three (default: the train file's own, data/infer.py)."""
-    from cotrr_core.data import split_queries
-    from cotrr_core.data.loaders import load_dataset
+    """A Benchmark from three LETOR/Step5 files, as `python -m cotrr_core train --train --val --test` reads them:
+    `val` cut into val/cal halves by whole queries, `spec` for all three (default: the train file's own)."""
+    from cotrr_core.data.benchmarks import split_files_benchmark
+    from cotrr_core.data.split_files import checked_files
 
-    tr = load_dataset(train, spec=spec)
-    va = load_dataset(val, spec=tr.spec)
-    te = load_dataset(test, spec=tr.spec)
-    halves = split_queries(va.query_ids, {"val": 0.5, "cal": 0.5}, seed=seed)
-    name = Path(train).stem
-    return Benchmark(name, {"train": tr, "val": va.subset(halves["val"]), "cal": va.subset(halves["cal"]),
-                            "test": te},
-                     f"files: train {train}, val/cal halves of {val}, test {test}")
+    files = checked_files({"train": train, "val": val, "test": test}, "--train/--val/--test")
+    return split_files_benchmark(files, Path(train).stem, seed, spec)
 
 
 def get_benchmark(name: str, seed: int = 0, spec=None) -> Benchmark:

@@ -86,7 +86,8 @@ def cmd_evaluate_order(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cotrr_core.config import RunConfig
-    from cotrr_core.data.benchmarks import load_benchmark
+    from cotrr_core.data.benchmarks import load_benchmark, split_files_benchmark
+    from cotrr_core.data.split_files import checked_files, write_splits
     from cotrr_core.training.recipe import auto_config, fast_config
     from cotrr_core.training.runs import new_run_dir
     from cotrr_core.training.trainer import TrainingCancelled, fit
@@ -106,8 +107,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, dataset = stored_config(meta, run_dir), meta["dataset"]
         bench = load_benchmark(dataset, seed=args.seed, spec=FeatureSpec.from_dict(meta["spec"], str(run_dir)))
     else:
-        dataset = args.dataset
-        bench = load_benchmark(dataset, seed=args.seed, spec=_spec(args.spec))
+        files = {"train": args.train, "val": args.val, "test": args.test, "cal": args.cal}
+        predefined = any(files.values())
+        if predefined:  # the run will hold a splits file naming them: its dataset, reloadable like any
+            if args.dataset:
+                raise ConfigError("give either --dataset or --train/--val/--test, not both")
+            files = checked_files(files, "--train/--val/--test")
+            dataset = Path(files["train"]).stem
+            bench = split_files_benchmark(files, dataset, seed=args.seed, spec=_spec(args.spec))
+        else:
+            dataset = args.dataset or "demo"
+            bench = load_benchmark(dataset, seed=args.seed, spec=_spec(args.spec))
         if args.config or args.fast:
             config = RunConfig.load(args.config) if args.config else fast_config()
         else:  # the automatic recipe: settings from the training split's size and feature kinds
@@ -116,6 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = config.with_overrides(dict(parse_override(o) for o in args.set or []))
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.name or Path(dataset).stem)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if predefined:
+            bench.name = str(write_splits(run_dir / "data.splits.json", files).resolve())
     print(f"run: {run_dir}")
     try:
         with _queued(run_dir):  # app launches wait for a training slot (COTRR_TRAINING_SLOTS)
@@ -194,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate_order)
 
     s = sub.add_parser("train", help="train a reranker into artifacts/runs/<run_id>/")
-    s.add_argument("--dataset", default="demo", help="demo, demo-small, mq2008, mslr-tiny or a file")
+    s.add_argument("--dataset", help="demo (default), demo-small, mq2008, mslr-tiny, flickr8k-dev, a file (hash "
+                                     "split 60/15/10/15) or a *.splits.json naming predefined split files")
+    s.add_argument("--train", help="predefined splits instead of --dataset: the training file (with --val, --test)")
+    s.add_argument("--val", help="the validation file (cut into val / cal halves unless --cal is given)")
+    s.add_argument("--test", help="the test file")
+    s.add_argument("--cal", help="the calibration file (optional)")
     s.add_argument("--config", help="RunConfig JSON (default: the automatic recipe, recipe.auto_config)")
     s.add_argument("--fast", action="store_true", help="the quick first-launch config")
     s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE", help="override, e.g. train.epochs=5")

@@ -9,10 +9,11 @@ from cotrr_core.data.dataset import RankingData
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.loaders import infer_format, load_dataset
 from cotrr_core.data.spec import FeatureSpec, builtin_spec
+from cotrr_core.data.split_files import files_splits, is_splits_file, read_splits
 from cotrr_core.data.splits import split_queries
 from cotrr_core.io import REPO_ROOT
 
-__all__ = ["Benchmark", "load_benchmark", "BENCHMARKS", "shared_datasets_dir"]
+__all__ = ["Benchmark", "load_benchmark", "split_files_benchmark", "BENCHMARKS", "shared_datasets_dir"]
 
 BENCHMARKS = ("demo", "demo-small", "mq2008", "mslr-tiny", "flickr8k-dev")
 
@@ -50,7 +51,8 @@ def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) ->
     """Load a named benchmark or a file, cut into whole-query splits.
 
     Args:
-        name: one of BENCHMARKS ("demo", "demo-small", "mq2008", "mslr-tiny") or a file path.
+        name: one of BENCHMARKS, a file path (hash split), or a `*.splits.json` naming predefined train / val /
+            test files (data/split_files.py).
         seed: the seed of the query-id hash split (files and the demo).
         spec: a feature spec overriding the benchmark's own.
     Returns:
@@ -85,11 +87,21 @@ def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) ->
         return Benchmark(name, _hash_split(flickr8k_data(shared_datasets_dir() / FLICKR8K_DIR), seed),
                          "Flickr8k dev: 1000 captions, CLIP top-20 of 1000 photos; hash split by caption 60/15/10/15")
     path = Path(name)
+    if is_splits_file(path) and path.is_file():
+        return split_files_benchmark(read_splits(path), str(path.resolve()), seed, spec)
     if not path.exists():
         raise DataError(name, None, None, f"not a built-in benchmark {BENCHMARKS} and no such file")
     # the resolved path is the name, so a run can reload its own data later
     return Benchmark(str(path.resolve()), _file_splits(path, None, spec, str(path), seed),
                      f"{path.name}; hash split 60/15/10/15")
+
+
+def split_files_benchmark(files: dict[str, Path], name: str, seed: int = 0,
+                          spec: FeatureSpec | None = None) -> Benchmark:
+    """A Benchmark of predefined split files {split: path} (data/split_files.py), named `name`."""
+    return Benchmark(name, files_splits(files, seed, spec),
+                     "predefined splits: " + ", ".join(f"{k} {Path(v).name}" for k, v in files.items())
+                     + ("" if "cal" in files else " (val cut into val / cal halves)"))
 
 
 def _file_splits(path: Path, fmt: str | None, spec: FeatureSpec | None, name: str,

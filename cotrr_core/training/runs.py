@@ -87,6 +87,7 @@ def dataset_identity(dataset: str | Path, missing_ok: bool = False) -> dict[str,
     no longer exists (missing_ok) keeps only its name (key None): matched by name, as old runs were.
     """
     from cotrr_core.data.benchmarks import BENCHMARKS
+    from cotrr_core.data.split_files import is_splits_file, splits_sha256
 
     text = str(dataset)
     if text in BENCHMARKS:
@@ -96,7 +97,7 @@ def dataset_identity(dataset: str | Path, missing_ok: bool = False) -> dict[str,
         if missing_ok:
             return {"key": None, "name": path.name, "file": str(path), "sha256": None}
         raise FileNotFoundError(f"dataset {text!r}: not a benchmark ({', '.join(BENCHMARKS)}) nor a file")
-    sha = _sha256(path)
+    sha = splits_sha256(path) if is_splits_file(path) else _sha256(path)  # a splits file: the data it names
     return {"key": f"{path.name}@{sha[:12]}", "name": path.name, "file": str(path), "sha256": sha}
 
 

@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 from cotrr_core.data.benchmarks import BENCHMARKS, shared_datasets_dir
+from cotrr_core.data.flickr8k import FLICKR8K_DIR
+from cotrr_core.data.split_files import is_splits_file
 from cotrr_core.io import REPO_ROOT, read_json
 from cotrr_core.training import jobs
-from cotrr_core.training.runs import RunInfo, dataset_identity, runs_for_dataset
+from cotrr_core.training.runs import RunInfo, dataset_identity, list_runs, runs_for_dataset
 from cotrr_core.views.spec import has_editable_spec
 
 __all__ = ["uploads_dir", "dataset_options", "dataset_label", "dataset_key", "url_name", "done_runs", "run_label",
@@ -21,21 +23,27 @@ def uploads_dir() -> Path:
 
 
 def dataset_options() -> list[str]:
-    """The built-in benchmarks, the shared ones present on disk, then every uploaded file (by path)."""
+    """The built-in benchmarks, the shared ones present on disk, every uploaded file (by path), then the
+    predefined splits (`*.splits.json`) that finished runs were trained on."""
     opts = ["demo", "demo-small"]
     shared = shared_datasets_dir()
     if (shared / "mq2008" / "S1.txt").exists():
         opts.append("mq2008")
     if (shared / "mslr_web_tiny_sample").exists():
         opts.append("mslr-tiny")
+    if (shared / FLICKR8K_DIR).exists():
+        opts.append("flickr8k-dev")
     up = uploads_dir()
     if up.exists():
         opts += [str(p) for p in sorted(up.iterdir()) if p.is_file() and not p.name.startswith(".")]
-    return opts
+    splits = {r.config.get("dataset") for r in list_runs(jobs.runs_root()) if r.state == "done"}
+    return opts + sorted(s for s in splits if s and is_splits_file(s) and Path(s).is_file())
 
 
 def dataset_label(name: str) -> str:
-    return name if name in BENCHMARKS else f"upload: {Path(name).name}"
+    if name in BENCHMARKS:
+        return name
+    return f"splits: {Path(name).parent.name}" if is_splits_file(name) else f"upload: {Path(name).name}"
 
 
 def dataset_key(name: str) -> str:

@@ -11,6 +11,7 @@ from cotrr_core.data.benchmarks import BENCHMARKS
 from cotrr_core.data.infer import feature_fields, infer_spec, label_fields, read_head, resolve_spec, spec_sidecar
 from cotrr_core.data.loaders import infer_format
 from cotrr_core.data.spec import FeatureSpec
+from cotrr_core.data.split_files import is_splits_file
 from cotrr_core.data.uploads import save_upload_spec
 
 __all__ = ["SpecView", "has_editable_spec", "spec_view", "spec_table", "choose_spec", "save_spec"]
@@ -30,7 +31,7 @@ class SpecView:
 
 def has_editable_spec(dataset: str) -> bool:
     """A Step5 file (not a built-in benchmark, not LETOR): its spec can be shown and chosen."""
-    if dataset in BENCHMARKS or not Path(dataset).is_file():
+    if dataset in BENCHMARKS or is_splits_file(dataset) or not Path(dataset).is_file():
         return False
     try:
         return infer_format(dataset) != "letor"
