@@ -9,7 +9,7 @@ from cotrr_core.data.dataset import RankingData
 from cotrr_core.data.errors import DataError
 from cotrr_core.data.loaders import infer_format, load_dataset
 from cotrr_core.data.spec import FeatureSpec, builtin_spec
-from cotrr_core.data.split_files import files_splits, is_splits_file, read_splits
+from cotrr_core.data.split_files import is_splits_file, read_splits
 from cotrr_core.data.splits import split_queries
 from cotrr_core.io import REPO_ROOT
 
@@ -98,16 +98,27 @@ def load_benchmark(name: str, seed: int = 0, spec: FeatureSpec | None = None) ->
 
 def split_files_benchmark(files: dict[str, Path], name: str, seed: int = 0,
                           spec: FeatureSpec | None = None) -> Benchmark:
-    """A Benchmark of predefined split files {split: path} (data/split_files.py), named `name`."""
-    return Benchmark(name, files_splits(files, seed, spec),
-                     "predefined splits: " + ", ".join(f"{k} {Path(v).name}" for k, v in files.items())
+    """A Benchmark of predefined split files {split: path} (data/split_files.py), named `name`: each file whole
+    (through the cache like any file), all read with the train file's spec; val is cut into val / cal halves by
+    whole queries (seeded) unless a cal file is given."""
+    def whole(path: Path, spec: FeatureSpec | None) -> RankingData:
+        return _file_splits(Path(path), None, spec, str(path), seed=None)["all"]
+
+    train = whole(files["train"], spec)
+    splits = {"train": train, "val": whole(files["val"], train.spec), "test": whole(files["test"], train.spec)}
+    if "cal" in files:
+        splits["cal"] = whole(files["cal"], train.spec)
+    else:
+        halves = split_queries(splits["val"].query_ids, {"val": 0.5, "cal": 0.5}, seed=seed)
+        splits.update(val=splits["val"].subset(halves["val"]), cal=splits["val"].subset(halves["cal"]))
+    return Benchmark(name, splits, "predefined splits: " + ", ".join(f"{k} {Path(v).name}" for k, v in files.items())
                      + ("" if "cal" in files else " (val cut into val / cal halves)"))
 
 
 def _file_splits(path: Path, fmt: str | None, spec: FeatureSpec | None, name: str,
-                 seed: int) -> dict[str, RankingData]:
-    """Hash splits of a file: Step5 JSONL / Parquet through the memory-mapped cache (built on first use,
-    data/stream.py), other formats (or COTRR_CACHE=off) loaded whole."""
+                 seed: int | None) -> dict[str, RankingData]:
+    """Hash splits of a file (seed None: the whole file as split "all"): Step5 JSONL / Parquet through the
+    memory-mapped cache (built on first use, data/stream.py), other formats (or COTRR_CACHE=off) loaded whole."""
     from cotrr_core.data.stream import STREAM_FORMATS, cached_splits
 
     fmt = fmt or infer_format(path)
@@ -115,4 +126,5 @@ def _file_splits(path: Path, fmt: str | None, spec: FeatureSpec | None, name: st
         from cotrr_core.data.infer import resolve_spec
 
         return cached_splits(path, spec or resolve_spec(path, fmt, name), name=name, fmt=fmt, seed=seed)
-    return _hash_split(load_dataset(path, fmt, spec, display_name=name), seed)
+    data = load_dataset(path, fmt, spec, display_name=name)
+    return {"all": data} if seed is None else _hash_split(data, seed)

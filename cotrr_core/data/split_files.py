@@ -13,13 +13,9 @@ import hashlib
 from pathlib import Path
 
 from cotrr_core.data.errors import DataError
-from cotrr_core.data.loaders import load_dataset
-from cotrr_core.data.spec import FeatureSpec
-from cotrr_core.data.splits import split_queries
 from cotrr_core.io import read_json, write_json
 
-__all__ = ["SPLITS_SUFFIX", "is_splits_file", "read_splits", "checked_files", "write_splits", "files_splits",
-           "splits_sha256"]
+__all__ = ["SPLITS_SUFFIX", "is_splits_file", "read_splits", "checked_files", "write_splits", "splits_sha256"]
 
 SPLITS_SUFFIX = ".splits.json"
 REQUIRED = ("train", "val", "test")
@@ -78,19 +74,6 @@ def write_splits(path: str | Path, files: dict[str, Path]) -> Path:
         raise ValueError(f"a splits file's name ends in {SPLITS_SUFFIX}, got {path.name}")
     write_json(path, {k: str(v) for k, v in files.items()})
     return path
-
-
-def files_splits(files: dict[str, Path], seed: int = 0, spec: FeatureSpec | None = None) -> dict:
-    """{split: RankingData} of predefined split files; val halved into val / cal when no cal file is given."""
-    train = load_dataset(files["train"], spec=spec)
-    val = load_dataset(files["val"], spec=train.spec)
-    splits = {"train": train, "test": load_dataset(files["test"], spec=train.spec)}
-    if "cal" in files:
-        splits.update(val=val, cal=load_dataset(files["cal"], spec=train.spec))
-    else:
-        halves = split_queries(val.query_ids, {"val": 0.5, "cal": 0.5}, seed=seed)
-        splits.update(val=val.subset(halves["val"]), cal=val.subset(halves["cal"]))
-    return splits
 
 
 def splits_sha256(path: str | Path) -> str:
